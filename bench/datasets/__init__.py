@@ -1,0 +1,38 @@
+"""Data set adapters, one registry: ``get_dataset("lits", root=PATH)``.
+
+Adapters: ``lits`` (NIfTI), ``ircadb`` (3D-IRCADb-01 DICOM, zipped or unpacked), ``phantom``
+(a seeded synthetic abdominal CT written in the LiTS layout; the default, needs no download).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.datasets.base import Case, DatasetAdapter, task_mask
+from bench.registry import Registry
+
+DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset")
+
+
+def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> DatasetAdapter:
+    """Instantiate a registered adapter; the phantom creates its default data when ``root`` is None."""
+    cls = DATASETS.get(name)
+    if root is None:
+        default_root = getattr(cls, "default_root", None)
+        if default_root is None:
+            from bench.errors import ConfigError
+
+            raise ConfigError(f"dataset {name!r} needs --root PATH")
+        root = default_root()
+    return cls(root, **options)
+
+
+def _register_builtin() -> None:
+    # Imported for their @DATASETS.register side effect.
+    from bench.datasets import ircadb, lits, phantom  # noqa: F401
+
+
+_register_builtin()
+
+__all__ = ["Case", "DatasetAdapter", "DATASETS", "get_dataset", "task_mask"]

@@ -1,0 +1,46 @@
+"""Paper 3.2 preprocessing as pure functions: HU window, z-score, 3x3 median filter.
+
+`preprocess_volume` composes them as the profile says. The median runs per axial slice (the
+acquisition plane; the paper's Eq. 2 is a 2-D filter), once per volume, before plane slicing,
+so the three planes see the same voxels. Z-score statistics are taken over the whole windowed
+volume (one mean and sd per patient), which keeps slices of one patient on a common scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from bench.config import PreprocessConfig
+
+
+def hu_window(image: np.ndarray, hu_min: float = -100.0, hu_max: float = 200.0) -> np.ndarray:
+    """Clip to [hu_min, hu_max] as float32 (removes air, bone and irrelevant organs, Fig. 4)."""
+    if hu_min >= hu_max:
+        raise ValueError(f"HU window [{hu_min}, {hu_max}] is empty")
+    return np.clip(image.astype(np.float32, copy=False), hu_min, hu_max)
+
+
+def zscore(image: np.ndarray, mean: float | None = None, std: float | None = None) -> np.ndarray:
+    """Eq. 1. A constant image maps to zeros (std 0 would divide by zero)."""
+    image = image.astype(np.float32, copy=False)
+    mean = float(image.mean(dtype=np.float64)) if mean is None else mean
+    std = float(image.std(dtype=np.float64)) if std is None else std
+    if std < 1e-6:
+        return np.zeros_like(image)
+    return (image - np.float32(mean)) / np.float32(std)
+
+
+def median_filter_slices(volume: np.ndarray, size: int = 3) -> np.ndarray:
+    """Eq. 2 on every axial slice of a (Z, Y, X) volume (no smoothing across slices)."""
+    if size <= 1:
+        return volume
+    return ndimage.median_filter(volume, size=(1, size, size), mode="nearest")
+
+
+def preprocess_volume(image_hu: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Window -> z-score -> median, float32 (Z, Y, X)."""
+    out = hu_window(image_hu, cfg.hu_min, cfg.hu_max)
+    if cfg.zscore:
+        out = zscore(out)
+    return median_filter_slices(out, cfg.median_size)

@@ -21,6 +21,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks."""
+
+
 # Modules that add commands to `app`; a module that is not written yet is skipped silently.
 _COMMAND_MODULES = ("ls", "data", "score", "train", "evaluate", "predict", "ablate", "report", "demo")
 

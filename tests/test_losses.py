@@ -65,28 +65,33 @@ def test_shape_mismatch_is_an_error() -> None:
 
 
 def test_multilevel_weights_follow_alpha_n_minus_i_beta_i() -> None:
-    assert multilevel_weights(4) == [(0.0, 0.0), (2.0, 2.0), (1.0, 3.0), (0.0, 4.0)]
-    assert multilevel_weights(2) == [(0.0, 0.0), (0.0, 2.0)]
+    # 4 side outputs -> N = 5 layers (layer 1 = bottleneck): i = 2..5
+    assert multilevel_weights(4) == [(3.0, 2.0), (2.0, 3.0), (1.0, 4.0), (0.0, 5.0)]
+    assert multilevel_weights(2) == [(1.0, 2.0), (0.0, 3.0)]
     with pytest.raises(ConfigError, match="deep_supervision"):
         multilevel_weights(1)
 
 
 def test_multilevel_loss_on_hand_made_example() -> None:
-    """N = 3 side outputs (8x8 deepest, 16x16, 32x32 top): l = (1*bce_2 + 2*dice_2) + (0*bce_3 + 3*dice_3)."""
+    """3 side outputs (8x8, 16x16, 32x32 top) -> N = 4: l = (2 bce + 2 dice)_8 + (1 bce + 3 dice)_16 + 4 dice_32."""
     torch.manual_seed(1)
     target = torch.zeros(2, 1, 32, 32)
     target[:, :, 8:24, 4:20] = 1.0
     sides = [torch.randn(2, 1, s, s) for s in (8, 16, 32)]
+    t8 = downsample_target(target, (8, 8))
     t16 = downsample_target(target, (16, 16))
+    bce = lambda lg, t: F.binary_cross_entropy(torch.sigmoid(lg), t)  # noqa: E731
     expected = (
-        1.0 * F.binary_cross_entropy(torch.sigmoid(sides[1]), t16)
-        + 2.0 * dice_loss(sides[1], t16)
-        + 3.0 * dice_loss(sides[2], target)
+        2.0 * bce(sides[0], t8)
+        + 2.0 * dice_loss(sides[0], t8)
+        + 1.0 * bce(sides[1], t16)
+        + 3.0 * dice_loss(sides[1], t16)
+        + 4.0 * dice_loss(sides[2], target)
     )
     assert multilevel_loss(sides, target).item() == pytest.approx(expected.item(), rel=1e-5)
-    # the deepest output (i = 1) is outside the paper's sum: changing it changes nothing
-    sides_changed = [torch.randn(2, 1, 8, 8) * 5, sides[1], sides[2]]
-    assert multilevel_loss(sides_changed, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    grid = torch.zeros(8, 8)
+    grid[2:6, 1:5] = 1.0  # the 16x16 square at 1/4 resolution
+    assert torch.equal(t8[0, 0], grid)
 
 
 def test_downsample_target_modes() -> None:

@@ -12,17 +12,21 @@ Multi-level loss indexing (the paper is ambiguous; our reading)
 --------------------------------------------------------------
 The paper: "for each layer i the loss is l_i = alpha*l_bce + beta*l_dice with alpha = N - i and
 beta = i, and the top layer loss is l = sum_{i=2}^N l_i while N is the number of layers".
-We read:
+We read the *layers* as the levels of the decoder path counted from the bottom:
 
-* N = the number of side outputs (one per decoder level; 4 for the 4-level tuning network);
-* i = 1 is the **deepest** (coarsest) side output and i = N the **top**, full-resolution
-  output ("the model outputs the pixel-wise probability map in the top layer");
-* the sum starts at i = 2 as written, so the deepest side output gets no loss, and the top
-  output is weighted alpha = 0, beta = N (pure Dice), deeper ones lean on BCE.
+* i = 1 is the bottleneck, which has no side output (hence the sum starting at 2);
+* i = 2 .. N are the decoder levels with a side output, deepest (coarsest) first, and i = N is
+  the top, full-resolution output ("the model outputs the pixel-wise probability map in the top
+  layer"); so N = (number of side outputs) + 1, i.e. 5 for the 4-level tuning network;
+* weights: deepest side output alpha = N-2, beta = 2 ... top output alpha = 0, beta = N (pure
+  Dice); deep, coarse levels lean on BCE, the top on Dice.
 
-Reading i = 1 as the top instead would drop the full-resolution output from its own loss,
-which cannot be meant. The weights are not normalised (their sum is N*(N-1)); Adam's update is
-invariant to a constant loss scale, so this only matters for SGD-type optimisers.
+This reading uses every side output (none is computed only to be dropped) and keeps the
+full-resolution output in its own loss; reading i = 1 as the top would drop it. The weights
+are not normalised (their sum is (N-1)*N); Adam's update is invariant to a constant loss
+scale, so this only matters for SGD-type optimisers. With a single output (no deep
+supervision) the formula would degenerate to ``2 * Dice``; we refuse that combination rather
+than silently train a third loss (set ``cascade.multilevel_loss=false``).
 
 Targets for coarser side outputs are the label area-averaged to the side output's resolution
 and thresholded at 0.5 (a majority vote per cell, like nnU-Net's nearest-neighbour
@@ -89,21 +93,23 @@ def downsample_target(target: Tensor, size: tuple[int, int], mode: str = "area")
     raise ConfigError(f"unknown target downsampling mode {mode!r} (known: {', '.join(TARGET_MODES)})")
 
 
-def multilevel_weights(n: int) -> list[tuple[float, float]]:
-    """``(alpha_i, beta_i)`` for side outputs ordered deepest first (i = 1..n); i = 1 gets (0, 0).
+def multilevel_weights(n_sides: int) -> list[tuple[float, float]]:
+    """``(alpha, beta)`` per side output, deepest first: side k (0-based) is layer i = k + 2.
 
-    ``alpha_i = n - i``, ``beta_i = i`` for i >= 2 (the paper's sum starts at i = 2).
+    ``N = n_sides + 1`` (layer 1 is the bottleneck, without a side output);
+    ``alpha_i = N - i``, ``beta_i = i``.
     """
-    if n < 2:
+    if n_sides < 2:
         raise ConfigError(
-            f"the multi-level loss needs at least 2 side outputs, got {n} "
+            f"the multi-level loss needs at least 2 side outputs, got {n_sides} "
             "(cascade.multilevel_loss=true needs cascade.deep_supervision=true)"
         )
-    return [(0.0, 0.0)] + [(float(n - i), float(i)) for i in range(2, n + 1)]
+    n = n_sides + 1
+    return [(float(n - i), float(i)) for i in range(2, n + 1)]
 
 
 def multilevel_loss(side_logits: Sequence[Tensor], target: Tensor, target_mode: str = "area") -> Tensor:
-    """Paper Eq. 6 summed over decoder levels: ``sum_{i=2}^N (N-i)*BCE_i + i*Dice_i``.
+    """Paper Eq. 6 summed over decoder levels: ``sum_{i=2}^N (N-i)*BCE_i + i*Dice_i``, N = len + 1.
 
     ``side_logits`` are ordered deepest first; the last one is the full-resolution output and
     must match ``target``'s size. Each side output is compared with the label downsampled to
@@ -115,8 +121,6 @@ def multilevel_loss(side_logits: Sequence[Tensor], target: Tensor, target_mode: 
     weights = multilevel_weights(len(side_logits))
     total = side_logits[-1].new_zeros((), dtype=torch.float32)
     for logits, (alpha, beta) in zip(side_logits, weights):
-        if alpha == 0.0 and beta == 0.0:
-            continue
         level_target = downsample_target(target, tuple(logits.shape[-2:]), target_mode)
         total = total + bce_dice_loss(logits, level_target, alpha=alpha, beta=beta)
     return total

@@ -133,14 +133,14 @@ def load_encoder_weights(encoder: nn.Module, path_str: str) -> None:
                 f"encoder weights {path}: {key} has shape {tuple(value.shape)}, "
                 f"the encoder expects {tuple(target.shape)}"
             )
+    if not any(key in own for key in state):
+        raise ConfigError(f"encoder weights {path}: no tensor name matches this encoder (e.g. {next(iter(state))})")
     result = nn.Module.load_state_dict(encoder, state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    if len(missing) == len(own):
-        raise ConfigError(f"encoder weights {path}: no tensor name matches this encoder (e.g. {next(iter(state))})")
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} of {len(own)} encoder tensors missing, kept random ({', '.join(missing[:4])}"
+            parts.append(f"{len(missing)} encoder tensors missing, kept random ({', '.join(missing[:4])}"
                          + (", ..." if len(missing) > 4 else "") + ")")
         if unexpected:
             parts.append(f"{len(unexpected)} keys ignored ({', '.join(unexpected[:4])}"

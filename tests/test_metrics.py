@@ -1,0 +1,323 @@
+"""Counts, scores, reductions, surface metrics and the results writer.
+
+References are independent: plain numpy boolean algebra on the same arrays, hand-computed tiny
+cases, and MONAI (DiceMetric, MeanIoU, Hausdorff, surface Dice) where its policy matches ours.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from bench.errors import DataError
+from bench.metrics.counts import (
+    CountAccumulator,
+    Counts,
+    binary_counts,
+    confusion_matrix,
+    label_counts,
+    sum_counts,
+)
+from bench.metrics.scores import METRICS, reduce_cases, scores_from_counts
+from bench.metrics.surface import surface_metrics
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def numpy_counts(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
+    p = pred.astype(bool)
+    r = ref.astype(bool)
+    return (
+        int(np.sum(p & r)),
+        int(np.sum(p & ~r)),
+        int(np.sum(~p & r)),
+        int(np.sum(~p & ~r)),
+    )
+
+
+label_maps = st.tuples(st.integers(1, 6), st.integers(1, 9), st.integers(1, 9)).flatmap(
+    lambda shape: st.tuples(
+        arrays(np.uint8, shape, elements=st.integers(0, 2)),
+        arrays(np.uint8, shape, elements=st.integers(0, 2)),
+    )
+)
+
+
+# ----------------------------------------------------------------- counts
+
+
+def test_hand_computed_label_counts() -> None:
+    ref = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    pred = np.array([[0, 2, 2], [1, 1, 0]], np.uint8)
+    c = label_counts(pred, ref)
+    # liver: ref>=1 at 4 voxels, pred>=1 at the same 4 -> all hit
+    assert c["liver"] == Counts(tp=4, fp=0, fn=0, tn=2)
+    # lesion: ref==2 at (0,2),(1,0); pred==2 at (0,1),(0,2)
+    assert c["lesion"] == Counts(tp=1, fp=1, fn=1, tn=3)
+    cm = confusion_matrix(pred, ref).tolist()
+    assert cm == [[2, 0, 0], [0, 1, 1], [0, 1, 1]]
+
+
+def test_hand_computed_scores() -> None:
+    s = scores_from_counts(tp=1, fp=2, fn=3, tn=4)
+    assert s["accuracy"] == pytest.approx(5 / 10)
+    assert s["dice"] == pytest.approx(2 / (2 + 2 + 3))
+    assert s["iou"] == pytest.approx(1 / 6)
+    assert s["miou"] == pytest.approx((1 / 6 + 4 / 9) / 2)
+
+
+@SETTINGS
+@given(label_maps, st.sampled_from([1, 5, 64, None]))
+def test_label_counts_match_numpy(maps: tuple[np.ndarray, np.ndarray], chunk: int | None) -> None:
+    pred, ref = maps
+    cm = confusion_matrix(pred, ref, 3, chunk=chunk)
+    from bench.metrics.counts import task_counts_from_confusion
+
+    got = task_counts_from_confusion(cm)
+    assert tuple(got[0]) == numpy_counts(pred >= 1, ref >= 1)
+    assert tuple(got[1]) == numpy_counts(pred == 2, ref == 2)
+    assert int(cm.sum()) == pred.size
+
+
+@SETTINGS
+@given(label_maps, st.sampled_from(["bool", "uint8", "int16", "int64", "float32", "torch_bool", "torch_long"]))
+def test_binary_counts_any_dtype(maps: tuple[np.ndarray, np.ndarray], kind: str) -> None:
+    pred, ref = (m >= 1 for m in maps)
+    expected = numpy_counts(pred, ref)
+    convert = {
+        "bool": lambda a: a,
+        "uint8": lambda a: a.astype(np.uint8),
+        "int16": lambda a: a.astype(np.int16),
+        "int64": lambda a: a.astype(np.int64),
+        "float32": lambda a: a.astype(np.float32),
+        "torch_bool": lambda a: torch.from_numpy(a),
+        "torch_long": lambda a: torch.from_numpy(a).long(),
+    }[kind]
+    assert binary_counts(convert(pred), convert(ref)).as_tuple() == expected
+
+
+def test_non_contiguous_and_transposed_inputs() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 3, (5, 7, 9), dtype=np.uint8)
+    pred = rng.integers(0, 3, (5, 7, 9), dtype=np.uint8)
+    a = label_counts(np.moveaxis(pred, 2, 0), np.moveaxis(ref, 2, 0))
+    b = label_counts(pred, ref)
+    c = label_counts(torch.from_numpy(pred).permute(2, 0, 1), torch.from_numpy(ref).permute(2, 0, 1))
+    assert a == b == c
+
+
+def test_identical_and_disjoint() -> None:
+    ref = np.zeros((4, 8, 8), np.uint8)
+    ref[1:3, 2:6, 2:6] = 1
+    ref[1:3, 3:5, 3:5] = 2
+    same = label_counts(ref, ref)
+    for cls in ("liver", "lesion"):
+        s = scores_from_counts(*same[cls].as_tuple())
+        assert all(s[m] == 1.0 for m in METRICS), (cls, s)
+    pred = np.zeros_like(ref)
+    pred[0, 0:2, 0:2] = 2
+    dis = label_counts(pred, ref)
+    for cls in ("liver", "lesion"):
+        s = scores_from_counts(*dis[cls].as_tuple())
+        assert s["dice"] == 0.0 and s["iou"] == 0.0
+        assert s["accuracy"] < 1.0
+
+
+def test_empty_masks_are_nan_and_excluded() -> None:
+    ref = np.zeros((3, 4, 4), np.uint8)
+    ref[0, :2, :2] = 1  # liver but no lesion
+    c = label_counts(ref, ref)
+    lesion = scores_from_counts(*c["lesion"].as_tuple())
+    assert math.isnan(lesion["dice"]) and math.isnan(lesion["iou"]) and math.isnan(lesion["miou"])
+    assert lesion["accuracy"] == 1.0
+    # empty reference, non-empty prediction: defined and zero
+    pred = ref.copy()
+    pred[2, 3, 3] = 2
+    s = scores_from_counts(*label_counts(pred, ref)["lesion"].as_tuple())
+    assert s["dice"] == 0.0 and s["iou"] == 0.0
+    table = np.array([c["lesion"].as_tuple(), (3, 1, 0, 44), label_counts(pred, ref)["lesion"].as_tuple()])
+    red = reduce_cases(table)
+    assert red["n_cases"] == 3 and red["n_excluded"] == 1
+    assert red["mean"]["dice"] == pytest.approx((2 * 3 / 7 + 0.0) / 2)
+    assert red["mean"]["accuracy"] == pytest.approx((1.0 + 47 / 48 + 47 / 48) / 3)
+    g = table.sum(0)
+    assert red["global"]["dice"] == pytest.approx(2 * g[0] / (2 * g[0] + g[1] + g[2]))
+
+
+def test_all_empty_reduction_is_nan() -> None:
+    red = reduce_cases(np.array([[0, 0, 0, 10], [0, 0, 0, 5]]))
+    assert red["n_excluded"] == 2 and math.isnan(red["mean"]["dice"]) and math.isnan(red["global"]["dice"])
+    assert red["mean"]["accuracy"] == 1.0
+
+
+@SETTINGS
+@given(st.lists(st.tuples(*(st.integers(0, 50) for _ in range(4))), min_size=1, max_size=8))
+def test_scores_vectorised_equal_scalar(rows: list[tuple[int, int, int, int]]) -> None:
+    arr = np.array(rows, dtype=np.int64)
+    vec = scores_from_counts(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+    for i, row in enumerate(rows):
+        one = scores_from_counts(*row)
+        for m in METRICS:
+            assert (math.isnan(one[m]) and math.isnan(vec[m][i])) or one[m] == pytest.approx(vec[m][i])
+            if not math.isnan(one[m]):
+                assert 0.0 <= one[m] <= 1.0
+
+
+def test_int64_safe_totals() -> None:
+    big = 3_000_000_000  # > 2**31, as a data set's summed voxels are
+    red = reduce_cases(np.array([[big, 0, 0, big], [big, big, 0, 0]], dtype=np.int64))
+    assert red["global"]["dice"] == pytest.approx(4 * big / (4 * big + big))
+    assert sum_counts([Counts(big, 1, 2, 3), Counts(big, 0, 0, 0)]).tp == 2 * big
+
+
+@SETTINGS
+@given(label_maps)
+def test_dice_and_iou_match_monai(maps: tuple[np.ndarray, np.ndarray]) -> None:
+    from monai.metrics import DiceMetric, MeanIoU
+
+    pred, ref = maps
+    counts = label_counts(pred, ref)
+    for cls, fn in (("liver", lambda a: a >= 1), ("lesion", lambda a: a == 2)):
+        p = torch.from_numpy(fn(pred)).float()[None, None]
+        r = torch.from_numpy(fn(ref)).float()[None, None]
+        if r.sum() == 0:  # MONAI's empty-reference rule differs (documented in our policy)
+            continue
+        onehot_p = torch.cat([1 - p, p], 1)
+        onehot_r = torch.cat([1 - r, r], 1)
+        ours = scores_from_counts(*counts[cls].as_tuple())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dice = DiceMetric(include_background=False, reduction="none")(onehot_p, onehot_r)
+            iou = MeanIoU(include_background=False, reduction="none")(onehot_p, onehot_r)
+            both = MeanIoU(include_background=True, reduction="none")(onehot_p, onehot_r).mean()
+        assert ours["dice"] == pytest.approx(float(dice), abs=1e-6)
+        assert ours["iou"] == pytest.approx(float(iou), abs=1e-6)
+        if (1 - r).sum() > 0:  # background present: mIoU = MONAI's mean over both channels
+            assert ours["miou"] == pytest.approx(float(both), abs=1e-6)
+
+
+def test_bad_inputs() -> None:
+    a = np.zeros((2, 3, 4), np.uint8)
+    with pytest.raises(DataError, match="shape"):
+        label_counts(a, np.zeros((2, 3, 5), np.uint8))
+    with pytest.raises(DataError, match="label value 3"):
+        label_counts(a + 3, a)
+    with pytest.raises(DataError, match="outside"):
+        label_counts(a.astype(np.int64) + 258, a)  # would wrap to 2 in uint8
+    with pytest.raises(DataError, match=">= 0"):
+        label_counts(a.astype(np.int16) - 1, a)
+    with pytest.raises(DataError, match="whole numbers"):
+        binary_counts(a + 0.5, a)
+    with pytest.raises(DataError, match="label value 2"):
+        binary_counts(a + 2, a)
+
+
+# ----------------------------------------------------------------- accumulator
+
+
+def test_accumulator_matches_per_case_counts() -> None:
+    rng = np.random.default_rng(3)
+    cases = [(rng.integers(0, 3, (4, 6, 6)), rng.integers(0, 3, (4, 6, 6))) for _ in range(3)]
+    acc = CountAccumulator(3)
+    # batches mixing cases, with a per-item case index tensor
+    slices = [(i, p[z], r[z]) for i, (p, r) in enumerate(cases) for z in range(p.shape[0])]
+    order = rng.permutation(len(slices))
+    for start in range(0, len(order), 5):
+        batch = [slices[j] for j in order[start : start + 5]]
+        idx = torch.tensor([b[0] for b in batch])
+        acc.add(idx, torch.from_numpy(np.stack([b[1] for b in batch])), torch.from_numpy(np.stack([b[2] for b in batch])))
+    got = acc.counts()
+    for i, (p, r) in enumerate(cases):
+        expect = label_counts(p, r)
+        assert tuple(got["liver"][i]) == expect["liver"].as_tuple()
+        assert tuple(got["lesion"][i]) == expect["lesion"].as_tuple()
+
+
+def test_accumulator_binary_float_targets_and_int_index() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.random((2, 5, 5)) > 0.5
+    r = rng.random((2, 5, 5)) > 0.5
+    acc = CountAccumulator(2, mode="binary", task="lesion")
+    acc.add(1, torch.from_numpy(p), torch.from_numpy(r).float())
+    got = acc.counts()["lesion"]
+    assert tuple(got[1]) == numpy_counts(p, r)
+    assert tuple(got[0]) == (0, 0, 0, 0)
+    assert acc.confusion.dtype == torch.int64 and acc.confusion.shape == (2, 2, 2)
+    acc.reset()
+    assert int(acc.confusion.sum()) == 0
+
+
+def test_accumulator_flags_bad_values_once_at_the_end() -> None:
+    acc = CountAccumulator(1, mode="binary")
+    acc.add(0, torch.full((1, 3, 3), 2), torch.zeros((1, 3, 3)))  # no sync, no error yet
+    with pytest.raises(DataError, match="outside"):
+        acc.counts()
+    acc = CountAccumulator(1, mode="binary")
+    acc.add(0, torch.zeros((1, 3, 3)), torch.full((1, 3, 3), 0.4))
+    with pytest.raises(DataError, match="fractional"):
+        acc.counts()
+    with pytest.raises(IndexError):
+        CountAccumulator(2).add(2, torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+
+
+# ----------------------------------------------------------------- surface
+
+
+def _box(shape: tuple[int, int, int], lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
+    return m
+
+
+def test_surface_hand_computed() -> None:
+    a = _box((10, 10, 10), (2, 2, 2), (6, 6, 6))
+    b = np.roll(a, 2, axis=0)  # shift by 2 voxels along z at 3 mm -> every distance 0 or 6 mm
+    m = surface_metrics(a, a, (3.0, 1.0, 1.0))
+    assert m == {"hd95": 0.0, "nsd": 1.0}
+    m = surface_metrics(a, b, (3.0, 1.0, 1.0), tolerance_mm=5.0)
+    assert m["hd95"] == pytest.approx(6.0)
+    assert 0.0 < m["nsd"] < 1.0
+
+
+def test_surface_empty_policy() -> None:
+    e = np.zeros((4, 4, 4), bool)
+    a = _box((4, 4, 4), (1, 1, 1), (3, 3, 3))
+    both = surface_metrics(e, e, (1, 1, 1))
+    assert math.isnan(both["hd95"]) and math.isnan(both["nsd"])
+    one = surface_metrics(a, e, (1, 1, 1))
+    assert math.isnan(one["hd95"]) and one["nsd"] == 0.0
+    with pytest.raises(ValueError):
+        surface_metrics(a, e[:3], (1, 1, 1))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.booleans())
+def test_surface_matches_monai(seed: int, touch_border: bool) -> None:
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    rng = np.random.default_rng(seed)
+    shape = (8, 12, 10)
+    a = rng.random(shape) > 0.6
+    b = rng.random(shape) > 0.6
+    if not touch_border:
+        a[0] = a[-1] = b[0] = b[-1] = False
+    if not a.any() or not b.any():
+        return
+    spacing = tuple(float(s) for s in rng.uniform(0.5, 3.0, 3))
+    ours = surface_metrics(a, b, spacing, tolerance_mm=1.5)
+    A = torch.from_numpy(a).float()[None, None]
+    B = torch.from_numpy(b).float()[None, None]
+    A2, B2 = torch.cat([1 - A, A], 1), torch.cat([1 - B, B], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = float(compute_hausdorff_distance(A2, B2, percentile=95, spacing=spacing))
+        sd = float(compute_surface_dice(A2, B2, [1.5], spacing=spacing))
+    assert ours["hd95"] == pytest.approx(hd, rel=1e-5)
+    assert ours["nsd"] == pytest.approx(sd, abs=1e-6)

@@ -321,3 +321,76 @@ def test_surface_matches_monai(seed: int, touch_border: bool) -> None:
         sd = float(compute_surface_dice(A2, B2, [1.5], spacing=spacing))
     assert ours["hd95"] == pytest.approx(hd, rel=1e-5)
     assert ours["nsd"] == pytest.approx(sd, abs=1e-6)
+
+
+# ----------------------------------------------------------------- results writer
+
+
+def _rows() -> list[dict]:
+    from bench.metrics.results import case_rows
+
+    rows = []
+    rows += case_rows("c1", {"liver": Counts(8, 2, 0, 90), "lesion": Counts(0, 0, 0, 100)}, split="val")
+    rows += case_rows("c2", {"liver": Counts(5, 0, 5, 90), "lesion": Counts(1, 1, 0, 98)}, split="val")
+    rows += case_rows("c3", {"liver": Counts(10, 0, 0, 90), "lesion": Counts(2, 0, 2, 96)}, split="test")
+    return rows
+
+
+def test_write_evaluation_files_follow_the_contract(tmp_path) -> None:
+    import json
+
+    import pandas as pd
+
+    from bench.metrics.results import read_per_case, write_evaluation
+
+    summary = write_evaluation(tmp_path, _rows(), with_splits=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json"]
+    per_case = pd.read_csv(tmp_path / "per_case.csv")
+    assert list(per_case.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou"]
+    assert len(per_case) == 6
+    back = read_per_case(tmp_path / "per_case.csv")
+    assert math.isnan(back.loc[(back["case"] == "c1") & (back["class"] == "lesion"), "dice"].item())
+    data = json.loads((tmp_path / "summary.json").read_text())  # strict JSON: NaN became null
+    assert data == summary
+    val_lesion = data["splits"]["val"]["classes"]["lesion"]
+    assert val_lesion["n_cases"] == 2 and val_lesion["n_excluded"] == 1
+    assert val_lesion["mean"]["dice"] == pytest.approx(2 / 3)
+    val_liver = data["splits"]["val"]["classes"]["liver"]
+    assert val_liver["mean"]["dice"] == pytest.approx((16 / 18 + 10 / 15) / 2)
+    assert val_liver["global"]["dice"] == pytest.approx(26 / (26 + 2 + 5))
+    assert set(data["splits"]) == {"val", "test"}
+    assert "text" in data["policy"]
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(metrics.columns) == ["split", "class", "aggregation", "metric", "value", "n_cases", "n_excluded"]
+    row = metrics[(metrics["split"] == "val") & (metrics["class"] == "lesion") & (metrics["aggregation"] == "mean") & (metrics["metric"] == "dice")]
+    assert row["value"].item() == pytest.approx(2 / 3) and row["n_excluded"].item() == 1
+    assert not any(p.name.count(".tmp-") for p in tmp_path.iterdir())
+
+
+def test_write_evaluation_without_splits_and_scores_recomputed(tmp_path) -> None:
+    import pandas as pd
+
+    from bench.errors import ConfigError
+    from bench.metrics.results import write_evaluation
+
+    df = pd.DataFrame(_rows())
+    df["split"] = "all"
+    df["dice"] = 0.123  # stale scores are never trusted: recomputed from the counts
+    summary = write_evaluation(tmp_path, df, with_splits=False, extra={"n_missing": 0})
+    assert set(summary) == {"policy", "classes", "n_missing"}
+    assert summary["classes"]["liver"]["mean"]["dice"] != 0.123
+    with pytest.raises(ConfigError):
+        write_evaluation(tmp_path / "x", _rows(), with_splits=False)
+
+
+def test_print_summary_renders(tmp_path) -> None:
+    from rich.console import Console
+
+    from bench.metrics.results import case_rows, evaluation_policy, print_summary, write_evaluation
+
+    rows = case_rows("a", {"liver": Counts(3, 1, 1, 20)}, surface={"liver": {"hd95": 2.5, "nsd": 0.75}})
+    summary = write_evaluation(tmp_path, rows, with_splits=False, policy=evaluation_policy(True, 1.0))
+    console = Console(record=True, width=160)
+    print_summary(summary, title="score", console=console)
+    text = console.export_text()
+    assert "liver" in text and "0.7500" in text and "2.50" in text and "policy:" in text

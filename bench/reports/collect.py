@@ -1,0 +1,204 @@
+"""Results folder -> tidy pandas DataFrames, reading the meaning of every run from its config.json.
+
+Folder names are for humans (RESULTS_FORMAT.md): a run's model, task, plane, seed and ablation
+settings come from the saved `RunConfig`, so a renamed or re-tagged folder still lands in the
+right table cell. Collection never crashes on a half-written results tree: a folder without
+config.json is not a run, a run whose status is not ``complete`` or whose CSV is unreadable is
+skipped, and every skip is recorded as a note that the report prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.config import CascadeConfig, PROFILES, RunConfig, fingerprint, run_config_from_dict
+from bench.errors import BenchError, DataError
+
+# Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
+CONFIG_COLUMNS = (
+    "dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
+    "reiter_stop", "max_reiterations", "input_size", "config_key", "run_id", "run_dir",
+)
+METRIC_COLUMNS = ("split", "class", "aggregation", "metric", "value", "n_cases", "n_excluded")
+REITER_COLUMNS = ("iteration", "split", "accuracy", "dice", "miou")
+PER_CASE_REQUIRED = ("split", "case", "class", "dice")
+
+# The cascade fields the paper ablates (Tables 3-5). A run is a *default* run when all of them
+# equal the defaults of its named profile; an ablation variant differs in one of them.
+ABLATED_FIELDS = ("patch_levels", "multilevel_loss", "reiter_stop", "max_reiterations")
+
+# Fields that do not change what a run measures: two runs differing only in these (and the seed)
+# are repeats of one experiment and are averaged as seeds.
+_NON_EXPERIMENT_FIELDS = dict(seed=0, tag="", results="", cache="", device="", root="", splits="")
+
+
+@dataclass
+class Results:
+    """Everything a report needs from one results folder, as tidy frames, plus collection notes."""
+
+    root: str
+    runs: pd.DataFrame  # one row per complete run (CONFIG_COLUMNS + status/has_* flags)
+    metrics: pd.DataFrame  # one row per (run, split, class, aggregation, metric)
+    per_case: pd.DataFrame  # one row per (run, split, case, class); score columns as in per_case.csv
+    reiterations: pd.DataFrame  # one row per (run, iteration, split)
+    notes: list[str] = field(default_factory=list)
+
+
+def ablation_defaults(profile_name: str) -> dict[str, Any]:
+    """The ablated cascade fields at their defaults for a named profile (dataclass defaults if unknown)."""
+    cascade = PROFILES.get(profile_name).cascade if profile_name in PROFILES else CascadeConfig()
+    return {name: getattr(cascade, name) for name in ABLATED_FIELDS}
+
+
+def experiment_key(cfg: RunConfig) -> str:
+    """Fingerprint of what a run measures: equal for runs that differ only by seed, tag or paths."""
+    return fingerprint(dataclasses.replace(cfg, **_NON_EXPERIMENT_FIELDS))
+
+
+def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
+    cascade = cfg.profile.cascade
+    return {
+        "dataset": cfg.dataset,
+        "task": cfg.task,
+        "model": cfg.model,
+        "tag": cfg.run_tag,
+        "plane": cfg.plane,
+        "seed": int(cfg.seed),
+        "profile": cfg.profile.name,
+        "patch_levels": int(cascade.patch_levels),
+        "multilevel_loss": bool(cascade.multilevel_loss),
+        "reiter_stop": str(cascade.reiter_stop),
+        "max_reiterations": int(cascade.max_reiterations),
+        "input_size": int(cfg.profile.input_size),
+        "config_key": experiment_key(cfg),
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+    }
+
+
+def _iter_config_files(root: Path):
+    """config.json files below ``root`` (sorted), not descending into checkpoints or temp folders."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != "checkpoints" and ".tmp-" not in d)
+        if "config.json" in filenames:
+            yield Path(dirpath) / "config.json"
+
+
+def _read_csv(path: Path, required: tuple[str, ...], notes: list[str], run_id: str) -> pd.DataFrame | None:
+    """Read one CSV of a run; a missing, unreadable or incomplete file becomes a note, never a crash."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype={"case": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        notes.append(f"{run_id}: {path.name} unreadable ({type(exc).__name__}); ignored")
+        return None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        notes.append(f"{run_id}: {path.name} lacks column(s) {', '.join(missing)}; ignored")
+        return None
+    return frame
+
+
+def _attach(frame: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
+    for key in CONFIG_COLUMNS:
+        frame[key] = row[key]
+    return frame
+
+
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+
+
+def load_results(results_root: str | os.PathLike) -> Results:
+    """Collect every complete run below ``results_root`` into tidy frames (see `Results`)."""
+    root = Path(results_root)
+    if not root.is_dir():
+        raise DataError(f"results folder {root} does not exist")
+    notes: list[str] = []
+    runs: list[dict[str, Any]] = []
+    metrics, per_case, reiter = [], [], []
+    for config_path in _iter_config_files(root):
+        run_dir = config_path.parent
+        run_id = run_dir.relative_to(root).as_posix()
+        try:
+            saved = json.loads(config_path.read_text())
+            cfg = run_config_from_dict(saved["config"])
+        except (json.JSONDecodeError, KeyError, TypeError, BenchError, OSError) as exc:
+            notes.append(f"{run_id}: config.json unreadable ({type(exc).__name__}: {exc}); skipped")
+            continue
+        status = saved.get("status", "missing")
+        if status != "complete":
+            notes.append(f"{run_id}: status {status!r}, not 'complete'; skipped")
+            continue
+        row = _run_row(cfg, run_id, run_dir)
+        m = _read_csv(run_dir / "metrics.csv", METRIC_COLUMNS, notes, run_id)
+        if m is None and not (run_dir / "metrics.csv").is_file():
+            notes.append(f"{run_id}: no metrics.csv; its cells show as missing")
+        if m is not None:
+            m = m[m["class"] == cfg.task].copy()
+            metrics.append(_attach(m[list(METRIC_COLUMNS)], row))
+        pc = _read_csv(run_dir / "per_case.csv", PER_CASE_REQUIRED, notes, run_id)
+        if pc is not None:
+            pc = pc[pc["class"] == cfg.task].copy()
+            per_case.append(_attach(pc, row))
+        rt = _read_csv(run_dir / "reiteration.csv", REITER_COLUMNS, notes, run_id)
+        if rt is not None:
+            reiter.append(_attach(rt, row))
+        examples = run_dir / "examples.npz"
+        row.update(
+            has_metrics=m is not None,
+            has_per_case=pc is not None,
+            has_reiteration=rt is not None,
+            examples=str(examples) if examples.is_file() else "",
+        )
+        runs.append(row)
+    run_cols = CONFIG_COLUMNS + ("has_metrics", "has_per_case", "has_reiteration", "examples")
+    return Results(
+        root=str(root),
+        runs=pd.DataFrame(runs, columns=list(run_cols)) if runs else _empty(run_cols),
+        metrics=_concat(metrics, CONFIG_COLUMNS + METRIC_COLUMNS, numeric=("value", "n_cases", "n_excluded")),
+        per_case=_concat(per_case, CONFIG_COLUMNS + PER_CASE_REQUIRED, numeric=("dice",)),
+        reiterations=_concat(reiter, CONFIG_COLUMNS + REITER_COLUMNS, numeric=REITER_COLUMNS[:1] + REITER_COLUMNS[2:]),
+        notes=notes,
+    )
+
+
+def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:
+    if not frames:
+        return _empty(columns)
+    out = pd.concat(frames, ignore_index=True)
+    for col in numeric:
+        out[col] = pd.to_numeric(out[col], errors="coerce")
+    for col in ("split", "class", "aggregation", "metric", "case"):
+        if col in out.columns:
+            out[col] = out[col].astype(str)
+    return out
+
+
+def collect_results(results_root: str | os.PathLike) -> pd.DataFrame:
+    """One row per (run, split, class, aggregation, metric); collection notes in ``.attrs['notes']``."""
+    res = load_results(results_root)
+    res.metrics.attrs["notes"] = list(res.notes)
+    return res.metrics
+
+
+def collect_per_case(results_root: str | os.PathLike) -> pd.DataFrame:
+    """One row per (run, split, case, class) from per_case.csv, with the run's config columns."""
+    res = load_results(results_root)
+    res.per_case.attrs["notes"] = list(res.notes)
+    return res.per_case
+
+
+def collect_reiterations(results_root: str | os.PathLike) -> pd.DataFrame:
+    """One row per (run, iteration, split) from reiteration.csv, with the run's config columns."""
+    res = load_results(results_root)
+    res.reiterations.attrs["notes"] = list(res.notes)
+    return res.reiterations

@@ -211,6 +211,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console: Any = None) -> None:
     """Rich table(s): one row per class and aggregation, then the policy text."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -221,16 +222,17 @@ def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console
         blocks = [(title, summary.get("classes", {}))]
     for name, classes in blocks:
         surface = any("hd95" in red["mean"] for red in classes.values())
-        table = Table(title=name)
-        table.add_column("class")
-        table.add_column("aggregation")
-        for m in METRICS:
-            table.add_column(m, justify="right")
+        table = Table(title=name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                      caption="acc = accuracy; excl = cases left out of the mean (empty rule)")
+        table.add_column("class", no_wrap=True)
+        table.add_column("agg", no_wrap=True)
+        for m in ("acc", "dice", "iou", "miou"):
+            table.add_column(m, justify="right", no_wrap=True, min_width=6)
         if surface:
-            table.add_column("hd95 mm", justify="right")
-            table.add_column("nsd", justify="right")
-        table.add_column("cases", justify="right")
-        table.add_column("excluded", justify="right")
+            table.add_column("hd95 mm", justify="right", no_wrap=True)
+            table.add_column("nsd", justify="right", no_wrap=True, min_width=6)
+        table.add_column("n", justify="right", no_wrap=True)
+        table.add_column("excl", justify="right", no_wrap=True, min_width=4)
         for cls, red in classes.items():
             for agg in ("mean", "global"):
                 cells = [_fmt(red[agg].get(m)) for m in METRICS]

@@ -1,0 +1,500 @@
+"""A seeded synthetic abdominal CT, written in the LiTS layout: the data set that needs no download.
+
+Why a phantom: every command (train, evaluate, report, the CI golden tables) must run on a fresh
+machine, so the default data set is generated, not fetched. It is built to be *learnable but not
+trivial*: the liver is a smooth irregular blob whose size, position and shape vary per case, and
+it touches organs of liver-like attenuation (stomach, spleen, IVC, kidney cortex, myocardium), so
+a HU threshold cannot separate it (tests/test_phantom.py checks that an oracle-tuned threshold
+stays far below a trained network) while a small U-Net learns it from shape and position.
+
+Anatomy (portal-venous phase, HU): air -1000 outside an elliptic body; subcutaneous fat ~-100;
+abdominal wall and paraspinal muscle ~50; mesenteric fat and bowel mixed at random; lumbar
+spine (cortical ~800, cancellous ~250, discs ~80) posteriorly; aorta ~170 and IVC (liver-like);
+kidneys (cortex ~160, medulla ~60); spleen and stomach (wall and, in some cases, contents of
+liver-like HU) touching the left lobe; gallbladder (~10, not liver); lung bases and heart in the
+top slices above the liver dome; liver ~95-130 with bright portal/hepatic vessels; 1-3
+hypodense lesions ~30-60 strictly inside the liver, one of them small. Partial-volume blur, then
+correlated Gaussian noise of 10-20 HU. Labels: 0 background, 1 liver (vessels included, as in
+LiTS), 2 lesion.
+
+Axes of a `Case`: (Z, Y, X) with Z inferior -> superior, Y anterior -> posterior, X from the
+patient's right to left (radiological view: the liver is on the image's left). On disk the
+volume is stored (x, y, z) with the in-plane axes flipped in the affine (diag(-sx, -sy, sz)), as
+LiTS files are, so a reader has to reorient from the affine rather than assume an axis order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy import ndimage
+
+from bench.atomic import write_json
+from bench.datasets import DATASETS
+from bench.datasets.base import Case
+from bench.datasets.lits import LitsDataset
+from bench.datasets.nifti import save_nifti_zyx, zyx_affine_from_xyz
+from bench.errors import DataError
+from bench.paths import DEFAULT_DATA_ROOT
+
+# The embedded default data set (`default_root`): small enough to generate in seconds.
+DEFAULT_CASES = 10
+DEFAULT_SIZE = 128
+DEFAULT_SLICES = 48
+DEFAULT_SEED = 0
+DEFAULT_ROOT = DEFAULT_DATA_ROOT / "phantom"
+
+# Physical field of view: in-plane 0.8 mm x 512 (a typical abdominal CT), 240 mm craniocaudal,
+# so the liver (about 150 mm tall) leaves liver-free slices at the top and the bottom.
+FOV_MM = 0.8 * 512
+Z_EXTENT_MM = 240.0
+GENERATOR_VERSION = 1
+MANIFEST = "phantom.json"
+
+_LITS_FILE = re.compile(r"^(volume|segmentation)-(\d+)\.nii(\.gz)?$", re.IGNORECASE)
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Seed of case ``index`` in a data set seeded ``seed`` (independent streams per case)."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def phantom_spacing(size: int, slices: int) -> tuple[float, float, float]:
+    """(z, y, x) voxel spacing in mm: the field of view is fixed, the grid sets the resolution."""
+    return (Z_EXTENT_MM / slices, FOV_MM / size, FOV_MM / size)
+
+
+# ---------------------------------------------------------------- geometry helpers
+
+
+class _Grid:
+    """Voxel-centre coordinates in mm, centred in-plane, z from the bottom slice (broadcastable)."""
+
+    def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> None:
+        self.shape = shape
+        self.spacing = spacing
+        nz, ny, nx = shape
+        sz, sy, sx = spacing
+        self.z = ((np.arange(nz, dtype=np.float32) + 0.5) * sz)[:, None, None]
+        self.y = ((np.arange(ny, dtype=np.float32) + 0.5) * sy - ny * sy / 2)[None, :, None]
+        self.x = ((np.arange(nx, dtype=np.float32) + 0.5) * sx - nx * sx / 2)[None, None, :]
+
+    def radius(self, center: tuple[float, float, float], semi: tuple[float, float, float]) -> np.ndarray:
+        """Normalised ellipsoid radius: < 1 inside. ``center``/``semi`` are (z, y, x) in mm."""
+        cz, cy, cx = center
+        az, ay, ax = semi
+        return np.sqrt(((self.z - cz) / az) ** 2 + ((self.y - cy) / ay) ** 2 + ((self.x - cx) / ax) ** 2)
+
+    def radius2d(self, center: tuple[float, float], semi: tuple[float, float], power: float = 2.0) -> np.ndarray:
+        """In-plane (super)ellipse radius, constant along z; shape (1, Y, X)."""
+        cy, cx = center
+        ay, ax = semi
+        return (np.abs((self.y - cy) / ay) ** power + np.abs((self.x - cx) / ax) ** power) ** (1.0 / power)
+
+
+def _dome(g: _Grid, center: tuple[float, float], semi: tuple[float, float], top: float, height: float) -> np.ndarray:
+    """Height (z, mm) of a hemidiaphragm over the (y, x) plane: an ellipsoidal cap peaking at ``top``."""
+    q = ((g.y - center[0]) / semi[0]) ** 2 + ((g.x - center[1]) / semi[1]) ** 2
+    return top - height + height * np.sqrt(np.clip(1.0 - q, 0.0, None))
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], coarse: tuple[int, int, int]) -> np.ndarray:
+    """A smooth random field with unit standard deviation: coarse Gaussian noise, Gaussian-kernel upsampling.
+
+    Separable (one small matrix per axis), so it costs a few tensor products instead of a cubic
+    spline zoom of the whole grid (which dominated the generation time).
+    """
+    base = rng.standard_normal(coarse).astype(np.float32)
+    weights = []
+    for n, c in zip(shape, coarse):
+        t = (np.arange(n, dtype=np.float32) + 0.5) / n * c - 0.5  # voxel centres in coarse-grid units
+        w = np.exp(-0.5 * ((t[:, None] - np.arange(c, dtype=np.float32)[None, :]) / 0.75) ** 2)
+        weights.append(w / w.sum(axis=1, keepdims=True))
+    out = np.einsum("zi,yj,xk,ijk->zyx", *weights, base, optimize=True).astype(np.float32)
+    out -= out.mean()
+    out /= max(float(out.std()), 1e-6)
+    return out
+
+
+# ---------------------------------------------------------------- the generator
+
+
+def generate_case(
+    seed: int,
+    size: int = DEFAULT_SIZE,
+    slices: int = DEFAULT_SLICES,
+    *,
+    case_id: str | None = None,
+    noise_hu: tuple[float, float] = (10.0, 20.0),
+) -> Case:
+    """One synthetic abdominal CT (HU int16, (Z, Y, X)) with its 0/1/2 label; same seed, same case."""
+    if size < 16 or slices < 8:
+        raise ValueError(f"phantom grid {slices}x{size}x{size} is too small (need size >= 16, slices >= 8)")
+    rng = np.random.default_rng(seed)
+    spacing = phantom_spacing(size, slices)
+    shape = (slices, size, size)
+    g = _Grid(shape, spacing)
+    u = rng.uniform
+    vox = max(spacing)  # the coarsest voxel side: structures are kept at least this thick
+
+    # Tissue map: painted in order, later structures win. Values index TISSUE_HU below.
+    tissue = np.zeros(shape, dtype=np.uint8)
+    AIR, FAT, MUSCLE, BOWEL, VFAT, BONE, MARROW, DISC, CSF, AORTA, IVC = range(11)
+    KCORTEX, KMEDULLA, SPLEEN, SWALL, SCONTENT, SAIR, LUNG, MYO, BLOOD, GALL, LIVER, VESSEL, LESION = range(11, 24)
+    PANCREAS = 24
+
+    # Body: a slightly boxy ellipse, a little larger in the middle of the z range.
+    body_c = (u(5, 15), u(-8, 8))
+    body_a = (u(105, 125), u(150, 175))
+    zt = (g.z / Z_EXTENT_MM - 0.5)  # -0.5 (bottom) .. 0.5 (top)
+    taper = 1.0 - 0.06 * (2 * zt) ** 2
+    r_body = g.radius2d(body_c, body_a, power=2.4) / taper
+    fat_t = u(12, 30)  # subcutaneous fat thickness, mm
+    wall_t = u(8, 13)  # abdominal wall muscle, mm
+    body = r_body < 1
+    r_inner = g.radius2d(body_c, (body_a[0] - fat_t, body_a[1] - fat_t), power=2.4) / taper
+    r_cavity = g.radius2d(body_c, (body_a[0] - fat_t - wall_t, body_a[1] - fat_t - wall_t), power=2.4) / taper
+    tissue[body] = FAT
+    tissue[(r_inner < 1) & body] = MUSCLE
+    cavity = np.broadcast_to(r_cavity < 1, shape)
+
+    # Mesentery: bowel and visceral fat mixed by a smooth field.
+    mix = _smooth_field(rng, shape, (6, 10, 10))
+    tissue[cavity] = BOWEL
+    tissue[cavity & (mix > u(0.2, 0.7))] = VFAT
+
+    # Spine: vertebral body (cortex, marrow, discs), canal, posterior arch; paraspinal muscle.
+    back = body_c[0] + body_a[0]
+    vert_c = (back - u(50, 60), body_c[1] + u(-4, 4))
+    vert_r = u(17, 22)
+    r_vert = g.radius2d(vert_c, (vert_r, vert_r * 1.1))
+    disc_period, disc_phase = u(28, 34), u(0, 30)
+    disc = (np.mod(g.z + disc_phase, disc_period) < max(7.0, spacing[0])) * np.ones((1, 1, 1), bool)
+    para = (g.radius2d((vert_c[0] + 25, vert_c[1] - 35), (30, 22)) < 1) | (
+        g.radius2d((vert_c[0] + 25, vert_c[1] + 35), (30, 22)) < 1
+    )
+    tissue[np.broadcast_to(para & body, shape)] = MUSCLE
+    canal_c = (vert_c[0] + vert_r + 10, vert_c[1])
+    arch = g.radius2d(canal_c, (15, 14)) < 1
+    tissue[np.broadcast_to(arch & body, shape)] = BONE
+    tissue[np.broadcast_to(g.radius2d(canal_c, (8, 8)) < 1, shape)] = CSF
+    vb = np.broadcast_to(r_vert < 1, shape)
+    tissue[vb] = BONE
+    tissue[vb & (np.broadcast_to(r_vert, shape) < 1 - 3.0 / vert_r)] = MARROW
+    tissue[vb & disc] = DISC
+
+    # Great vessels: aorta left-anterior of the spine, IVC right-anterior (liver-like HU).
+    aorta_r = u(10, 13)
+    aorta = np.broadcast_to(g.radius2d((vert_c[0] - vert_r - aorta_r - 2, vert_c[1] + 14), (aorta_r, aorta_r)) < 1, shape)
+    ivc_c = (vert_c[0] - vert_r - 8, vert_c[1] - u(22, 30))
+    ivc = np.broadcast_to(g.radius2d(ivc_c, (u(10, 13), u(12, 16))) < 1, shape)
+
+    # Liver geometry first (other organs are placed against it), painted after them.
+    liver_hu = u(95, 130)
+    lz = Z_EXTENT_MM * u(0.52, 0.60)
+    right_c = (lz, body_c[0] + u(-12, 8), body_c[1] - u(50, 70))
+    right_a = (u(62, 76), u(55, 68), u(50, 64))
+    left_c = (lz + u(5, 20), body_c[0] - u(28, 42), body_c[1] + u(5, 25))
+    left_a = (u(28, 40), u(24, 34), u(45, 62))
+    shape_noise = _smooth_field(rng, shape, (5, 7, 7))
+    r_liver = np.minimum(g.radius(right_c, right_a), g.radius(left_c, left_a)) + 0.14 * shape_noise
+    liver = (r_liver < 1) & cavity
+    liver_top = right_c[0] + right_a[0]
+
+    # Kidneys: the right one lower, touching the liver's posterior-inferior surface.
+    for side, zc in ((-1, right_c[0] - right_a[0] * u(0.6, 0.8)), (1, lz - u(25, 40))):
+        kc = (zc, vert_c[0] - u(0, 10), vert_c[1] + side * u(55, 68))
+        ka = (u(45, 55), u(24, 30), u(26, 32))
+        rk = g.radius(kc, ka)
+        kid = (rk < 1) & cavity
+        tissue[kid] = KCORTEX
+        tissue[kid & (rk < 1 - 7.0 / min(ka))] = KMEDULLA
+
+    # Spleen: posterior left, high; stomach: left upper quadrant, wrapped against the left lobe.
+    spleen_hu = liver_hu + u(-8, 15)
+    sp_c = (lz + u(0, 20), left_c[1] + left_a[1] + u(15, 30), body_c[1] + u(75, 95))
+    sp_a = (u(45, 58), u(38, 48), u(24, 32))
+    spleen = (g.radius(sp_c, sp_a) + 0.1 * shape_noise < 1) & cavity
+    st_c = (left_c[0] - u(10, 25), left_c[1] + left_a[1] * u(0.9, 1.3), left_c[2] + u(15, 35))
+    st_a = (u(45, 60), u(32, 42), u(38, 50))
+    r_st = g.radius(st_c, st_a)
+    stomach = (r_st < 1) & cavity
+    wall_frac = 1 - max(5.0, 1.2 * vox) / min(st_a)
+    iso_contents = rng.random() < 0.5  # food of liver-like attenuation in half of the cases
+    tissue[stomach] = SWALL
+    tissue[stomach & (r_st < wall_frac)] = SCONTENT
+    if rng.random() < 0.6:  # an air cap at the anterior top of the stomach
+        tissue[stomach & (r_st < wall_frac) & (g.y < st_c[1] - 0.45 * st_a[1]) & (g.z > st_c[0])] = SAIR
+    tissue[spleen] = SPLEEN
+
+    # Pancreas: head by the liver's visceral surface, body over the aorta, tail at the splenic hilum.
+    pan_hu = liver_hu + u(-20, 0)
+    pz = lz - u(25, 40)
+    py = vert_c[0] - vert_r - u(28, 38)
+    r_pan = np.minimum.reduce([
+        g.radius((pz - 8, py + 5, body_c[1] - u(30, 45)), (u(16, 22), u(14, 18), u(18, 24))),
+        g.radius((pz, py, body_c[1] + 5), (u(12, 16), u(9, 12), u(32, 40))),
+        g.radius((pz + 10, py + 18, body_c[1] + u(50, 65)), (u(12, 16), u(9, 12), u(24, 32))),
+    ])
+    pancreas = (r_pan + 0.1 * mix < 1) & cavity & ~stomach
+    tissue[pancreas] = PANCREAS
+
+    # Chest: lung bases and the heart above the diaphragm, two domes whose right one caps the liver.
+    dome_r = _dome(g, (right_c[1], right_c[2]), (right_a[1] * 1.3, right_a[2] * 1.2), liver_top + 4, u(50, 70))
+    dome_l = _dome(g, (body_c[0], body_c[1] + u(50, 70)), (right_a[1] * 1.6, 110.0), liver_top - u(0, 15), u(40, 60))
+    dome = np.maximum(dome_r, dome_l)
+    chest = cavity & (g.z > dome)
+    heart_c = (Z_EXTENT_MM + u(10, 30), body_c[0] - u(20, 35), body_c[1] + u(10, 30))
+    heart_a = (u(60, 75), u(55, 65), u(60, 75))
+    rh = g.radius(heart_c, heart_a)
+    heart = chest & (rh < 1)
+    lungs = chest & ~heart & (np.abs(g.x - vert_c[1]) > vert_r + 5)
+    tissue[lungs & ~vb] = LUNG
+    tissue[heart] = MYO
+    tissue[heart & (rh < 1 - 12.0 / min(heart_a))] = BLOOD
+
+    # Liver and its interior: vessels (bright, labelled liver), gallbladder (carved out).
+    liver &= ~(np.broadcast_to(g.z, shape) > dome - 4)
+    tissue[liver] = LIVER
+    f1 = _smooth_field(rng, shape, (6, 9, 9))
+    f2 = _smooth_field(rng, shape, (6, 9, 9))
+    width = 0.10
+    vessels = liver & (np.abs(f1) < width) & (np.abs(f2) < width * 2.5)
+    tissue[vessels] = VESSEL
+    tissue[ivc] = IVC
+    tissue[aorta] = AORTA
+    liver &= ~ivc & ~aorta
+    if rng.random() < 0.7:
+        gb_c = (right_c[0] - right_a[0] * u(0.3, 0.5), right_c[1] - right_a[1] * u(0.35, 0.55), right_c[2] + u(10, 30))
+        gb = g.radius(gb_c, (u(25, 35), u(13, 18), u(13, 18))) < 1
+        liver &= ~gb
+        tissue[gb & cavity] = GALL
+
+    lesions, lesion_info = _place_lesions(rng, g, liver, vox)
+    tissue[lesions > 0] = LESION
+
+    label = np.zeros(shape, dtype=np.uint8)
+    label[liver] = 1
+    label[lesions > 0] = 2
+
+    hu = np.zeros(PANCREAS + 1, dtype=np.float32)
+    hu[AIR], hu[FAT], hu[MUSCLE], hu[BOWEL], hu[VFAT] = -1000, u(-110, -90), u(45, 60), u(25, 45), u(-95, -75)
+    hu[BONE], hu[MARROW], hu[DISC], hu[CSF] = u(650, 850), u(200, 300), u(70, 95), u(5, 15)
+    hu[AORTA], hu[IVC], hu[KCORTEX], hu[KMEDULLA] = u(150, 190), liver_hu + u(-5, 10), u(145, 175), u(45, 75)
+    hu[SPLEEN], hu[SWALL], hu[SAIR] = spleen_hu, liver_hu + u(-12, 5), -950
+    hu[SCONTENT] = (liver_hu + u(-10, 10)) if iso_contents else u(5, 25)
+    hu[LUNG], hu[MYO], hu[BLOOD], hu[GALL] = u(-880, -820), liver_hu + u(-15, 0), u(140, 170), u(0, 20)
+    hu[LIVER], hu[VESSEL], hu[PANCREAS] = liver_hu, u(150, 175), pan_hu
+    image = hu[tissue]
+    for i, info in enumerate(lesion_info):  # hypodense, darker towards the centre
+        m = lesions == i + 1
+        image[m] = info["hu"] - 10.0 * (1 - np.clip(info["r"][m[info["box"]]], 0, 1))
+    image += 4.0 * mix * (tissue > AIR)  # low-frequency tissue inhomogeneity
+    sigma_pv = (0.6 * min(1.0, 2.5 / spacing[0]), 0.7, 0.7)  # partial volume, in voxels
+    image = ndimage.gaussian_filter(image, sigma_pv, mode="nearest")
+    noise_sd = u(*noise_hu)
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    noise = ndimage.gaussian_filter(noise, (0.0, 0.6, 0.6), mode="wrap")  # CT noise is correlated in-plane
+    noise *= noise_sd / max(float(noise.std()), 1e-6)
+    image += noise
+    image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
+
+    params = {
+        "seed": int(seed), "size": size, "slices": slices, "generator_version": GENERATOR_VERSION,
+        "liver_hu": round(float(liver_hu), 1), "spleen_hu": round(float(spleen_hu), 1),
+        "stomach_iso": bool(iso_contents), "noise_sd_hu": round(float(noise_sd), 1),
+        "lesions": [{"radius_mm": round(i["radius_mm"], 1), "hu": round(float(i["hu"]), 1)} for i in lesion_info],
+    }
+    return Case(id=case_id or str(seed), image=image, label=label, spacing=spacing, meta={"phantom": params})
+
+
+def _place_lesions(
+    rng: np.random.Generator, g: _Grid, liver: np.ndarray, vox: float
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """1-3 non-touching ellipsoids strictly inside the liver; the first large, the others small.
+
+    Centres are drawn where the liver's distance map exceeds the lesion's extent plus a voxel, so
+    every lesion lies inside the liver and keeps a liver rim (lesion label = 2 inside liver = 1).
+    Radii never go below 1.2 voxels, so even a small lesion exists on coarse grids.
+    """
+    out = np.zeros(g.shape, dtype=np.uint8)
+    info: list[dict[str, Any]] = []
+    if not liver.any():
+        return out, info
+    spacing = np.asarray(g.spacing)
+    nz = np.nonzero(liver)
+    lo = np.array([max(int(a.min()) - 1, 0) for a in nz])
+    hi = np.array([int(a.max()) + 2 for a in nz])
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    liver_box = liver[box]
+    depth = ndimage.distance_transform_edt(liver_box, sampling=g.spacing)
+    n = int(rng.integers(1, 4))
+    radii = (rng.uniform(9, 24), rng.uniform(4, 10), rng.uniform(4, 14))[:n]
+    placed: list[tuple[np.ndarray, float]] = []
+    for k, radius in enumerate(radii):
+        semi = np.maximum(radius, 1.2 * vox) * rng.uniform(0.8, 1.2, size=3)
+        extent = float(semi.max())
+        cand = np.argwhere(depth > extent + vox)
+        if len(cand) and placed:
+            c_mm = cand * spacing
+            far = np.ones(len(cand), bool)
+            for pc, pe in placed:
+                far &= np.linalg.norm(c_mm - pc, axis=1) > extent + pe + 2 * vox
+            cand = cand[far]
+        if not len(cand):
+            if k > 0:
+                continue  # no room for another lesion: keep the ones placed
+            # A small liver: shrink the first lesion to fit at its deepest point.
+            cand = np.argwhere(depth == depth.max())
+            semi = np.minimum(semi, max(float(depth.max()) - vox, 0.6 * vox))
+            extent = float(semi.max())
+        c = cand[int(rng.integers(len(cand)))]
+        r = _radius_in_box(g, box, tuple(c + lo), semi)
+        m = (r < 1) & liver_box
+        if not m.any():  # a sub-voxel lesion: keep its centre voxel
+            m[tuple(c)] = True
+        out[box][m] = len(info) + 1
+        placed.append((c * spacing, extent))
+        info.append({"radius_mm": float(semi.mean()), "hu": float(rng.uniform(30, 60)), "r": r, "box": box})
+    return out, info
+
+
+def _radius_in_box(g: _Grid, box: tuple[slice, ...], center_vox: tuple[int, ...], semi: np.ndarray) -> np.ndarray:
+    """Normalised ellipsoid radius around a voxel centre, evaluated on the box only."""
+    z, y, x = g.z[box[0]], g.y[:, box[1]], g.x[:, :, box[2]]
+    cz = float(g.z[center_vox[0], 0, 0])
+    cy = float(g.y[0, center_vox[1], 0])
+    cx = float(g.x[0, 0, center_vox[2]])
+    return np.sqrt(((z - cz) / semi[0]) ** 2 + ((y - cy) / semi[1]) ** 2 + ((x - cx) / semi[2]) ** 2)
+
+
+# ---------------------------------------------------------------- the LiTS layout on disk
+
+
+def lits_affine_zyx(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
+    """The (z, y, x) affine of a LiTS-style file: stored (x, y, z), in-plane axes flipped, centred in-plane.
+
+    World is NIfTI RAS+: storing x with -sx means the first stored axis runs to the patient's left
+    (and y with -sy to posterior), as LiTS volumes do, so readers must take the axes from the affine.
+    """
+    sz, sy, sx = spacing
+    nz, ny, nx = shape
+    affine_xyz = np.array(
+        [[-sx, 0, 0, sx * (nx - 1) / 2], [0, -sy, 0, sy * (ny - 1) / 2], [0, 0, sz, 0.0], [0, 0, 0, 1]], dtype=float
+    )
+    return zyx_affine_from_xyz(affine_xyz)
+
+
+def write_case(out_dir: str | Path, index: int, case: Case) -> tuple[Path, Path]:
+    """Write ``volume-<index>.nii.gz`` (int16 HU) and ``segmentation-<index>.nii.gz`` (uint8), each atomically."""
+    out_dir = Path(out_dir)
+    affine = case.affine if case.affine is not None else lits_affine_zyx(case.image.shape, case.spacing)
+    vol = save_nifti_zyx(out_dir / f"volume-{index}.nii.gz", case.image.astype(np.int16, copy=False), affine)
+    if case.label is None:
+        raise DataError(f"phantom case {case.id} has no label to write")
+    seg = save_nifti_zyx(out_dir / f"segmentation-{index}.nii.gz", case.label.astype(np.uint8, copy=False), affine)
+    return vol, seg
+
+
+def manifest(cases: int, size: int, slices: int, seed: int) -> dict[str, Any]:
+    """What `phantom.json` records: enough to regenerate the data set bit for bit."""
+    return {
+        "generator": "bench.datasets.phantom",
+        "generator_version": GENERATOR_VERSION,
+        "cases": int(cases),
+        "size": int(size),
+        "slices": int(slices),
+        "seed": int(seed),
+        "case_seeds": [case_seed(seed, i) for i in range(cases)],
+        "spacing_zyx_mm": list(phantom_spacing(size, slices)),
+        "layout": "LiTS: volume-N.nii.gz (int16 HU) + segmentation-N.nii.gz (uint8 0/1/2), stored x,y,z",
+    }
+
+
+def read_manifest(root: str | Path) -> dict[str, Any] | None:
+    """The `phantom.json` of a folder, or None when absent; a corrupt one is a `DataError`."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_phantom(
+    out_dir: str | Path,
+    cases: int = DEFAULT_CASES,
+    size: int = DEFAULT_SIZE,
+    slices: int = DEFAULT_SLICES,
+    seed: int = DEFAULT_SEED,
+    on_case: Callable[[int, Case], None] | None = None,
+) -> Path:
+    """Generate ``cases`` phantom cases into ``out_dir`` in the LiTS layout; returns the manifest path.
+
+    Every file is written atomically and `phantom.json` last, so a folder with a manifest is
+    complete. Rewriting a phantom folder removes case files the new manifest does not cover; a
+    folder that already holds LiTS files but no manifest (real data?) is refused, never overwritten.
+    ``on_case(index, case)`` is called after each case (progress bars).
+    """
+    if cases < 1:
+        raise DataError(f"{out_dir}: a phantom needs at least one case (got {cases})")
+    out_dir = Path(out_dir)
+    existing = [p for p in out_dir.glob("*.nii*") if _LITS_FILE.match(p.name)] if out_dir.is_dir() else []
+    old = read_manifest(out_dir)
+    if existing and old is None:
+        raise DataError(f"{out_dir}: holds volume-/segmentation- files but no {MANIFEST}; not overwriting (real data?)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest is written
+    for p in existing:
+        if int(_LITS_FILE.match(p.name).group(2)) >= cases:  # type: ignore[union-attr]
+            p.unlink()
+    for i in range(cases):
+        case = generate_case(case_seed(seed, i), size, slices, case_id=str(i))
+        write_case(out_dir, i, case)
+        if on_case is not None:
+            on_case(i, case)
+    path = out_dir / MANIFEST
+    write_json(path, manifest(cases, size, slices, seed))
+    return path
+
+
+def ensure_phantom(
+    root: str | Path = DEFAULT_ROOT,
+    cases: int = DEFAULT_CASES,
+    size: int = DEFAULT_SIZE,
+    slices: int = DEFAULT_SLICES,
+    seed: int = DEFAULT_SEED,
+) -> Path:
+    """``root`` holding exactly this phantom, generated only when missing or made with other settings."""
+    root = Path(root)
+    wanted = manifest(cases, size, slices, seed)
+    if read_manifest(root) != wanted or not all(
+        (root / f"{kind}-{i}.nii.gz").is_file() for i in range(cases) for kind in ("volume", "segmentation")
+    ):
+        write_phantom(root, cases, size, slices, seed)
+    return root
+
+
+@DATASETS.register("phantom")
+class PhantomDataset(LitsDataset):
+    """Synthetic abdominal CT in the LiTS layout (the default data set; generated under data/phantom)."""
+
+    name = "phantom"
+
+    @staticmethod
+    def default_root() -> Path:
+        """``data/phantom`` (relative to the working directory), generated there on first use."""
+        return ensure_phantom(DEFAULT_ROOT)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["phantom"] = read_manifest(self.root)
+        return out

@@ -97,8 +97,11 @@ def _structure_groups(items: list[DicomItem], top: str) -> dict[str, list[DicomI
     groups: dict[str, list[DicomItem]] = {}
     parents: dict[str, str] = {}
     for it in items:
-        parent = str(it.path.parent) if it.path is not None else str(it.member).rsplit("/", 1)[0] if "/" in str(it.member) else ""
-        name = parent.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        if it.path is not None:
+            parent = it.path.parent.as_posix()
+        else:
+            parent = str(it.member).rsplit("/", 1)[0] if "/" in str(it.member) else ""
+        name = parent.rsplit("/", 1)[-1]
         if not name or name.lower() == MASK_FOLDER.lower():
             continue  # a stray file at the top of MASKS_DICOM is not a structure
         if name in parents and parents[name] != parent:

@@ -1,0 +1,205 @@
+"""The proposed method ("ours"), paper 3.3-3.9: localization network -> Grad-CAM ROI -> tuning network.
+
+Inference for one batch of slices ``x`` (B, 1, H, W), `CascadeNet.forward`::
+
+  localizer(x) --Grad-CAM at cfg.gradcam_layer--> heat (B,1,H,W) in [0,1]
+    -> heat >= cfg.gradcam_threshold (-> dense CRF when cfg.crf)           ROI mask
+    -> filled boxes of its components (cfg.box_margin, cfg.box_min_area)   box prior
+    -> tuner(x, prior), top output                                          logits (B,1,H,W)
+
+Training is not done here: `bench.engine.cascade` trains the localizer, computes the priors
+with `CascadeNet.roi`, trains the tuner on (slice, prior) with its list of side outputs
+(``tuner(x, prior)``) and runs Algorithm 1. The pieces are exposed for that: ``localizer``,
+``tuner``, `CascadeNet.roi`, `CascadeNet.forward_with_prior`.
+
+Lesion task (paper section 2: liver and lesions are separate steps): `LesionCascade` wraps a
+trained liver `CascadeNet`; its prior for the lesion tuner is the liver cascade's predicted mask
+(``lesion_prior="liver_mask"``) or that mask's boxes (``"liver_box"``).
+
+Choice: when the localizer predicts no foreground at all on a slice, its ROI is empty (heat set
+to 0) instead of the Grad-CAM of "every pixel", which after per-slice normalisation to [0, 1]
+would always exceed the threshold somewhere and put a box on slices without the organ.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import CascadeConfig, RunConfig
+from bench.errors import ConfigError
+from bench.models import register_model
+from bench.models.gradcam import grad_cam
+from bench.models.localization import LocalizationNet
+from bench.models.roi import box_prior, roi_from_heatmap
+from bench.models.tuning import MAX_PATCH_LEVELS, TuningNet, count_tuning_parameters
+
+LOCALIZER_DEPTH = 4
+GRADCAM_LAYERS = ("bottleneck",) + tuple(f"decoder{k}" for k in range(1, LOCALIZER_DEPTH + 1))
+LESION_PRIORS = ("liver_mask", "liver_box")
+
+
+def validate_cascade_config(cfg: CascadeConfig) -> None:
+    """Reject settings the networks cannot honour, before any training time is spent."""
+    if cfg.gradcam_layer not in GRADCAM_LAYERS:
+        raise ConfigError(f"unknown cascade.gradcam_layer {cfg.gradcam_layer!r} (known: {', '.join(GRADCAM_LAYERS)})")
+    if not 0.0 < cfg.gradcam_threshold < 1.0:
+        raise ConfigError(f"cascade.gradcam_threshold must lie in (0, 1), got {cfg.gradcam_threshold}")
+    if not 0 <= cfg.patch_levels <= MAX_PATCH_LEVELS:
+        raise ConfigError(f"cascade.patch_levels must lie in 0..{MAX_PATCH_LEVELS}, got {cfg.patch_levels}")
+    if cfg.multilevel_loss and not cfg.deep_supervision:
+        raise ConfigError(
+            "cascade.multilevel_loss=true needs cascade.deep_supervision=true (side outputs); "
+            "set cascade.multilevel_loss=false for a single loss on the final output"
+        )
+    if cfg.box_margin < 0 or not 0.0 <= cfg.box_min_area < 1.0:
+        raise ConfigError(f"cascade.box_margin must be >= 0 and box_min_area in [0, 1); got {cfg.box_margin}, {cfg.box_min_area}")
+    if cfg.lesion_prior not in LESION_PRIORS:
+        raise ConfigError(f"unknown cascade.lesion_prior {cfg.lesion_prior!r} (known: {', '.join(LESION_PRIORS)})")
+    if cfg.crf:
+        from bench.models.crf import CRF_MISSING, crf_available
+
+        if not crf_available():
+            raise ConfigError(CRF_MISSING)
+
+
+class CascadeNet(nn.Module):
+    """Liver cascade: ``forward(x (B,1,H,W)) -> (B,1,H,W)`` logits (see the module docstring)."""
+
+    def __init__(self, localizer: LocalizationNet, tuner: TuningNet, cfg: CascadeConfig,
+                 empty_roi_without_foreground: bool = True) -> None:
+        super().__init__()
+        validate_cascade_config(cfg)
+        self.localizer = localizer
+        self.tuner = tuner
+        self.cfg = cfg
+        self.empty_roi_without_foreground = empty_roi_without_foreground
+
+    def heatmap(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Grad-CAM heat (B,1,H,W) in [0, 1] and the localizer's logits (both detached)."""
+        heat, logits = grad_cam(self.localizer, x, self.cfg.gradcam_layer, return_logits=True)
+        if self.empty_roi_without_foreground:
+            found = (logits > 0).flatten(1).any(dim=1).view(-1, 1, 1, 1)
+            heat = heat * found
+        return heat, logits
+
+    def roi(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(prior, heat)``: the box prior (B,1,H,W) float in x's dtype and the Grad-CAM heat."""
+        heat, _ = self.heatmap(x)
+        mask = roi_from_heatmap(heat, self.cfg.gradcam_threshold, crf=self.cfg.crf, images=x)
+        prior = box_prior(mask, self.cfg.box_margin, self.cfg.box_min_area).to(device=x.device, dtype=x.dtype)
+        return prior, heat
+
+    def forward_with_prior(self, x: Tensor, prior: Tensor | None) -> Tensor:
+        """Tuner's full-resolution logits for a given prior (None only when ConvBox is off)."""
+        return self.tuner.predict(x, prior)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.tuner.use_convbox:  # the prior would be ignored: skip the localizer
+            return self.tuner.predict(x, None)
+        prior, _ = self.roi(x)
+        return self.forward_with_prior(x, prior)
+
+
+class LesionCascade(nn.Module):
+    """Lesion step: a trained liver `CascadeNet` gives the ROI, a second tuning network finds lesions."""
+
+    def __init__(self, liver: CascadeNet, tuner: TuningNet, cfg: CascadeConfig) -> None:
+        super().__init__()
+        validate_cascade_config(cfg)
+        self.liver = liver
+        self.tuner = tuner
+        self.cfg = cfg
+
+    def lesion_prior(self, x: Tensor, mode: str | None = None, margin: float | None = None,
+                     min_area: float | None = None) -> Tensor:
+        """Prior (B,1,H,W) for the lesion tuner from the liver cascade's prediction (logit > 0)."""
+        mode = self.cfg.lesion_prior if mode is None else mode
+        margin = self.cfg.box_margin if margin is None else margin
+        min_area = self.cfg.box_min_area if min_area is None else min_area
+        with torch.no_grad():
+            liver = self.liver(x) > 0
+        if mode == "liver_mask":
+            return liver.to(x.dtype)
+        if mode == "liver_box":
+            return box_prior(liver, margin, min_area).to(device=x.device, dtype=x.dtype)
+        raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
+
+    def roi(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(prior, liver probability)``, the lesion counterpart of `CascadeNet.roi` (for figures)."""
+        with torch.no_grad():
+            prob = torch.sigmoid(self.liver(x))
+        return self.lesion_prior(x), prob
+
+    def forward_with_prior(self, x: Tensor, prior: Tensor | None) -> Tensor:
+        return self.tuner.predict(x, prior)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_prior(x, self.lesion_prior(x))
+
+
+# ---------------------------------------------------------------- building and registration
+
+
+def build_localizer(cfg: RunConfig) -> LocalizationNet:
+    """The localization network of ``cfg``'s profile (cascade.loc_base_channels, model.dropout)."""
+    return LocalizationNet(
+        in_channels=1, base=cfg.profile.cascade.loc_base_channels, depth=LOCALIZER_DEPTH,
+        dropout=cfg.profile.model.dropout,
+    )
+
+
+def build_tuner(cfg: RunConfig) -> TuningNet:
+    """The tuning network of ``cfg``'s profile (cascade.*, model.dropout)."""
+    validate_cascade_config(cfg.profile.cascade)
+    return TuningNet(cfg.profile.cascade, in_channels=1, dropout=cfg.profile.model.dropout)
+
+
+def build_liver_cascade(cfg: RunConfig) -> CascadeNet:
+    return CascadeNet(build_localizer(cfg), build_tuner(cfg), cfg.profile.cascade)
+
+
+def build_cascade(cfg: RunConfig) -> nn.Module:
+    """Proposed cascade: localization net + Grad-CAM box prior + tuning net (paper 3.3-3.9)."""
+    liver = build_liver_cascade(cfg)
+    if cfg.task == "lesion":  # the same-plane liver cascade's weights are part of the lesion model
+        return LesionCascade(liver, build_tuner(cfg), cfg.profile.cascade)
+    return liver
+
+
+def count_cascade_parameters(cfg: RunConfig) -> int:
+    """Trainable parameters of the liver cascade: localization + tuning network.
+
+    This is the honest size to set beside the baselines (both networks run at inference). The
+    paper's 38,059,141 (3.4) is the tuning network's Keras summary alone; compare it with
+    `bench.models.tuning.count_tuning_parameters`.
+    """
+    return count_localizer_parameters(cfg) + count_tuning_parameters(cfg.profile.cascade)
+
+
+def count_localizer_parameters(cfg: RunConfig) -> int:
+    with torch.device("meta"):
+        net = build_localizer(cfg)
+    return sum(p.numel() for p in net.parameters())
+
+
+register_model(
+    "ours", kind="cascade",
+    description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
+    count=count_cascade_parameters,
+)(build_cascade)
+
+
+__all__ = [
+    "GRADCAM_LAYERS",
+    "LESION_PRIORS",
+    "validate_cascade_config",
+    "CascadeNet",
+    "LesionCascade",
+    "build_localizer",
+    "build_tuner",
+    "build_liver_cascade",
+    "build_cascade",
+    "count_cascade_parameters",
+    "count_localizer_parameters",
+]

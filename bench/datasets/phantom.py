@@ -472,15 +472,21 @@ def ensure_phantom(
     size: int = DEFAULT_SIZE,
     slices: int = DEFAULT_SLICES,
     seed: int = DEFAULT_SEED,
+    on_case: Callable[[int, Case], None] | None = None,
 ) -> Path:
     """``root`` holding exactly this phantom, generated only when missing or made with other settings."""
     root = Path(root)
-    wanted = manifest(cases, size, slices, seed)
-    if read_manifest(root) != wanted or not all(
-        (root / f"{kind}-{i}.nii.gz").is_file() for i in range(cases) for kind in ("volume", "segmentation")
-    ):
-        write_phantom(root, cases, size, slices, seed)
+    if not phantom_is_current(root, cases, size, slices, seed):
+        write_phantom(root, cases, size, slices, seed, on_case=on_case)
     return root
+
+
+def phantom_is_current(root: str | Path, cases: int, size: int, slices: int, seed: int) -> bool:
+    """Whether ``root`` holds this exact phantom (same manifest, every file present)."""
+    root = Path(root)
+    return read_manifest(root) == manifest(cases, size, slices, seed) and all(
+        (root / f"{kind}-{i}.nii.gz").is_file() for i in range(cases) for kind in ("volume", "segmentation")
+    )
 
 
 @DATASETS.register("phantom")
@@ -492,7 +498,7 @@ class PhantomDataset(LitsDataset):
     @staticmethod
     def default_root() -> Path:
         """``data/phantom`` (relative to the working directory), generated there on first use."""
-        return ensure_phantom(DEFAULT_ROOT)
+        return ensure_phantom(DEFAULT_ROOT, DEFAULT_CASES, DEFAULT_SIZE, DEFAULT_SLICES, DEFAULT_SEED)
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

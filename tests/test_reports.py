@@ -116,6 +116,12 @@ def study(tmp_path_factory) -> Path:
     return full_study(tmp_path_factory.mktemp("results"))
 
 
+@pytest.fixture(scope="module")
+def study_res(study):
+    """The full study collected once (table builders are pure: they never modify it)."""
+    return load_results(study)
+
+
 def cell(result, **where) -> pd.Series:
     f = result.frame
     mask = np.ones(len(f), bool)
@@ -208,8 +214,8 @@ def test_collect_missing_root_is_a_data_error(tmp_path):
 # ---------------------------------------------------------------- tables
 
 
-def test_table7_layout_paper_columns_and_seeds(study):
-    res = load_results(study)
+def test_table7_layout_paper_columns_and_seeds(study_res):
+    res = study_res
     t7 = TABLES.get("7")(res, ReportOptions())
     f = t7.frame
     assert len(f) == 4 * 3 * 4 * 2  # plane rows x metrics x models x splits
@@ -232,8 +238,8 @@ def test_table7_layout_paper_columns_and_seeds(study):
     assert "±" in md and "empty reference and an empty prediction" in md
 
 
-def test_global_aggregation_differs(study):
-    res = load_results(study)
+def test_global_aggregation_differs(study_res):
+    res = study_res
     mean = cell(TABLES.get("7")(res, ReportOptions()), group="Axial Plane", row="Dice", col_group="U-Net", col="Val")
     glob = cell(TABLES.get("7")(res, ReportOptions(aggregation="global")), group="Axial Plane", row="Dice",
                 col_group="U-Net", col="Val")
@@ -242,8 +248,8 @@ def test_global_aggregation_differs(study):
         ReportOptions(aggregation="median")
 
 
-def test_ablation_tables_select_by_config(study):
-    res = load_results(study)
+def test_ablation_tables_select_by_config(study_res):
+    res = study_res
     t3 = TABLES.get("3")(res, ReportOptions())
     assert list(t3.frame["col"].unique()) == ["Level-1 32", "Level-2 16", "Level-3 8"]
     d1 = cell(t3, row="Dice", col="Level-1 32")
@@ -269,8 +275,8 @@ def test_table5_falls_back_to_default_run(tmp_path):
     assert any("stopped after N = 2" in n for n in t5.notes)
 
 
-def test_table6_lists_paper_datasets_as_missing(study):
-    t6 = TABLES.get("6")(load_results(study), ReportOptions())
+def test_table6_lists_paper_datasets_as_missing(study_res):
+    t6 = TABLES.get("6")(study_res, ReportOptions())
     assert list(t6.frame["row"].unique()) == ["LiTS", "3D IRCADB", "phantom"]
     assert cell(t6, group="Liver", row="phantom", col="Dice")["status"] == "ok"
     irc = cell(t6, group="Lesion", row="3D IRCADB", col="Dice")
@@ -353,8 +359,8 @@ def test_paired_matches_cases_and_averages_seeds(tmp_path):
 # ---------------------------------------------------------------- writers
 
 
-def test_write_all_formats(study, tmp_path):
-    t = TABLES.get("7")(load_results(study), ReportOptions())
+def test_write_all_formats(study_res, tmp_path):
+    t = TABLES.get("7")(study_res, ReportOptions())
     paths = write_table(t, tmp_path, ["md", "csv", "tex"])
     assert {p.name for p in paths} == {"table7.md", "table7.csv", "table7.tex", "table7.provenance.json"}
     csv = pd.read_csv(tmp_path / "table7.csv")
@@ -362,3 +368,183 @@ def test_write_all_formats(study, tmp_path):
     tex = (tmp_path / "table7.tex").read_text()
     assert r"\multicolumn{2}{c}{SegNet}" in tex and r"$\pm$" in tex and "% policy:" in tex
     assert json.loads((tmp_path / "table7.provenance.json").read_text())["provenance"]["seeds"] == [0, 1]
+
+
+# ---------------------------------------------------------------- figures and the whole report
+
+
+def test_figures_written_and_non_empty(study_res, tmp_path):
+    from bench.reports.figures import write_figures
+
+    paths, notes = write_figures(study_res, ReportOptions(), tmp_path)
+    names = {p.name for p in paths}
+    assert names == {"fig16_reiterations.png", "fig17_liver.png", "fig18_lesion.png", "dice_boxplot_liver.png",
+                     "dice_boxplot_lesion.png"} and notes == []
+    for p in paths:
+        assert p.stat().st_size > 1000 and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures_skip_with_notes_when_inputs_missing(tmp_path):
+    from bench.reports.figures import write_figures
+
+    results = tmp_path / "results"
+    folder = write_run(results, "ours", examples=True)
+    np.savez(folder / "examples.npz", image=np.zeros((1, 4, 4)))  # truncated: no masks
+    paths, notes = write_figures(load_results(results), ReportOptions(), tmp_path / "figs")
+    assert {p.name for p in paths} == {"dice_boxplot_liver.png"}
+    text = " ".join(notes)
+    assert "fig16 skipped" in text and "lacks ground_truth" in text and "fig18 skipped" in text
+    assert "dice_boxplot_lesion skipped" in text
+
+
+def test_build_report_writes_tables_figures_index(study, tmp_path):
+    from bench.reports import build_report
+
+    out = build_report(study, out=tmp_path / "rep", tables="3,7")
+    files = {p.name for p in out.iterdir()}
+    assert {"table3.md", "table3.csv", "table3.tex", "table7.md", "paired.md", "index.md", "figures"} <= files
+    assert "table4.md" not in files
+    index = (out / "index.md").read_text()
+    assert "## Table 3." in index and "## Table 7." in index and "![Fig. 16" in index
+    assert "(figures/fig17_liver.png)" in index and "Paired per-case" in index
+
+
+# ---------------------------------------------------------------- golden tables
+
+
+def _golden(tmp_path, res) -> Path:
+    from bench.reports.golden import write_golden
+
+    golden = tmp_path / "golden"
+    tables = build_tables(res, [3, 4, 5, 6, 7, 8], ReportOptions(), with_paired=False)
+    write_golden(golden, tables, command="bench demo --profile golden --results {results}",
+                 report_options={"aggregation": "mean", "dataset": None, "profile": None}, source="test")
+    return golden
+
+
+def _perturb(study: Path, tmp_path: Path, delta: float) -> Path:
+    """A copy of the study whose unet axial liver val mean Dice is moved by ``delta``."""
+    import shutil
+
+    copy = tmp_path / "perturbed"
+    shutil.copytree(study, copy)
+    path = copy / "phantom" / "liver" / "unet" / "axial" / "metrics.csv"
+    m = pd.read_csv(path)
+    sel = (m["split"] == "val") & (m["metric"] == "dice") & (m["aggregation"] == "mean")
+    m.loc[sel, "value"] += delta
+    m.to_csv(path, index=False)
+    return copy
+
+
+def test_golden_roundtrip_passes_and_manifest_explains_tolerances(study_res, tmp_path):
+    from bench.reports.golden import compare_tables, read_manifest
+
+    golden = _golden(tmp_path, study_res)
+    manifest = read_manifest(golden)
+    assert manifest["tables"] == ["3", "4", "5", "6", "7", "8"] and "{results}" in manifest["command"]
+    assert all(spec["why"] for spec in manifest["tolerances"].values())
+    assert manifest["tolerances"]["n_cases"]["abs"] == 0
+    again = build_tables(study_res, [3, 4, 5, 6, 7, 8], ReportOptions(), with_paired=False)
+    assert compare_tables(golden, again) == []
+
+
+def test_golden_detects_perturbation_beyond_tolerance_only(study, study_res, tmp_path):
+    from bench.reports.golden import compare_tables
+
+    golden = _golden(tmp_path, study_res)
+    within = build_tables(load_results(_perturb(study, tmp_path / "a", 0.015)), [3, 4, 5, 6, 7, 8],
+                          ReportOptions(), False)
+    assert compare_tables(golden, within) == []
+    where = dict(group="Axial Plane", row="Dice", col_group="U-Net", col="Val")
+    original = build_tables(study_res, [7], ReportOptions(), False)[0]
+    assert cell(within[4], **where)["ours"] == pytest.approx(cell(original, **where)["ours"] + 0.015)
+    beyond = build_tables(load_results(_perturb(study, tmp_path / "b", 0.05)), [3, 4, 5, 6, 7, 8],
+                          ReportOptions(), False)
+    mismatches = compare_tables(golden, beyond)
+    assert {(m.table, m.key, m.column) for m in mismatches} == {
+        ("table7", ("Axial Plane", "Dice", "U-Net", "Val"), "ours"),
+        ("table7", ("Axial Plane", "Dice", "U-Net", "Val"), "diff"),
+    }
+    text = str(next(m for m in mismatches if m.column == "ours"))
+    assert text.startswith("table7 [Axial Plane / Dice / U-Net / Val] ours: golden 0.") and "> tol 0.02" in text
+
+
+def test_golden_missing_vs_present_and_nan(tmp_path):
+    from bench.reports.golden import compare_frames
+
+    base = pd.DataFrame([dict(group="", row="Dice", col_group="", col="Val", metric="dice", ours=math.nan,
+                              status="nan", n_cases=2)])
+    tol = {"ours": {"abs": 0.02, "why": "t"}, "n_cases": {"abs": 0, "why": "t"}}
+    assert compare_frames("t", base, base.copy(), tol) == []  # NaN == NaN
+    filled = base.assign(ours=0.5, status="ok")
+    kinds = {m.column for m in compare_frames("t", base, filled, tol)}
+    assert kinds == {"status", "ours"}
+    assert [m.column for m in compare_frames("t", base, base.iloc[:0], tol)] == ["(cell)"]
+    assert [m.column for m in compare_frames("t", base, base.assign(n_cases=3), tol)] == ["n_cases"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_report_writes_everything(study, tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    out = tmp_path / "rep"
+    r = CliRunner().invoke(app, ["report", "--results", str(study), "--tables", "3,5", "--format", "md,csv",
+                                 "--out", str(out), "--aggregation", "global"])
+    assert r.exit_code == 0, r.output
+    assert (out / "table3.md").is_file() and (out / "table5.csv").is_file() and not (out / "table3.tex").exists()
+    assert "aggregation: global" in (out / "table3.md").read_text() and "index.md" in r.output
+    bad = CliRunner().invoke(app, ["report", "--results", str(study), "--tables", "9"])
+    assert isinstance(bad.exception, ConfigError)
+
+
+def test_cli_check_fails_beyond_tolerance_and_updates_only_on_request(study, tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    runner = CliRunner()
+    golden = tmp_path / "golden"
+    missing = runner.invoke(app, ["report", "--check", str(golden), "--results", str(study)])
+    assert isinstance(missing.exception, DataError) and not golden.exists()
+    made = runner.invoke(app, ["report", "--check", str(golden), "--results", str(study), "--update-golden"])
+    assert made.exit_code == 0, made.output
+    before = (golden / "table7.csv").read_text()
+    ok = runner.invoke(app, ["report", "--check", str(golden), "--results", str(study)])
+    assert ok.exit_code == 0 and "golden check OK" in ok.output
+    bad = runner.invoke(app, ["report", "--check", str(golden), "--results", str(_perturb(study, tmp_path, 0.05))])
+    assert bad.exit_code == 1 and "MISMATCH" in bad.output and "Axial Plane / Dice / U-Net / Val" in bad.output
+    assert (golden / "table7.csv").read_text() == before  # a failed check never rewrites golden files
+    lonely = runner.invoke(app, ["report", "--update-golden"])
+    assert isinstance(lonely.exception, ConfigError)
+
+
+def test_cli_check_runs_the_manifest_command(study, study_res, tmp_path):
+    """Without --results the manifest's command makes the results ({results} substituted)."""
+    import sys
+
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    golden = _golden(tmp_path, study_res)
+    manifest = json.loads((golden / "manifest.json").read_text())
+    script = tmp_path / "fake_demo.py"
+    script.write_text(f"import shutil, sys\nshutil.copytree({str(study)!r}, sys.argv[1])\n")
+    manifest["command"] = f"{shlex_quote(sys.executable)} {shlex_quote(str(script))} {{results}}"
+    (golden / "manifest.json").write_text(json.dumps(manifest))
+    r = CliRunner().invoke(app, ["report", "--check", str(golden)])
+    assert r.exit_code == 0, r.output
+    manifest["command"] = f"{shlex_quote(sys.executable)} -c 'raise SystemExit(3)' {{results}}"
+    (golden / "manifest.json").write_text(json.dumps(manifest))
+    r = CliRunner().invoke(app, ["report", "--check", str(golden)])
+    assert "exit status 3" in str(r.exception)
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

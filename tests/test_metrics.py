@@ -84,6 +84,11 @@ def test_label_counts_match_numpy(maps: tuple[np.ndarray, np.ndarray], chunk: in
     assert tuple(got[0]) == numpy_counts(pred >= 1, ref >= 1)
     assert tuple(got[1]) == numpy_counts(pred == 2, ref == 2)
     assert int(cm.sum()) == pred.size
+    # the CPU byte-counting path (what label_counts uses on the CPU) gives the same integers
+    from bench.metrics.counts import _cpu_task_counts
+
+    assert _cpu_task_counts(pred, ref, 3, chunk=chunk).tolist() == got.tolist()
+    assert _cpu_task_counts(pred >= 1, ref >= 1, 2, chunk=chunk).tolist() == [got[0].tolist()]
 
 
 @SETTINGS

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 
 from bench.config import CascadeConfig
 from bench.errors import ConfigError
-from bench.models.cascade_blocks import ConvNormAct, DoubleConv, conv_block, norm_layer
+from bench.models.cascade_blocks import ConvNormAct, DoubleConv, conv_block
 from bench.models.patches import patch_grid
 
 DEPTH = 4  # encoder levels 0..3 + bottleneck: 512 -> 256 -> 128 -> 64 -> 32

@@ -1,0 +1,1 @@
+"""Engine: training loop, reiterative training, volume inference and evaluation runs."""

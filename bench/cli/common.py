@@ -1,0 +1,47 @@
+"""Shared CLI plumbing: the options every run-level verb takes, and flags -> RunConfig."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from bench.config import RunConfig, get_profile, override, parse_overrides
+from bench.errors import ConfigError
+
+DEFAULT_PROFILE_BY_DATASET = {"phantom": "demo"}
+
+
+def default_profile(dataset: str) -> str:
+    """The phantom defaults to the CPU-sized ``demo`` profile; real data sets to ``paper``."""
+    return DEFAULT_PROFILE_BY_DATASET.get(dataset, "paper")
+
+
+def parse_seeds(seed: int, seeds: str | None) -> list[int]:
+    if not seeds:
+        return [seed]
+    try:
+        return [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
+def seed_tag(model: str, tag: str, seed: int) -> str:
+    """Seed 0 lands in the model's own folder; other seeds get ``~seedK`` (read meaning from config.json)."""
+    base = tag or model
+    return base if seed == 0 else f"{base}~seed{seed}"
+
+
+def build_run_config(model: str, plane: str, task: str, dataset: str, root: str | None, profile: str | None,
+                     seed: int, device: str, results: str, cache: str, splits: str | None,
+                     overrides: list[str] | None, tag: str = "") -> RunConfig:
+    from bench.models import get_model_spec
+
+    get_model_spec(model)  # unknown model -> "did you mean"
+    from bench.datasets import DATASETS
+
+    DATASETS.get(dataset)
+    prof = get_profile(profile or default_profile(dataset))
+    cfg = RunConfig(model=model, plane=plane, task=task, dataset=dataset, root=root or "", seed=seed, device=device,
+                    results=results, cache=cache, splits=splits or "", tag=tag, profile=prof)
+    if overrides:
+        cfg = override(cfg, parse_overrides(overrides))
+    return replace(cfg, tag=seed_tag(model, tag, seed)) if seed != 0 else cfg

@@ -1,0 +1,38 @@
+"""``bench evaluate MODEL --plane PLANE|fused``: score trained runs on val/test (fused = soft voting)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from bench.cli import app
+from bench.cli.common import build_run_config, parse_seeds
+
+
+@app.command("evaluate")
+def evaluate(
+    model: str = typer.Argument(..., help="a trained model (bench ls models)"),
+    plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal | fused"),
+    task: str = typer.Option("liver", "--task"),
+    dataset: str = typer.Option("phantom", "--dataset"),
+    root: Optional[str] = typer.Option(None, "--root"),
+    split: str = typer.Option("both", "--split", help="val | test | both"),
+    seed: int = typer.Option(0, "--seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds"),
+    device: str = typer.Option("auto", "--device"),
+    results: str = typer.Option("results", "--results"),
+    cache: str = typer.Option("cache", "--cache"),
+    tag: str = typer.Option("", "--tag"),
+) -> None:
+    """Evaluate a trained run per plane, or fuse the three planes."""
+    from bench.engine.evaluate import evaluate_fused, evaluate_plane
+    from bench.metrics.results import print_summary
+
+    which = ("val", "test") if split == "both" else (split,)
+    for s in parse_seeds(seed, seeds):
+        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag)
+        folder = evaluate_fused(cfg, which) if plane == "fused" else evaluate_plane(cfg, which)
+        print_summary(folder)
+        Console().print(f"[green]results[/green] -> {folder}")

@@ -1,0 +1,40 @@
+"""``bench train MODEL --plane PLANE``: train one model on one plane, then evaluate it."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from bench.cli import app
+from bench.cli.common import build_run_config, parse_seeds
+
+
+@app.command("train")
+def train(
+    model: str = typer.Argument(..., help="segnet | unet | deeplabv3 | ours (bench ls models)"),
+    plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal"),
+    task: str = typer.Option("liver", "--task", help="liver | lesion"),
+    dataset: str = typer.Option("phantom", "--dataset", help="phantom | lits | ircadb"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="paper | demo | smoke | golden (default: demo on the phantom, paper otherwise)"),
+    seed: int = typer.Option(0, "--seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2 (one run each)"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    results: str = typer.Option("results", "--results"),
+    cache: str = typer.Option("cache", "--cache"),
+    splits: Optional[str] = typer.Option(None, "--splits", help="a splits_final.json to use"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="override a config field, e.g. --set train.lr=1e-3"),
+    tag: str = typer.Option("", "--tag", help="results folder name (default: the model name)"),
+    resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint"),
+    force: bool = typer.Option(False, "--force", help="retrain even if a finished run exists"),
+) -> None:
+    """Train one model on one plane (and evaluate it on val and test)."""
+    from bench.engine.run import train_run
+
+    console = Console()
+    for s in parse_seeds(seed, seeds):
+        cfg = build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag)
+        folder = train_run(cfg, resume=resume, force=force)
+        console.print(f"[green]done[/green] {cfg.model} {cfg.plane} {cfg.task} (profile {cfg.profile.name}, seed {s}) -> {folder}")

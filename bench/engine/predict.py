@@ -1,0 +1,73 @@
+"""Whole-volume prediction for files outside any data set (``bench predict``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.config import RunConfig
+from bench.errors import DataError
+
+
+def read_ct(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float], str]:
+    """(image HU (Z,Y,X), affine, spacing, kind) from a NIfTI file or a DICOM folder/zip."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: input not found")
+    if path.is_dir() or path.suffix.lower() == ".zip":
+        from bench.datasets.dicom import read_dicom_series
+
+        image, spacing, affine = read_dicom_series(path)
+        return image, affine, spacing, "dicom"
+    if path.name.endswith((".nii", ".nii.gz")):
+        from bench.datasets.nifti import load_nifti_zyx
+
+        image, spacing, affine = load_nifti_zyx(path)
+        return image, affine, spacing, "nifti"
+    raise DataError(f"{path}: expected a .nii/.nii.gz file or a DICOM folder")
+
+
+def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.device) -> np.ndarray:
+    """Probability volume (Z,Y,X) of one plane run on a raw HU volume."""
+    from bench.datasets.planes import slices_to_volume, volume_to_slices
+    from bench.datasets.preprocess import preprocess_volume
+    from bench.engine.evaluate import load_predictor
+
+    predict, _ = load_predictor(cfg, device)
+    pre = preprocess_volume(image_hu, cfg.profile.preprocess)
+    fit = cfg.profile.preprocess.slice_fit
+    slices = volume_to_slices(pre, cfg.plane, cfg.profile.input_size, fit, mode="linear")
+    out = []
+    with torch.no_grad():
+        for start in range(0, slices.shape[0], 16):
+            x = torch.from_numpy(np.ascontiguousarray(slices[start : start + 16], dtype=np.float32))[:, None].to(device)
+            out.append(predict(x)[:, 0].float().cpu())
+    return slices_to_volume(torch.cat(out), cfg.plane, image_hu.shape, fit).numpy()
+
+
+def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, list[RunConfig]]) -> Path:
+    """Predict each task with its plane runs (soft voting over planes) and write one label map."""
+    from bench.datasets.nifti import save_nifti_zyx
+    from bench.engine.evaluate import postprocess_mode, stored_config
+    from bench.engine.infer import fuse_soft, postprocess
+    from bench.engine.runinfo import resolve_device
+
+    image, affine, spacing, kind = read_ct(input_path)
+    if affine is None:
+        affine = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
+    label = np.zeros(image.shape, dtype=np.uint8)
+    for task in ("liver", "lesion"):
+        if task not in cfgs_by_task:
+            continue
+        stored = [stored_config(c) for c in cfgs_by_task[task]]
+        device = resolve_device(stored[0].device)
+        probs = fuse_soft([predict_volume_probs(image, c, device) for c in stored])
+        mode, min_voxels = postprocess_mode(stored[0])
+        mask = postprocess(probs > 0.5, mode, min_voxels)
+        value = 1 if task == "liver" or len(cfgs_by_task) == 1 else 2
+        label[mask] = value
+    # a NIfTI input gets the mask back in its own axis order, affine and qform/sform codes
+    save_nifti_zyx(output_path, label, affine, like=Path(input_path) if kind == "nifti" else None)
+    return Path(output_path)

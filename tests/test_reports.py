@@ -308,6 +308,16 @@ def test_missing_runs_and_nan_cells_do_not_crash(tmp_path):
         assert to_markdown(t) and to_latex(t).count(r"\begin{tabular}") <= 1
 
 
+def test_seed_with_all_cases_excluded_is_not_counted(tmp_path):
+    write_run(tmp_path, "ours", nan_split="test")
+    write_run(tmp_path, "ours", seed=1, tag="ours~seed1", dice=dict.fromkeys(TEST_CASES + VAL_CASES, 0.8))
+    t7 = TABLES.get("7")(load_results(tmp_path), ReportOptions())
+    c = cell(t7, group="Axial Plane", row="Dice", col_group="Ours", col="Test")
+    assert c["status"] == "ok" and c["ours"] == pytest.approx(0.8) and c["n_seeds"] == 1
+    assert cell(t7, group="Axial Plane", row="Dice", col_group="Ours", col="Val")["n_seeds"] == 2
+    tex = format_cell(c, tex=True)
+    assert tex == r"0.8000 {\scriptsize (paper 0.9465, -0.1465)}"
+
 def test_empty_results_build_every_table(tmp_path):
     res = load_results(tmp_path)
     for t in build_tables(res, parse_table_spec("3-8"), ReportOptions()):

@@ -138,7 +138,8 @@ def seed_stats(values: pd.Series, run_ids: list[str] | tuple[str, ...] = ()) -> 
     if finite.size == 0:
         return CellStats(n_seeds=int(vals.size), status="nan", runs=tuple(run_ids))
     sd = float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
-    return CellStats(ours=float(np.mean(finite)), sd=sd, n_seeds=int(vals.size), status="ok", runs=tuple(run_ids))
+    # n_seeds counts the seeds behind the number: a seed whose cases were all excluded adds nothing
+    return CellStats(ours=float(np.mean(finite)), sd=sd, n_seeds=int(finite.size), status="ok", runs=tuple(run_ids))
 
 
 def metric_stats(results: Results, runs: pd.DataFrame, split: str, metric: str, aggregation: str) -> CellStats:

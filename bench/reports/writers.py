@@ -42,15 +42,23 @@ def _finite(x: Any) -> bool:
         return False
 
 
-def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4) -> str:
-    """One cell as text: ours [± sd] [CI] (paper p, ±diff); '—' when missing; 'NaN (k excluded)'."""
+def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = False) -> str:
+    """One cell as text: ours [± sd] [CI] (paper p, ±diff); '—' when missing; 'NaN (k excluded)'.
+
+    ``tex=True`` returns escaped LaTeX with the paper part in ``\\scriptsize`` so wide tables stay legible.
+    """
+    esc = tex_escape if tex else (lambda x: x)
     paper = rec["paper"]
-    tail = f" (paper {paper:.{digits}f})" if _finite(paper) else ""
+
+    def paper_part(body: str) -> str:
+        return f" {{\\scriptsize ({esc(body)})}}" if tex else f" ({body})"
+
+    tail = paper_part(f"paper {paper:.{digits}f}") if _finite(paper) else ""
     if rec["status"] == "missing":
-        return MISSING + tail
+        return esc(MISSING) + tail
     if rec["status"] == "nan" or not _finite(rec["ours"]):
         k = int(rec["n_excluded"]) if _finite(rec["n_excluded"]) else "?"
-        return f"NaN ({k} excluded)" + tail
+        return esc(f"NaN ({k} excluded)") + tail
     signed = rec["metric"] == "dice_diff"
     text = f"{rec['ours']:+.{digits}f}" if signed else f"{rec['ours']:.{digits}f}"
     if _finite(rec["sd"]) and (signed or int(rec["n_seeds"] or 0) > 1):
@@ -59,13 +67,13 @@ def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4) -> str:
         text += f" [{rec['ci_low']:+.{digits}f}, {rec['ci_high']:+.{digits}f}]"
     if signed and _finite(rec["n_cases"]):
         text += f" (n={int(rec['n_cases'])})"
+    text = esc(text)
     if _finite(paper):
-        diff = f"{rec['diff']:+.{digits}f}"
-        text += f" (paper {paper:.{digits}f}, {diff})"
+        text += paper_part(f"paper {paper:.{digits}f}, {rec['diff']:+.{digits}f}")
     return text
 
 
-def _grid(result: TableResult) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
+def _grid(result: TableResult, tex: bool = False) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
     """Column labels and (group, row, cells) in first-appearance order: the paper's layout."""
     f = result.frame
     cols: list[tuple[str, str]] = list(dict.fromkeys(zip(f["col_group"], f["col"])))
@@ -74,7 +82,7 @@ def _grid(result: TableResult) -> tuple[list[str], list[tuple[str, str, list[str
     labels = [c if single else f"{g} {c}".strip() for g, c in cols]
     rows = []
     for (group, row), part in f.groupby(["group", "row"], sort=False):
-        by_col = {(r["col_group"], r["col"]): format_cell(r) for _, r in part.iterrows()}
+        by_col = {(r["col_group"], r["col"]): format_cell(r, tex=tex) for _, r in part.iterrows()}
         rows.append((group, row, [by_col.get(c, "") for c in cols]))
     return labels, rows
 
@@ -129,7 +137,7 @@ def tex_escape(text: str) -> str:
 def to_latex(result: TableResult) -> str:
     """A booktabs table (needs ``\\usepackage{booktabs}``); provenance and notes as comments and a footnote."""
     f = result.frame
-    labels, rows = _grid(result)
+    labels, rows = _grid(result, tex=True)
     cols = list(dict.fromkeys(zip(f["col_group"], f["col"])))
     n = len(cols) + 1
     lines = [f"% {tex_escape(line)}" for line in _provenance_lines(result)]
@@ -155,13 +163,12 @@ def to_latex(result: TableResult) -> str:
         if group and group != last_group:
             lines.append(f"\\multicolumn{{{n}}}{{l}}{{\\textit{{{tex_escape(group)}}}}} \\\\")
             last_group = group
-        lines.append(" & ".join(tex_escape(x) for x in [row] + cells) + r" \\")
-    prov = result.provenance
-    short = "; ".join(
-        f"{k.replace('_', ' ')}: {v}" for k, v in prov.items() if k in ("dataset", "profile", "aggregation", "seeds",
-                                                                         "split_sizes")
-    )
-    lines += [r"\bottomrule", r"\end{tabular}", "", f"\\par\\smallskip {tex_escape(short)}", r"\end{table}", ""]
+        lines.append(" & ".join([tex_escape(row)] + cells) + r" \\")
+    wanted = ("dataset:", "profile:", "aggregation:", "seeds:", "split sizes:")
+    short = tex_escape("; ".join(line for line in _provenance_lines(result) if line.startswith(wanted)))
+    if f["paper"].notna().any():
+        short += r"; small print: (paper value, ours $-$ paper)"
+    lines += [r"\bottomrule", r"\end{tabular}", "", f"\\par\\smallskip {short}", r"\end{table}", ""]
     return "\n".join(lines)
 
 

@@ -1,0 +1,50 @@
+"""``bench score PRED_DIR GT_DIR``: evaluate any folder of NIfTI label maps against references.
+
+Predictions from any tool (nnU-Net, TotalSegmentator, ``bench predict``) go through the same
+counts, scores and writer as our own runs (rules in `bench.metrics.folder`). Output goes to
+``--out`` (default ``./score-<name of PRED_DIR>``): per_case.csv, metrics.csv, summary.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bench.cli import app
+
+
+@app.command("score")
+def score(
+    pred_dir: Path = typer.Argument(..., help="folder of predicted label maps (.nii / .nii.gz; 0/1/2)"),
+    gt_dir: Path = typer.Argument(..., help="folder of reference label maps (LiTS segmentation-N or identical names)"),
+    task: str = typer.Option("both", "--task", help="liver | lesion | both"),
+    out: Path = typer.Option(None, "--out", help="output folder (default ./score-<name of PRED_DIR>)"),
+    surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD), in mm; slower"),
+    tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm (with --surface)"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where voxels are counted"),
+) -> None:
+    """Score NIfTI predictions against references matched by case id; prints the table."""
+    from rich.console import Console
+
+    from bench.errors import ConfigError
+    from bench.metrics.folder import TASK_CHOICES, score_folders
+    from bench.metrics.results import print_summary
+
+    if task not in TASK_CHOICES:
+        raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASK_CHOICES)})")
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
+    out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
+    err = Console(stderr=True)
+    console = Console()
+
+    def warn(msg: str) -> None:
+        err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False, soft_wrap=True)
+
+    result = score_folders(pred_dir, gt_dir, out_dir, task=task, surface=surface, tolerance_mm=tolerance,
+                           device=device, warn=warn)
+    print_summary(result.summary, title=f"bench score: {Path(pred_dir).name} vs {Path(gt_dir).name}", console=console)
+    if result.missing:
+        console.print(f"[yellow]{len(result.missing)} missing prediction(s) scored as empty[/yellow]", highlight=False)
+    console.print(f"wrote {out_dir}/per_case.csv, metrics.csv, summary.json", highlight=False, soft_wrap=True)

@@ -182,7 +182,7 @@ def test_int64_safe_totals() -> None:
     assert sum_counts([Counts(big, 1, 2, 3), Counts(big, 0, 0, 0)]).tp == 2 * big
 
 
-@SETTINGS
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(label_maps)
 def test_dice_and_iou_match_monai(maps: tuple[np.ndarray, np.ndarray]) -> None:
     from monai.metrics import DiceMetric, MeanIoU
@@ -399,3 +399,23 @@ def test_print_summary_renders(tmp_path) -> None:
     print_summary(summary, title="score", console=console)
     text = console.export_text()
     assert "liver" in text and "0.7500" in text and "2.50" in text and "policy:" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_request_without_cuda_is_a_config_error() -> None:
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="CUDA"):
+        label_counts(np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_counts_equal_cpu_counts() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 3, (6, 32, 32), dtype=np.uint8)
+    pred = rng.integers(0, 3, (6, 32, 32), dtype=np.uint8)
+    assert label_counts(pred, ref, "cuda") == label_counts(pred, ref, "cpu")
+    assert label_counts(torch.from_numpy(pred).cuda(), torch.from_numpy(ref).cuda()) == label_counts(pred, ref)
+    acc = CountAccumulator(1, device="cuda")
+    acc.add(0, torch.from_numpy(pred).cuda(), torch.from_numpy(ref).cuda())
+    assert tuple(acc.counts()["liver"][0]) == label_counts(pred, ref)["liver"].as_tuple()

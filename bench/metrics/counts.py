@@ -63,7 +63,12 @@ class Counts:
 def resolve_device(device: str | torch.device | None, *arrays: ArrayLike) -> torch.device:
     """``None``/"auto": the device of a tensor argument, else CUDA when present, else CPU."""
     if device is not None and str(device) != "auto":
-        return torch.device(device)
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            from bench.errors import ConfigError
+
+            raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here")
+        return dev
     for a in arrays:
         if isinstance(a, torch.Tensor):
             return a.device

@@ -4,8 +4,8 @@ Why these definitions: they follow MONAI's ``compute_hausdorff_distance(percenti
 ``compute_surface_dice`` (voxel surfaces, no sub-voxel areas), so numbers can be compared with
 MONAI-based papers and checked against MONAI in the tests:
 
-* surface of a mask = mask voxels with a background 6-neighbour (``mask ^ erosion(mask)``;
-  outside the volume counts as background);
+* surface of a mask = mask voxels with a background face-neighbour (``mask ^ erosion(mask)``
+  with the cross structure; outside the volume counts as background);
 * distances are Euclidean between surface-voxel centres, scaled by the case spacing (z, y, x mm),
   found with a KD-tree over surface voxels (exact, and no dense distance transform);
 * HD95 = max(95th percentile of pred->ref distances, 95th percentile of ref->pred distances),
@@ -44,13 +44,25 @@ def _as_bool(x: np.ndarray | torch.Tensor) -> np.ndarray:
 def _surfaces(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Surface-voxel coordinates (index units) of both masks, on the cropped union box."""
     union = pred | ref
-    box = ndimage.find_objects(union.astype(np.uint8))[0]
-    out = []
-    for mask in (pred, ref):
-        crop = np.pad(mask[box], 1, constant_values=False)
-        edge = crop & ~ndimage.binary_erosion(crop)
-        out.append(np.argwhere(edge).astype(np.float64))
-    return out[0], out[1]
+    box = ndimage.find_objects(union.view(np.uint8))[0]
+    return _edge_coords(pred[box]), _edge_coords(ref[box])
+
+
+def _edge_coords(mask: np.ndarray) -> np.ndarray:
+    """Coordinates of voxels with a background face-neighbour (outside counts as background).
+
+    Equivalent to ``mask ^ scipy.ndimage.binary_erosion(mask)`` with the default cross
+    structure, written as 2 x ndim shifted ANDs, which is ~20x faster on a liver-sized box.
+    """
+    padded = np.pad(mask, 1, constant_values=False)
+    core = tuple(slice(1, -1) for _ in range(mask.ndim))
+    interior = mask.copy()
+    for axis in range(mask.ndim):
+        for shift in (0, 2):
+            neighbour = list(core)
+            neighbour[axis] = slice(shift, shift + mask.shape[axis])
+            interior &= padded[tuple(neighbour)]
+    return np.argwhere(mask & ~interior).astype(np.float64)
 
 
 def surface_distances(
@@ -69,8 +81,8 @@ def surface_distances(
     scale = np.asarray(spacing, dtype=np.float64)
     sp *= scale
     sr *= scale
-    d_pr = cKDTree(sr, leafsize=32).query(sp, k=1)[0]
-    d_rp = cKDTree(sp, leafsize=32).query(sr, k=1)[0]
+    d_pr = cKDTree(sr, leafsize=32).query(sp, k=1, workers=-1)[0]
+    d_rp = cKDTree(sp, leafsize=32).query(sr, k=1, workers=-1)[0]
     return d_pr, d_rp
 
 

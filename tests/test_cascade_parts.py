@@ -18,6 +18,7 @@ from bench.models.cascade import (
     build_tuner,
     count_cascade_parameters,
     count_localizer_parameters,
+    prior_from_liver,
     validate_cascade_config,
 )
 from bench.models.crf import crf_available
@@ -353,7 +354,20 @@ def test_lesion_cascade() -> None:
             prior = model.lesion_prior(x)
             assert model(x).shape == (1, 1, 64, 64)
         assert torch.equal(prior, model.roi(x)[0])
+        assert torch.equal(prior, model.liver.lesion_prior(x, mode))  # the engine asks the liver cascade
+        assert set(prior.unique().tolist()) <= {0.0, 1.0}
     assert any(k.startswith("liver.localizer.") for k in model.state_dict())
+
+
+def test_prior_from_liver_modes() -> None:
+    logits = torch.full((1, 1, 16, 16), -5.0)
+    logits[0, 0, 4:8, 4:6] = 5.0
+    mask = prior_from_liver(logits, "liver_mask", 0.0, 0.0)
+    assert int(mask.sum()) == 8
+    boxes = prior_from_liver(logits, "liver_box", 0.125, 0.0)  # grown by 2 px
+    assert int(boxes.sum()) == 8 * 6
+    with pytest.raises(ConfigError):
+        prior_from_liver(logits, "liver", 0.0, 0.0)
 
 
 def test_validate_cascade_config() -> None:

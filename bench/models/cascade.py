@@ -63,6 +63,16 @@ def validate_cascade_config(cfg: CascadeConfig) -> None:
             raise ConfigError(CRF_MISSING)
 
 
+def prior_from_liver(liver_logits: Tensor, mode: str, margin: float, min_area: float) -> Tensor:
+    """Lesion prior from liver logits: the mask (logit > 0) or its boxes; float32 (B,1,H,W)."""
+    liver = liver_logits > 0
+    if mode == "liver_mask":
+        return liver.to(torch.float32)
+    if mode == "liver_box":
+        return box_prior(liver, margin, min_area)
+    raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
+
+
 class CascadeNet(nn.Module):
     """Liver cascade: ``forward(x (B,1,H,W)) -> (B,1,H,W)`` logits (see the module docstring)."""
 
@@ -100,6 +110,22 @@ class CascadeNet(nn.Module):
         prior, _ = self.roi(x)
         return self.forward_with_prior(x, prior)
 
+    def lesion_prior(self, x: Tensor, mode: str | None = None, margin: float | None = None,
+                     min_area: float | None = None) -> Tensor:
+        """Prior (B,1,H,W) for a lesion tuner from this liver cascade's prediction (logit > 0).
+
+        ``liver_mask``: the predicted liver mask itself; ``liver_box``: its boxes (`box_prior`).
+        Defaults come from this cascade's config.
+        """
+        mode = self.cfg.lesion_prior if mode is None else mode
+        margin = self.cfg.box_margin if margin is None else margin
+        min_area = self.cfg.box_min_area if min_area is None else min_area
+        if mode not in LESION_PRIORS:
+            raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
+        with torch.no_grad():
+            logits = self(x)
+        return prior_from_liver(logits, mode, margin, min_area).to(x.dtype)
+
 
 class LesionCascade(nn.Module):
     """Lesion step: a trained liver `CascadeNet` gives the ROI, a second tuning network finds lesions."""
@@ -113,23 +139,18 @@ class LesionCascade(nn.Module):
 
     def lesion_prior(self, x: Tensor, mode: str | None = None, margin: float | None = None,
                      min_area: float | None = None) -> Tensor:
-        """Prior (B,1,H,W) for the lesion tuner from the liver cascade's prediction (logit > 0)."""
+        """Prior (B,1,H,W) for the lesion tuner (`CascadeNet.lesion_prior` of the liver cascade)."""
         mode = self.cfg.lesion_prior if mode is None else mode
         margin = self.cfg.box_margin if margin is None else margin
         min_area = self.cfg.box_min_area if min_area is None else min_area
-        with torch.no_grad():
-            liver = self.liver(x) > 0
-        if mode == "liver_mask":
-            return liver.to(x.dtype)
-        if mode == "liver_box":
-            return box_prior(liver, margin, min_area).to(device=x.device, dtype=x.dtype)
-        raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
+        return self.liver.lesion_prior(x, mode, margin, min_area)
 
     def roi(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(prior, liver probability)``, the lesion counterpart of `CascadeNet.roi` (for figures)."""
         with torch.no_grad():
-            prob = torch.sigmoid(self.liver(x))
-        return self.lesion_prior(x), prob
+            logits = self.liver(x)
+        prior = prior_from_liver(logits, self.cfg.lesion_prior, self.cfg.box_margin, self.cfg.box_min_area)
+        return prior.to(x.dtype), torch.sigmoid(logits)
 
     def forward_with_prior(self, x: Tensor, prior: Tensor | None) -> Tensor:
         return self.tuner.predict(x, prior)
@@ -194,6 +215,7 @@ __all__ = [
     "GRADCAM_LAYERS",
     "LESION_PRIORS",
     "validate_cascade_config",
+    "prior_from_liver",
     "CascadeNet",
     "LesionCascade",
     "build_localizer",

@@ -9,8 +9,11 @@ channel. The paper names no widths; the default base of 32 keeps it lighter than
 
 Layer names for Grad-CAM (`gradcam_layers`): ``"bottleneck"`` and ``"decoder1"`` ..
 ``"decoder{depth}"`` where ``decoder1`` is the **deepest** decoder block (just above the
-bottleneck, 1/8 resolution at depth 4) and ``decoder{depth}`` the full-resolution one. Deeper
-layers give coarser, more class-discriminative maps; the paper does not say which it used.
+bottleneck, 1/8 resolution at depth 4) and ``decoder{depth}`` the full-resolution one. The paper
+does not say which layer it used. Measured here (toy bright squares and 64x64 phantom slices,
+GroupNorm localizer): the bottleneck's Seg-Grad-CAM is often all zero after the ReLU (40-65 % of
+slices) and localizes poorly at a 4x4 bottleneck, while ``decoder{depth}`` (full resolution)
+localizes reliably (its map is close to the network's own foreground evidence).
 """
 
 from __future__ import annotations

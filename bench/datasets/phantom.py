@@ -8,7 +8,8 @@ a HU threshold cannot separate it (tests/test_phantom.py checks that an oracle-t
 stays far below a trained network) while a small U-Net learns it from shape and position.
 
 Anatomy (portal-venous phase, HU): air -1000 outside an elliptic body; subcutaneous fat ~-100;
-abdominal wall and paraspinal muscle ~50; mesenteric fat and bowel mixed at random; lumbar
+abdominal wall and paraspinal muscle ~50; mesenteric fat and bowel mixed at random, with
+enhancing small-bowel loops a little darker than the liver; pancreas (liver-like); lumbar
 spine (cortical ~800, cancellous ~250, discs ~80) posteriorly; aorta ~170 and IVC (liver-like);
 kidneys (cortex ~160, medulla ~60); spleen and stomach (wall and, in some cases, contents of
 liver-like HU) touching the left lobe; gallbladder (~10, not liver); lung bases and heart in the

@@ -1,0 +1,77 @@
+"""The paper's ablations as registered lists of config overrides (never a subclass per setting).
+
+Each variant is a set of overrides applied to the base run config and trained through the
+normal `bench.engine.run.train_run` path; a variant equal to the default config *is* the
+default run (same folder), so it is reused rather than trained twice. Tables read the varied
+field from each run's config.json, not from folder names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.config import RunConfig, override
+from bench.registry import Registry
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """``variants``: (label, {dotted config key: value}) pairs; the table the results feed."""
+
+    name: str
+    table: int
+    description: str
+    variants: tuple[tuple[str, tuple[tuple[str, object], ...]], ...]
+    model: str = "ours"
+    plane: str = "axial"
+    task: str = "liver"
+
+
+ABLATIONS: Registry[Ablation] = Registry("ablation")
+
+ABLATIONS.add("patch-level", Ablation(
+    name="patch-level", table=3,
+    description="Table 3: patches integrated up to level 1 (256), 2 (128), 3 (64); axial liver",
+    variants=tuple((f"level-{k}", (("profile.cascade.patch_levels", k),)) for k in (1, 2, 3)),
+), help="Table 3: patch levels 1/2/3 (axial, liver)")
+ABLATIONS.add("loss", Ablation(
+    name="loss", table=4,
+    description="Table 4: without / with the multi-level loss; axial liver",
+    variants=(("without", (("profile.cascade.multilevel_loss", False),)),
+              ("with", (("profile.cascade.multilevel_loss", True),))),
+), help="Table 4: single-output loss vs multi-level loss (axial, liver)")
+ABLATIONS.add("iterations", Ablation(
+    name="iterations", table=5,
+    description="Table 5: reiterations N = 0..7 all recorded (no early stop), Val and Test; axial liver",
+    variants=(("N=0..7", (("profile.cascade.reiter_stop", "none"), ("profile.cascade.max_reiterations", 7))),),
+), help="Table 5: reiterations N = 0..7, Val and Test (axial, liver)")
+
+
+def variant_config(base: RunConfig, overrides: tuple[tuple[str, object], ...]) -> RunConfig:
+    """Apply a variant; a config that differs from the base gets its own results folder."""
+    cfg = override(base, dict(overrides))
+    if cfg == base:
+        return cfg
+    changed = ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides
+                       if _get(cfg, key) != _get(base, key))
+    return replace(cfg, tag=f"{base.run_tag}~{changed}")
+
+
+def _get(obj: object, dotted: str) -> object:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def run_ablation(name: str, base: RunConfig, force: bool = False, progress: bool = True) -> list[tuple[str, Path]]:
+    """Train and evaluate every variant (reusing finished runs); returns (label, run folder) pairs."""
+    from bench.engine.run import train_run
+
+    ablation = ABLATIONS.get(name)
+    base = replace(base, model=ablation.model, plane=ablation.plane, task=ablation.task)
+    out = []
+    for label, overrides in ablation.variants:
+        cfg = variant_config(base, overrides)
+        out.append((label, train_run(cfg, force=force, progress=progress)))
+    return out

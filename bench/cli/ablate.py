@@ -1,0 +1,39 @@
+"""``bench ablate patch-level|loss|iterations``: the paper's ablations (Tables 3-5)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from bench.cli import app
+from bench.cli.common import build_run_config, parse_seeds
+
+
+@app.command("ablate")
+def ablate(
+    name: str = typer.Argument(..., help="patch-level | loss | iterations (bench ls ablations)"),
+    dataset: str = typer.Option("phantom", "--dataset"),
+    root: Optional[str] = typer.Option(None, "--root"),
+    profile: Optional[str] = typer.Option(None, "--profile"),
+    seed: int = typer.Option(0, "--seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="e.g. 0,1,2"),
+    device: str = typer.Option("auto", "--device"),
+    results: str = typer.Option("results", "--results"),
+    cache: str = typer.Option("cache", "--cache"),
+    splits: Optional[str] = typer.Option(None, "--splits"),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="extra overrides for every variant"),
+    force: bool = typer.Option(False, "--force", help="retrain variants that already finished"),
+) -> None:
+    """Run one ablation; finished runs are reused unless --force."""
+    from bench.ablations import ABLATIONS, run_ablation
+
+    ablation = ABLATIONS.get(name)
+    console = Console()
+    for s in parse_seeds(seed, seeds):
+        base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
+                                results, cache, splits, set_)
+        for label, folder in run_ablation(name, base, force=force):
+            console.print(f"[green]{name}[/green] {label} (seed {s}) -> {folder}")
+    console.print(f"tables: bench report --tables {ablation.table} --results {results}")

@@ -1,0 +1,45 @@
+"""Ablations are config overrides through the normal path; the default variant is the default run."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.ablations import ABLATIONS, run_ablation, variant_config
+from bench.config import RunConfig, get_profile
+from bench.errors import ConfigError
+
+
+def base() -> RunConfig:
+    return RunConfig(model="ours", profile=get_profile("demo"))
+
+
+def test_registered_ablations_feed_tables_3_to_5():
+    assert {ABLATIONS.get(n).table for n in ("patch-level", "loss", "iterations")} == {3, 4, 5}
+    with pytest.raises(ConfigError, match="did you mean"):
+        ABLATIONS.get("patch-levels")
+
+
+def test_variant_equal_to_default_reuses_the_default_folder():
+    cfg = base()
+    same = variant_config(cfg, (("profile.cascade.patch_levels", 3),))
+    assert same == cfg and same.run_tag == "ours"
+    other = variant_config(cfg, (("profile.cascade.patch_levels", 1),))
+    assert other.profile.cascade.patch_levels == 1 and other.run_tag == "ours~patch_levels=1"
+    loss = variant_config(cfg, (("profile.cascade.multilevel_loss", False),))
+    assert loss.run_tag == "ours~multilevel_loss=False"
+
+
+def test_run_ablation_trains_each_variant_once_through_train_run(monkeypatch):
+    import bench.engine.run as run_mod
+
+    seen = []
+    monkeypatch.setattr(run_mod, "train_run", lambda cfg, force=False, progress=True: seen.append((cfg, force)) or cfg.run_tag)
+    out = run_ablation("patch-level", base(), force=True, progress=False)
+    assert [label for label, _ in out] == ["level-1", "level-2", "level-3"]
+    assert [c.profile.cascade.patch_levels for c, _ in seen] == [1, 2, 3]
+    assert all(c.plane == "axial" and c.task == "liver" and force for c, force in seen)
+    assert [tag for _, tag in out] == ["ours~patch_levels=1", "ours~patch_levels=2", "ours"]
+    seen.clear()
+    run_ablation("iterations", base(), progress=False)
+    cfg, _ = seen[0]
+    assert cfg.profile.cascade.reiter_stop == "none" and cfg.profile.cascade.max_reiterations == 7

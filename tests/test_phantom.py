@@ -200,6 +200,25 @@ def test_default_root_generates_once(tmp_path, monkeypatch):
     assert (root / "segmentation-1.nii.gz").is_file()
 
 
+def test_killed_generation_is_regenerated_not_refused(tmp_path, monkeypatch):
+    out = tmp_path / "ph"
+    real = ph.write_case
+
+    def die_on_second(out_dir, index, case):
+        if index == 1:
+            raise KeyboardInterrupt  # a Ctrl-C half-way
+        return real(out_dir, index, case)
+
+    monkeypatch.setattr(ph, "write_case", die_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        ph.write_phantom(out, cases=2, size=16, slices=8)
+    assert json.loads((out / "phantom.json").read_text())["complete"] is False
+    assert not ph.phantom_is_current(out, 2, 16, 8, 0)
+    monkeypatch.setattr(ph, "write_case", real)
+    ph.ensure_phantom(out, 2, 16, 8, 0)
+    assert ph.phantom_is_current(out, 2, 16, 8, 0)
+
+
 def test_generation_is_fast():
     import time
 

@@ -416,6 +416,7 @@ def manifest(cases: int, size: int, slices: int, seed: int) -> dict[str, Any]:
         "case_seeds": [case_seed(seed, i) for i in range(cases)],
         "spacing_zyx_mm": list(phantom_spacing(size, slices)),
         "layout": "LiTS: volume-N.nii.gz (int16 HU) + segmentation-N.nii.gz (uint8 0/1/2), stored x,y,z",
+        "complete": True,
     }
 
 
@@ -443,9 +444,10 @@ def write_phantom(
 ) -> Path:
     """Generate ``cases`` phantom cases into ``out_dir`` in the LiTS layout; returns the manifest path.
 
-    Every file is written atomically and `phantom.json` last, so a folder with a manifest is
-    complete. Rewriting a phantom folder removes case files the new manifest does not cover; a
-    folder that already holds LiTS files but no manifest (real data?) is refused, never overwritten.
+    Every file is written atomically; `phantom.json` is written first with ``"complete": false``
+    (so a killed run is recognised as an unfinished phantom and regenerated) and rewritten with
+    ``"complete": true`` last. Rewriting a phantom folder removes case files the new manifest does
+    not cover; a folder that holds LiTS files but no manifest (real data?) is refused, never touched.
     ``on_case(index, case)`` is called after each case (progress bars).
     """
     if cases < 1:
@@ -456,7 +458,8 @@ def write_phantom(
     if existing and old is None:
         raise DataError(f"{out_dir}: holds volume-/segmentation- files but no {MANIFEST}; not overwriting (real data?)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MANIFEST).unlink(missing_ok=True)  # incomplete until the new manifest is written
+    final = manifest(cases, size, slices, seed)
+    write_json(out_dir / MANIFEST, {**final, "complete": False})
     for p in existing:
         if int(_LITS_FILE.match(p.name).group(2)) >= cases:  # type: ignore[union-attr]
             p.unlink()
@@ -466,7 +469,7 @@ def write_phantom(
         if on_case is not None:
             on_case(i, case)
     path = out_dir / MANIFEST
-    write_json(path, manifest(cases, size, slices, seed))
+    write_json(path, final)
     return path
 
 

@@ -79,7 +79,7 @@ def prepare(
     root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
     cache: str = typer.Option("cache", "--cache", help="cache root folder"),
     profile: Optional[str] = typer.Option(None, "--profile", help="sets input size and preprocessing (default: demo on the phantom, paper otherwise)"),
-    splits: Optional[str] = typer.Option(None, "--splits", help="a splits_final.json to check against the data set"),
+    splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead of the data set's own"),
     planes: Optional[List[str]] = typer.Option(None, "--planes", help="axial,coronal,sagittal (default: all three)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="profile override, e.g. --set preprocess.slice_fit=resize"),
 ) -> None:

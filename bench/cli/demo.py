@@ -20,6 +20,8 @@ def demo(
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
+    lesion_planes: str = typer.Option("axial", "--lesion-planes",
+                                      help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write Tables 3-8 and figures at the end"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
@@ -31,7 +33,8 @@ def demo(
     console = Console()
     t0 = time.perf_counter()
     get_dataset("phantom")  # writes data/phantom on first use
-    plan = StudyPlan(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()))
+    plan = StudyPlan(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+                     lesion_planes=tuple(p.strip() for p in lesion_planes.split(",") if p.strip()))
     timings = run_study(profile, results, cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
                         console=console)
     for phase, seconds in timings.items():

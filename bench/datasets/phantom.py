@@ -43,7 +43,7 @@ from bench.errors import DataError
 from bench.paths import DEFAULT_DATA_ROOT
 
 # The embedded default data set (`default_root`): small enough to generate in seconds.
-DEFAULT_CASES = 10
+DEFAULT_CASES = 16  # splits 11/3/2: two test patients, three for validation
 DEFAULT_SIZE = 128
 DEFAULT_SLICES = 48
 DEFAULT_SEED = 0

@@ -107,6 +107,10 @@ class Precision:
 
 
 def set_seed(seed: int, deterministic: bool) -> None:
+    import warnings
+
+    # CPU max-unpooling (SegNet) is flagged as nondeterministic for CUDA's sake; not worth a line per step
+    warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

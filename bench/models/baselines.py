@@ -235,6 +235,7 @@ def build_deeplabv3(cfg: RunConfig) -> nn.Module:
         in_channels=1,
         classes=1,
         decoder_channels=scaled(DEEPLAB_DECODER_CHANNELS, m.width),
+        encoder_output_stride=m.output_stride,
     )
     _patch_aspp(model, m.dropout)
     _maybe_load_encoder(model, cfg)

@@ -29,7 +29,7 @@ from bench.errors import BenchError, DataError
 from bench.reports.tables import TableResult
 
 MANIFEST = "manifest.json"
-DEFAULT_COMMAND = "bench demo --profile golden --results {results} --no-report"
+DEFAULT_COMMAND = "bench demo --profile golden --results {results} --lesion-planes axial,coronal,sagittal --no-report"
 KEY_COLUMNS = ("group", "row", "col_group", "col")
 EXACT_COLUMNS = ("status",)  # compared for equality, always
 

@@ -43,3 +43,23 @@ def test_run_ablation_trains_each_variant_once_through_train_run(monkeypatch):
     run_ablation("iterations", base(), progress=False)
     cfg, _ = seen[0]
     assert cfg.profile.cascade.reiter_stop == "none" and cfg.profile.cascade.max_reiterations == 7
+
+
+def test_study_plan_dedupes_default_variant_and_orders_dependencies():
+    from bench.engine.study import StudyPlan, _ordered, plan_jobs
+
+    jobs = plan_jobs("demo", "res", "phantom", "", "cache", (0,), "cpu", StudyPlan(lesion_planes=("axial",)))
+    keys = [j.key for j in jobs]
+    assert len(keys) == len(set(keys))
+    trains = [j for j in jobs if j.kind == "train"]
+    # 4 models x 3 planes liver + 4 lesion axial + new ablation variants (levels 1, 2; no multi-level loss; N=0..7)
+    assert len(trains) == 12 + 4 + 4
+    fused = [j for j in jobs if j.kind == "fused"]
+    assert len(fused) == 4 and all(len(j.needs) == 3 for j in fused)  # lesion has one plane: no fused row
+    lesion_ours = next(j for j in trains if j.cfg.task == "lesion" and j.cfg.model == "ours")
+    liver_ours = next(j for j in trains if j.cfg.task == "liver" and j.cfg.model == "ours" and j.cfg.plane == "axial"
+                      and j.cfg.run_tag == "ours")
+    assert lesion_ours.needs == {liver_ours.key}
+    order = [j.key for j in _ordered(jobs)]
+    assert order.index(liver_ours.key) < order.index(lesion_ours.key)
+    assert all(order.index(n) < order.index(j.key) for j in fused for n in j.needs)

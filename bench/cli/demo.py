@@ -22,6 +22,7 @@ def demo(
     tasks: str = typer.Option("liver,lesion", "--tasks"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
                                       help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
+    workers: int = typer.Option(0, "--workers", help="runs side by side (0: two single-thread workers on a CPU)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write Tables 3-8 and figures at the end"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
@@ -36,7 +37,7 @@ def demo(
     plan = StudyPlan(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
                      lesion_planes=tuple(p.strip() for p in lesion_planes.split(",") if p.strip()))
     timings = run_study(profile, results, cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
-                        console=console)
+                        console=console, workers=workers)
     for phase, seconds in timings.items():
         console.print(f"  {phase}: {seconds:.0f} s")
     if report:

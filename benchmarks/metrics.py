@@ -22,7 +22,6 @@ Targets (2-core CPU): ours <= 3x the sum floor and >= 30x faster than MONAI's Di
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 import warnings
@@ -156,10 +155,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if t_monai is not None:
         print(f"MONAI / ours = {t_monai / t_ours:.0f}x (target >= 30x)")
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        from common import write_rows
+
+        write_rows(args.csv, rows)
     return rows
 
 

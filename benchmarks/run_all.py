@@ -11,7 +11,6 @@ on a CPU at 64x64, which it says, since 512x512 training on 2 cores says nothing
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -45,12 +44,10 @@ def main() -> None:
     print("\nmetric engine (512x512x200 label pair):")
     metrics = subprocess.run([sys.executable, str(HERE / "metrics.py"), "--repeats", "3"], capture_output=True, text=True)
     print(metrics.stdout[-3000:])
+    from common import write_rows
+
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(out, rows)
     print(f"\n{'model':6s} {'size':>5s} {'engine/s':>9s} {'bare/s':>8s} {'ratio':>6s} {'infer/s':>8s} {'peak MiB':>9s}")
     for r in rows:
         print(f"{r['model']:6s} {r['size']:5d} {r['engine_slices_s']:9.1f} {r['bare_slices_s']:8.1f} {r['ratio']:6.2f} "

@@ -12,7 +12,6 @@ and says so; on CUDA at 512x512 (the paper's input).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -60,10 +59,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     best = max(r["ratio"] for r in rows)
     print(f"engine / bare (best of {args.repeats}): {best:.2f} (target >= 0.90)")
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        from common import write_rows
+
+        write_rows(args.csv, rows)
     return rows
 
 

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from bench.config import CascadeConfig
 from bench.errors import ConfigError
-from bench.models.cascade_blocks import ConvNormAct, DoubleConv, conv_block
+from bench.models.cascade_blocks import ConvNormAct, DoubleConv, conv_block, param_count
 from bench.models.patches import patch_grid
 
 DEPTH = 4  # encoder levels 0..3 + bottleneck: 512 -> 256 -> 128 -> 64 -> 32
@@ -239,7 +239,7 @@ def count_tuning_parameters(cfg: CascadeConfig, in_channels: int = 1, trainable_
     """Number of parameters of ``TuningNet(cfg)``, built on the meta device (no memory, no init)."""
     with torch.device("meta"):
         net = TuningNet(cfg, in_channels=in_channels)
-    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
+    return param_count(net, trainable_only)
 
 
 __all__ = [

@@ -217,40 +217,7 @@ class SliceCache:
 # ---------------------------------------------------------------- preprocessing in slabs
 
 
-def median3x3_slices(slab: np.ndarray) -> np.ndarray:
-    """Exact 3x3 median of every axial slice of a (k, Y, X) slab, edges replicated.
-
-    Same result as `preprocess.median_filter_slices(slab, 3)` (scipy, ``mode="nearest"``), about
-    7x faster: sort each vertical triple once, then the median of the nine is the median of
-    (largest column minimum, median of column medians, smallest column maximum), all as
-    whole-array minimum/maximum operations.
-    """
-    p = np.pad(slab, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    h, w = slab.shape[1:]
-    a, b, c = p[:, :h], p[:, 1 : h + 1], p[:, 2 : h + 2]
-    lo1, hi1 = np.minimum(a, b), np.maximum(a, b)
-    lo, t = np.minimum(lo1, c), np.maximum(lo1, c)
-    mid, hi = np.minimum(hi1, t), np.maximum(hi1, t)
-    del lo1, hi1, t
-
-    def cols(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return x[..., :w], x[..., 1 : w + 1], x[..., 2 : w + 2]
-
-    def med3(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return np.maximum(np.minimum(x, y), np.minimum(np.maximum(x, y), z))
-
-    l0, l1, l2 = cols(lo)
-    h0, h1, h2 = cols(hi)
-    max_lo = np.maximum(np.maximum(l0, l1), l2)
-    min_hi = np.minimum(np.minimum(h0, h1), h2)
-    return med3(max_lo, med3(*cols(mid)), min_hi)
-
-
 def _median(slab: np.ndarray, size: int) -> np.ndarray:
-    if size <= 1:
-        return slab
-    if size == 3:
-        return median3x3_slices(slab)
     return median_filter_slices(slab, size)
 
 

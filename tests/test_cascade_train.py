@@ -33,6 +33,7 @@ def test_reiteration_grows_training_set_and_records_every_iteration(tmp_path, ti
     assert {"localizer", "tuner", "reiter1"} <= set(history["stage"])
     record = json.loads((folder / "config.json").read_text())
     assert record["status"] == "complete" and record["training"]["reiteration"]["iterations_run"] == 1
+    assert 0.0 <= record["training"]["roi_coverage"] <= 1.0
     # the saved model is the whole cascade and runs on a slice
     from bench.engine.evaluate import load_predictor
 

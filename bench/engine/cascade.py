@@ -66,6 +66,23 @@ def _prior_reader(folder: Path) -> Callable[[str, str], np.ndarray]:
     return read
 
 
+def roi_coverage(cache, case_ids: list[str], plane: str, task: str,
+                 prior_of: Callable[[str, str], np.ndarray]) -> float:
+    """Share of the reference foreground inside the box priors (1.0 = the ROI never cuts the organ).
+
+    Recorded in config.json: an empty or misplaced ROI silently turns ConvBox into a constant,
+    so this is the first number to look at when the cascade underperforms.
+    """
+    from bench.datasets.base import task_mask
+
+    inside = total = 0
+    for case in case_ids:
+        truth = task_mask(np.asarray(cache.labels(case, plane)), task)
+        inside += int((truth & (np.asarray(prior_of(case, plane)) > 0)).sum())
+        total += int(truth.sum())
+    return inside / total if total else float("nan")
+
+
 def _truth_box_reader(cache, task: str, margin: float, min_area: float) -> Callable[[str, str], np.ndarray]:
     """BB-UNet style training priors: boxes of the ground truth (only when configured)."""
     from bench.datasets.base import task_mask
@@ -141,6 +158,12 @@ def train_cascade(cfg: RunConfig, cache, splits: dict, device: torch.device, inf
     if info.enabled:
         torch.distributed.barrier()
     infer_priors = _prior_reader(priors_dir)
+    summary["roi_coverage"] = roi_coverage(cache, list(splits["val"]), cfg.plane, cfg.task, infer_priors)
+    if summary["roi_coverage"] < 0.5:
+        import warnings
+
+        warnings.warn(f"{cfg.run_tag} {cfg.plane}: the box priors cover only {summary['roi_coverage']:.0%} of the "
+                      f"validation {cfg.task}; check cascade.gradcam_layer / gradcam_threshold", stacklevel=2)
     train_priors = infer_priors
     if cc.box_prior_train == "ground_truth" and cfg.task == "liver":
         train_priors = _truth_box_reader(cache, cfg.task, cc.box_margin, cc.box_min_area)

@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from rich.console import Console
 
@@ -192,6 +191,4 @@ def _ordered(jobs: list[Job]) -> list[Job]:
 
 
 def _short(job: Job) -> str:
-    from bench.paths import run_dir
-
-    return str(Path(run_dir(job.cfg)))
+    return job.key

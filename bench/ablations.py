@@ -1,15 +1,14 @@
 """The paper's ablations as registered lists of config overrides (never a subclass per setting).
 
-Each variant is a set of overrides applied to the base run config and trained through the
-normal `bench.engine.run.train_run` path; a variant equal to the default config *is* the
-default run (same folder), so it is reused rather than trained twice. Tables read the varied
-field from each run's config.json, not from folder names.
+Pure data: each variant is a set of overrides applied to the base run config
+(`ablation_targets`); the engine's scheduler trains them like any run. A variant equal to the
+default config *is* the default run (same folder), so it is reused rather than trained twice.
+Tables read the varied field from each run's config.json, not from folder names.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from bench.config import RunConfig, override
 from bench.registry import Registry
@@ -64,14 +63,8 @@ def _get(obj: object, dotted: str) -> object:
     return obj
 
 
-def run_ablation(name: str, base: RunConfig, force: bool = False, progress: bool = True) -> list[tuple[str, Path]]:
-    """Train and evaluate every variant (reusing finished runs); returns (label, run folder) pairs."""
-    from bench.engine.run import train_run
-
+def ablation_targets(name: str, base: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(label, config) of every variant of an ablation on ``base`` (its model, plane and task)."""
     ablation = ABLATIONS.get(name)
     base = replace(base, model=ablation.model, plane=ablation.plane, task=ablation.task)
-    out = []
-    for label, overrides in ablation.variants:
-        cfg = variant_config(base, overrides)
-        out.append((label, train_run(cfg, force=force, progress=progress)))
-    return out
+    return [(label, variant_config(base, overrides)) for label, overrides in ablation.variants]

@@ -46,7 +46,20 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Strict JSON (NaN and infinities written as null, which every JSON reader accepts)."""
+    write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False) + "\n")
+
+
+def _finite(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -59,26 +72,49 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
-        return float(obj)
+        import math
+
+        return float(obj) if math.isfinite(float(obj)) else None
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return _finite(obj.tolist())
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def remove_stale_tmp(folder: str | os.PathLike) -> int:
-    """Delete leftovers of killed writers below ``folder``; returns how many were removed."""
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (a temp file of a live writer must not be removed)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``*.tmp-<pid>`` leftovers of writers that died (directly in ``folder``); returns them.
+
+    A temp file whose pid is alive belongs to a running writer and is kept.
+    """
     import shutil
 
-    n = 0
+    removed: list[Path] = []
     folder = Path(folder)
-    if not folder.exists():
-        return 0
-    for p in folder.rglob(f"*{TMP_MARK}*"):
-        if p.is_dir():
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        if TMP_MARK not in p.name:
+            continue
+        pid_text = p.name.rsplit(TMP_MARK, 1)[1]
+        if pid_text.isdigit() and pid_alive(int(pid_text)):
+            continue
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-        n += 1
-    return n
+        removed.append(p)
+    return removed

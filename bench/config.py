@@ -1,9 +1,15 @@
-"""Configuration as data: frozen dataclasses, saved beside every run.
+"""Configuration as data: frozen dataclasses, saved beside every run, checked when they are made.
 
 A `Profile` bundles everything that sets the scale of an experiment (input size, epochs,
 widths); a `RunConfig` is one training/evaluation run (model, plane, task, data, seed) plus
 its profile. Ablations and CLI flags are *overrides* (``"cascade.patch_levels=1"``) applied
 with `override`, never subclasses per setting (the nnU-Net ``Trainer_Xepochs`` pattern to avoid).
+
+Checked values: a field with a closed set of values is typed ``Literal[...]`` and a numeric field
+declares its range in its metadata (``field(default=..., metadata=_range(...))``); every
+dataclass checks itself in ``__post_init__`` (`check_fields`), so a misspelt
+``--set cascade.reiter_stop=plateu`` or a ``train.lr=-0.01`` is refused in one line naming the
+field, whether it came from the CLI, an ablation or a stored config.json.
 
 Profiles
 --------
@@ -17,21 +23,94 @@ Profiles
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
+import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.errors import ConfigError
 from bench.registry import Registry
 
 PLANES = ("axial", "coronal", "sagittal")
 PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # axis of the (Z, Y, X) volume sliced
+Plane = Literal["axial", "coronal", "sagittal", "fused"]
+Task = Literal["liver", "lesion"]
+PostprocessMode = Literal["none", "largest", "min_size"]
+GradcamLayer = Literal["bottleneck", "decoder1", "decoder2", "decoder3", "decoder4"]  # decoder1 = deepest
+LesionPrior = Literal["liver_mask", "liver_box"]
+TASKS: tuple[str, ...] = typing.get_args(Task)
+POSTPROCESS_MODES: tuple[str, ...] = typing.get_args(PostprocessMode)
+GRADCAM_LAYERS: tuple[str, ...] = typing.get_args(GradcamLayer)
+LESION_PRIORS: tuple[str, ...] = typing.get_args(LesionPrior)
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def _range(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+           high_open: bool = False, items: bool = False) -> dict[str, Any]:
+    """Field metadata declaring a numeric range (``items``: the range applies to each tuple item)."""
+    return {"range": (low, high, low_open, high_open), "items": items}
+
+
+def _describe_range(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"{'<' if high_open else '<='} {high:g}"
+
+
+def _in_range(value: float, low: float | None, high: float | None, low_open: bool, high_open: bool) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return not (high is not None and (value >= high if high_open else value > high))
+
+
+def literal_choices(annotation: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal[...]`` annotation (None for any other type)."""
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
+
+
+def check_fields(obj: Any) -> None:
+    """Check every Literal field and every declared numeric range of a config dataclass.
+
+    The message names the field and the allowed values (with "did you mean" for a misspelling),
+    so `override` can prefix the dotted key and the CLI prints it as one line.
+    """
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        choices = literal_choices(hints[f.name])
+        if choices is not None and value not in choices:
+            shown = ", ".join(str(c) for c in choices)
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{f.name}={value!r} is not one of {shown}{hint}")
+        spec = f.metadata.get("range")
+        if spec is None:
+            continue
+        values = value if f.metadata.get("items") else (value,)
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not _in_range(v, *spec):
+                raise ConfigError(f"{f.name}={value!r} must be {_describe_range(*spec)}")
+
+
+class _Checked:
+    """Mixin: a frozen config dataclass that checks its values when it is made (and replaced)."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(_Checked):
     """Paper 3.2. ``slice_fit``: how a non-square slice meets the square network input.
 
     ``resize`` stretches each slice to input_size x input_size (every pixel used, aspect lost);
@@ -43,103 +122,149 @@ class PreprocessConfig:
     hu_min: float = -100.0
     hu_max: float = 200.0
     zscore: bool = True
-    median_size: int = 3  # 3x3 median per axial slice; 0 or 1 turns it off
-    slice_fit: str = "pad"
+    median_size: int = field(default=3, metadata=_range(0))  # 3x3 median per axial slice; 0 or 1 = off
+    slice_fit: Literal["pad", "resize"] = "pad"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.hu_min < self.hu_max:
+            raise ConfigError(f"preprocess HU window [{self.hu_min}, {self.hu_max}] is empty")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Checked):
     """Optimisation (paper Table 2 at the ``paper`` profile)."""
 
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 4
-    epochs: int = 100
-    patience: int = 50  # early stopping on validation Dice (epochs without improvement)
-    steps_per_epoch: int = 0  # 0 = one pass over the training slices
-    foreground_fraction: float = 0.0  # >0: share of each batch drawn from slices with foreground
-    val_max_cases: int = 0  # 0 = every validation case
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = field(default=1e-4, metadata=_range(0, low_open=True))
+    weight_decay: float = field(default=0.0, metadata=_range(0))
+    batch_size: int = field(default=4, metadata=_range(1))
+    epochs: int = field(default=100, metadata=_range(1))
+    # early stopping on validation Dice: epochs without improvement before stopping
+    patience: int = field(default=50, metadata=_range(1))
+    steps_per_epoch: int = field(default=0, metadata=_range(0))  # 0 = one pass over the training slices
+    # >0: share of each batch drawn from slices with foreground
+    foreground_fraction: float = field(default=0.0, metadata=_range(0, 1))
+    val_max_cases: int = field(default=0, metadata=_range(0))  # 0 = every validation case
+    grad_clip: float = field(default=0.0, metadata=_range(0))  # max global gradient norm; 0 = off
     amp: bool = True  # only acts on CUDA (bf16 where supported, fp16 + scaler otherwise)
     channels_last: bool = True  # only acts on CUDA
     compile: bool = False
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata=_range(0))
     deterministic: bool = True
     augment: bool = False  # random flips and small intensity shifts on training slices
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Checked):
     """Architecture knobs shared by the baselines. ``width`` scales channel counts (1.0 = published)."""
 
     encoder: str = "resnet34"
     encoder_weights: str = ""  # "" = random init (nothing is downloaded); a local .pth path loads it
-    width: float = 1.0
-    dropout: float = 0.2
+    width: float = field(default=1.0, metadata=_range(0, low_open=True))
+    dropout: float = field(default=0.2, metadata=_range(0, 1, high_open=True))
     # DeepLabV3 encoder output stride: 8 is the published setting (smp's default); 16 halves its
     # cost at small inputs (DeepLabV3's own training setting), used by the CPU-sized profiles.
-    output_stride: int = 8
+    output_stride: Literal[8, 16] = 8
 
 
 @dataclass(frozen=True)
-class CascadeConfig:
+class CascadeConfig(_Checked):
     """The proposed method ("ours"), paper 3.3-3.10; each component can be switched off for ablations."""
 
-    base_channels: int = 64  # tuning-network width at level 0 (64 -> ~38 M parameters at 512)
-    loc_base_channels: int = 32  # localization network width at level 0
-    loc_epochs: int = 0  # 0 = the profile's epochs
-    dilation_rates: tuple[int, ...] = (1, 2, 4, 8)  # parallel dilated convs in the first layer
+    base_channels: int = field(default=64, metadata=_range(1))  # tuning-net width at level 0 (64 -> ~38 M at 512)
+    loc_base_channels: int = field(default=32, metadata=_range(1))  # localization network width at level 0
+    loc_epochs: int = field(default=0, metadata=_range(0))  # 0 = the profile's epochs
+    # parallel dilated convs in the first layer
+    dilation_rates: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata=_range(1, items=True))
     residual: bool = True
-    patch_levels: int = 3  # levels 1..k receive image patches (Table 3); 0 = none
+    patch_levels: int = field(default=3, metadata=_range(0, 3))  # levels 1..k receive image patches (Table 3)
     convbox: bool = True
     aspp: bool = True
-    aspp_rates: tuple[int, ...] = (6, 12, 18)
+    aspp_rates: tuple[int, ...] = field(default=(6, 12, 18), metadata=_range(1, items=True))
     deep_supervision: bool = True
     multilevel_loss: bool = True  # Eq. 4-6; False = single BCE+Dice on the final output (Table 4)
     # Grad-CAM layer: "bottleneck" | "decoder1" (deepest) .. "decoder4" (full resolution). The paper does
-    # not say. Measured on the demo's trained localizer (2 test patients): boxes from decoder3 covered
-    # 100% of the liver at 11% of the slice; decoder2 99-100% at 16%; decoder1 36-54%; the bottleneck
-    # 0-9%; decoder4 nothing: behind it is only the 1x1 head, so its CAM is the logit map minus the
-    # head's bias, which the ReLU zeroes when the bias is positive.
-    gradcam_layer: str = "decoder3"
-    gradcam_threshold: float = 0.3  # on the [0, 1]-normalised heat-map
+    # not say; see README "Reproduction notes" for how the default was chosen.
+    gradcam_layer: GradcamLayer = "decoder3"
+    gradcam_threshold: float = field(default=0.3, metadata=_range(0, 1, low_open=True, high_open=True))
     crf: bool = False  # dense CRF refinement of the thresholded ROI (needs pydensecrf2)
-    box_margin: float = 0.05  # boxes grow by this fraction of the slice side on each edge
-    box_min_area: float = 0.002  # ROI components smaller than this fraction of the slice are ignored
-    box_prior_train: str = "gradcam"  # "gradcam" (as at inference) | "ground_truth" (BB-UNet style)
-    lesion_prior: str = "liver_mask"  # lesion task: prior from the liver cascade: liver_mask | liver_box
-    area_threshold: float = 0.3  # mu = A / C (Eq. 7); patches below it are discarded
-    max_reiterations: int = 7
-    reiter_stop: str = "plateau"  # "plateau": stop when validation Dice stops improving; "none": run all
-    reiter_epochs: int = 0  # fine-tuning epochs per reiteration; 0 = max(1, epochs // 4)
-    reiter_patch_levels: tuple[int, ...] = (1, 2, 3)  # levels whose patch size feeds Algorithm 1
-    self_label_threshold: float = 0.5  # predicted probability -> self-label
-    self_label_source: str = "prediction"  # "prediction" (Algorithm 1, S) | "ground_truth"
-    postprocess: str = "largest"  # liver: keep the largest 3-D component; lesion uses min_size
-    min_component_voxels: int = 20
+    box_margin: float = field(default=0.05, metadata=_range(0))  # boxes grow by this fraction of the side
+    # ROI components smaller than this fraction of the slice are ignored
+    box_min_area: float = field(default=0.002, metadata=_range(0, 1, high_open=True))
+    # "gradcam" (as at inference) | "ground_truth" (BB-UNet style)
+    box_prior_train: Literal["gradcam", "ground_truth"] = "gradcam"
+    # lesion task: prior from the liver cascade: its mask or that mask's boxes
+    lesion_prior: LesionPrior = "liver_mask"
+    area_threshold: float = field(default=0.3, metadata=_range(0, 1))  # mu = A / C (Eq. 7)
+    max_reiterations: int = field(default=7, metadata=_range(0))
+    # "plateau": stop when validation Dice stops improving; "none": run all
+    reiter_stop: Literal["plateau", "none"] = "plateau"
+    reiter_epochs: int = field(default=0, metadata=_range(0))  # fine-tuning epochs per reiteration; 0 = max(1, epochs // 4)
+    # levels whose patch size feeds Algorithm 1
+    reiter_patch_levels: tuple[int, ...] = field(default=(1, 2, 3), metadata=_range(1, 3, items=True))
+    self_label_threshold: float = field(default=0.5, metadata=_range(0, 1, low_open=True, high_open=True))
+    self_label_source: Literal["prediction", "ground_truth"] = "prediction"  # Algorithm 1's S
+    # Algorithm 1's patches: "zoom" = resized to the input size (homogeneous batches, magnified
+    # anatomy); "native" = at their own size, batched by size (the tuning net is fully convolutional)
+    patch_scale: Literal["zoom", "native"] = "zoom"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.multilevel_loss and not self.deep_supervision:
+            raise ConfigError("cascade.multilevel_loss=true needs cascade.deep_supervision=true (side outputs); "
+                              "set cascade.multilevel_loss=false for a single loss on the final output")
 
 
 @dataclass(frozen=True)
-class Profile:
+class PostprocessConfig(_Checked):
+    """3-D clean-up of every model's thresholded prediction (paper 3.9, Fig. 13), one rule for all.
+
+    The paper describes the step for its own method and says nothing of its baselines; giving it
+    to one model only would make the comparison measure the post-processing, so it is a run-level
+    setting with the same default for every model. Evaluation stores scores with and without it.
+    """
+
+    liver: PostprocessMode = "largest"  # the liver is one organ: keep the largest 3-D component
+    lesion: PostprocessMode = "min_size"  # lesions can be many: drop components below min_voxels
+    min_voxels: int = field(default=20, metadata=_range(0))
+
+    def mode(self, task: str) -> str:
+        return self.liver if task == "liver" else self.lesion
+
+
+@dataclass(frozen=True)
+class Profile(_Checked):
     name: str
-    input_size: int
+    input_size: int = field(metadata=_range(16))
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
-    postprocess: str = "none"  # baselines: none | largest | min_size (the cascade has its own)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~=,+-]*")
+
+
+def check_folder_name(value: str, what: str) -> str:
+    """A tag or case id becomes one folder name: a single safe path component, never "", "." or ".."."""
+    if not _SAFE_NAME.fullmatch(value) or value in (".", ".."):
+        raise ConfigError(f"{what} {value!r} is not a safe folder name (letters, digits and . _ ~ = , + - "
+                          f"only, not starting with . or -)")
+    return value
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(_Checked):
     """One run: what is trained on which data, at which profile. Saved as config.json."""
 
     model: str
-    plane: str = "axial"
-    task: str = "liver"
+    plane: Plane = "axial"
+    task: Task = "liver"
     dataset: str = "phantom"
     root: str = ""  # "" = the data set's default (the phantom writes one under data/)
-    seed: int = 0
+    seed: int = field(default=0, metadata=_range(0))
     device: str = "auto"
     results: str = "results"
     cache: str = "cache"
@@ -148,10 +273,10 @@ class RunConfig:
     profile: Profile = field(default_factory=lambda: get_profile("smoke"))
 
     def __post_init__(self) -> None:
-        if self.plane not in PLANES + ("fused",):
-            raise ConfigError(f"unknown plane {self.plane!r} (known: {', '.join(PLANES + ('fused',))})")
-        if self.task not in ("liver", "lesion"):
-            raise ConfigError(f"unknown task {self.task!r} (known: liver, lesion)")
+        super().__post_init__()
+        if self.tag:
+            check_folder_name(self.tag, "tag")
+        check_folder_name(self.model, "model")
 
     @property
     def run_tag(self) -> str:
@@ -217,32 +342,40 @@ def get_profile(name: str) -> Profile:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Turn a CLI string into the field's type (bool, int, float, str, tuple[...])."""
+    """Turn a CLI string into the field's type (bool, int, float, str, Literal, tuple[...])."""
+    if is_dataclass(annotation):
+        raise ConfigError(f"override {key}={value}: {key!r} is a group of settings; set one of its fields, "
+                          f"e.g. {key}.{fields(annotation)[0].name}=...")
     if not isinstance(value, str):
         return value
-    origin = typing.get_origin(annotation)
+    choices = literal_choices(annotation)
+    if choices is not None:  # Literal[8, 16] reads "16" as 16; the membership check is check_fields'
+        kinds = {type(c) for c in choices}
+        if kinds == {int}:
+            annotation = int
+        else:
+            return value
     try:
-        if annotation is bool or annotation == "bool":
+        if annotation is bool:
             low = value.lower()
             if low in ("1", "true", "yes", "on"):
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError(value)
-        if annotation is int or annotation == "int":
+        if annotation is int:
             return int(value)
-        if annotation is float or annotation == "float":
+        if annotation is float:
             return float(value)
-        if origin is tuple or (isinstance(annotation, str) and annotation.startswith("tuple")):
+        if typing.get_origin(annotation) is tuple:
             inner = value.strip("()[] ")
             if not inner:
                 return ()
-            item_type = float if "float" in str(annotation) else int
-            if "str" in str(annotation):
-                item_type = str
+            item_type = typing.get_args(annotation)[0]
             return tuple(item_type(v.strip()) for v in inner.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"override {key}={value!r}: cannot read as {annotation}") from None
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError(f"override {key}={value}: cannot read it as {name}") from None
     return value
 
 
@@ -250,16 +383,22 @@ def override(obj: Any, changes: dict[str, Any]) -> Any:
     """Return a copy of a (nested) frozen dataclass with dotted keys replaced.
 
     ``override(run, {"profile.cascade.patch_levels": 1})``. Unknown keys are an error that
-    names the closest field, so a misspelt ablation never silently trains the default.
+    names the closest field, so a misspelt ablation never silently trains the default; values
+    are checked by the dataclasses themselves (`check_fields`) and the error names the key.
     """
     for key, value in changes.items():
-        obj = _override_one(obj, key.split("."), value, key)
+        shown = key.removeprefix("profile.")  # the key as the user types it after --set
+        try:
+            obj = _override_one(obj, key.split("."), value, shown)
+        except ConfigError as exc:
+            message = str(exc)
+            if not message.startswith(("override ", "unknown config field")):
+                message = f"override {shown}={value}: {message}"
+            raise ConfigError(message) from None
     return obj
 
 
 def _override_one(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
-    import difflib
-
     names = {f.name: f for f in fields(obj)}
     head = parts[0]
     if head not in names:
@@ -271,7 +410,7 @@ def _override_one(obj: Any, parts: list[str], value: Any, full_key: str) -> Any:
         return replace(obj, **{head: _coerce(value, hints[head], full_key)})
     child = getattr(obj, head)
     if not is_dataclass(child):
-        raise ConfigError(f"config field {'.'.join(parts[:1])!r} in {full_key!r} has no sub-fields")
+        raise ConfigError(f"config field {head!r} in {full_key!r} has no sub-fields")
     return replace(obj, **{head: _override_one(child, parts[1:], value, full_key)})
 
 
@@ -329,3 +468,35 @@ def fingerprint(obj: Any, drop: tuple[str, ...] = ()) -> str:
         data.pop(key, None)
     blob = json.dumps(data, sort_keys=True, default=str).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
+
+
+# fields that do not change what a run computes: they may differ between a run and its resume
+NON_RESULT_FIELDS = ("device", "results", "cache")
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = NON_RESULT_FIELDS,
+                   prefix: str = "") -> list[str]:
+    """Dotted names of the leaves that differ between two config dicts (``profile.train.lr``)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if not prefix and key in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, ignore, f"{prefix}{key}.")
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any], fields_: list[str]) -> str:
+    """``train.lr 0.001 -> 0.003, seed 0 -> 1`` for a one-line message (first few fields)."""
+
+    def get(d: dict[str, Any], dotted: str) -> Any:
+        for part in dotted.split("."):
+            d = d.get(part) if isinstance(d, dict) else None
+        return d
+
+    parts = [f"{f.removeprefix('profile.')} {get(old, f)!r} -> {get(new, f)!r}" for f in fields_[:4]]
+    more = f" (+{len(fields_) - 4} more)" if len(fields_) > 4 else ""
+    return ", ".join(parts) + more

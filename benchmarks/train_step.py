@@ -96,7 +96,7 @@ def _trained_parts(cfg: RunConfig):
     from bench.models import build_model, get_model_spec
     from bench.models.losses import MultiLevelLoss, bce_dice_loss
 
-    if get_model_spec(cfg.model).kind == "cascade":
+    if get_model_spec(cfg.model).recipe == "cascade":
         from bench.models.cascade import build_tuner
 
         loss = MultiLevelLoss(enabled=cfg.profile.cascade.multilevel_loss)
@@ -126,7 +126,7 @@ def _time_engine(cfg: RunConfig, cache, splits, device: torch.device) -> float:
 
 
 def _time_bare(cfg: RunConfig, cache, splits, device: torch.device) -> float:
-    from bench.engine.train import Precision
+    from bench.engine.precision import Precision
 
     train = cfg.profile.train
     model, loss_fn = _trained_parts(cfg)
@@ -166,7 +166,7 @@ def _time_bare(cfg: RunConfig, cache, splits, device: torch.device) -> float:
 
 @torch.no_grad()
 def _time_inference(cfg: RunConfig, device: torch.device, batch: int = 32, repeats: int = 5) -> float:
-    from bench.engine.train import Precision
+    from bench.engine.precision import Precision
     from bench.models import build_model
 
     model = build_model(cfg).to(device).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.ablations import ABLATIONS, run_ablation, variant_config
+from bench.ablations import ABLATIONS, ablation_targets, variant_config
 from bench.config import RunConfig, get_profile
 from bench.errors import ConfigError
 
@@ -29,37 +29,32 @@ def test_variant_equal_to_default_reuses_the_default_folder():
     assert loss.run_tag == "ours~multilevel_loss=False"
 
 
-def test_run_ablation_trains_each_variant_once_through_train_run(monkeypatch):
-    import bench.engine.run as run_mod
-
-    seen = []
-    monkeypatch.setattr(run_mod, "train_run", lambda cfg, force=False, progress=True: seen.append((cfg, force)) or cfg.run_tag)
-    out = run_ablation("patch-level", base(), force=True, progress=False)
+def test_ablation_targets_are_override_lists_on_the_ablation_base():
+    out = ablation_targets("patch-level", base())
     assert [label for label, _ in out] == ["level-1", "level-2", "level-3"]
-    assert [c.profile.cascade.patch_levels for c, _ in seen] == [1, 2, 3]
-    assert all(c.plane == "axial" and c.task == "liver" and force for c, force in seen)
-    assert [tag for _, tag in out] == ["ours~patch_levels=1", "ours~patch_levels=2", "ours"]
-    seen.clear()
-    run_ablation("iterations", base(), progress=False)
-    cfg, _ = seen[0]
+    assert [c.profile.cascade.patch_levels for _, c in out] == [1, 2, 3]
+    assert all(c.plane == "axial" and c.task == "liver" for _, c in out)
+    assert [c.run_tag for _, c in out] == ["ours~patch_levels=1", "ours~patch_levels=2", "ours"]
+    (_, cfg), = ablation_targets("iterations", base())
     assert cfg.profile.cascade.reiter_stop == "none" and cfg.profile.cascade.max_reiterations == 7
 
 
 def test_study_plan_dedupes_default_variant_and_orders_dependencies():
-    from bench.engine.study import StudyPlan, _ordered, plan_jobs
+    from bench.engine.scheduler import plan
+    from bench.engine.study import StudyPlan, study_targets
 
-    jobs = plan_jobs("demo", "res", "phantom", "", "cache", (0,), "cpu", StudyPlan(lesion_planes=("axial",)))
+    jobs = plan(study_targets("demo", "res", "phantom", "", "cache", (0,), "cpu", StudyPlan(lesion_planes=("axial",))))
     keys = [j.key for j in jobs]
     assert len(keys) == len(set(keys))
-    trains = [j for j in jobs if j.kind == "train"]
+    trains = [j for j in jobs if j.cfg.plane != "fused"]
     # 4 models x 3 planes liver + 4 lesion axial + new ablation variants (levels 1, 2; no multi-level loss; N=0..7)
     assert len(trains) == 12 + 4 + 4
-    fused = [j for j in jobs if j.kind == "fused"]
+    fused = [j for j in jobs if j.cfg.plane == "fused"]
     assert len(fused) == 4 and all(len(j.needs) == 3 for j in fused)  # lesion has one plane: no fused row
     lesion_ours = next(j for j in trains if j.cfg.task == "lesion" and j.cfg.model == "ours")
     liver_ours = next(j for j in trains if j.cfg.task == "liver" and j.cfg.model == "ours" and j.cfg.plane == "axial"
                       and j.cfg.run_tag == "ours")
     assert lesion_ours.needs == {liver_ours.key}
-    order = [j.key for j in _ordered(jobs)]
+    order = [j.key for j in jobs]  # the plan's order respects every dependency
     assert order.index(liver_ours.key) < order.index(lesion_ours.key)
     assert all(order.index(n) < order.index(j.key) for j in fused for n in j.needs)

@@ -386,7 +386,7 @@ def test_registered_as_ours() -> None:
     from bench.models import MODELS, build_model, count_parameters
 
     spec = MODELS.get("ours")
-    assert spec.kind == "cascade"
+    assert spec.recipe == "cascade"
     cfg = _run_cfg()
     assert isinstance(build_model(cfg), CascadeNet)
     assert isinstance(build_localizer(cfg), LocalizationNet) and isinstance(build_tuner(cfg), TuningNet)

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
-from bench.engine.run import train_run
+from bench.engine.runner import run as train_run
 from bench.paths import run_dir
 from tests.conftest import tiny_config
 
@@ -28,7 +28,9 @@ def test_reiteration_grows_training_set_and_records_every_iteration(tmp_path, ti
     assert sizes[1] > sizes[0]  # X u P: the kept patches joined the slices
     assert reiter[["accuracy"]].notna().all().all()
     patches = folder / "reiteration"
-    assert (patches / "patch_selflabel.npy").exists()
+    assert (patches / "patches-16" / "selflabel.npy").exists()
+    assert {"patches", "patches_16px", "selflabel_dice_16px"} <= set(reiter.columns)
+    assert reiter.loc[reiter["iteration"] == 1, "patches"].iloc[0] > 0
     history = pd.read_csv(folder / "history.csv")
     assert {"localizer", "tuner", "reiter1"} <= set(history["stage"])
     record = json.loads((folder / "config.json").read_text())
@@ -43,15 +45,15 @@ def test_reiteration_grows_training_set_and_records_every_iteration(tmp_path, ti
 
 
 def test_plateau_stop_reads_validation_only(tmp_path, tiny_phantom):
-    from bench.engine import cascade as cascade_mod
+    from bench.engine import reiterate as reiterate_mod
 
     cfg = tiny_config(tmp_path, tiny_phantom, "ours", **{**CASCADE, "profile.cascade.max_reiterations": 3,
                                                           "profile.cascade.reiter_stop": "plateau"})
     seen = []
-    real = cascade_mod.split_scores
+    real = reiterate_mod.split_scores
 
-    def scripted(model, predict, dataset, cfg_, device, info):
-        scores = real(model, predict, dataset, cfg_, device, info)
+    def scripted(tuner, dataset, ctx):
+        scores = real(tuner, dataset, ctx)
         split = "val" if dataset is not None and len(seen) % 2 == 0 else "test"
         seen.append(split)
         # validation never improves after N = 0; test would (it must be ignored)
@@ -61,22 +63,30 @@ def test_plateau_stop_reads_validation_only(tmp_path, tiny_phantom):
             scores["dice"] = 0.9
         return scores
 
-    cascade_mod.split_scores = scripted
+    reiterate_mod.split_scores = scripted
     try:
         folder = train_run(cfg, progress=False)
     finally:
-        cascade_mod.split_scores = real
+        reiterate_mod.split_scores = real
     reiter = pd.read_csv(folder / "reiteration.csv")
     assert reiter["iteration"].max() == 1  # N = 1 did not improve validation: stop
     assert json.loads((folder / "config.json").read_text())["training"]["reiteration"]["best_iteration"] == 0
 
 
 def test_lesion_cascade_trains_liver_first_then_fused(tmp_path, tiny_phantom):
+    import pytest
+
     from bench.engine.evaluate import evaluate_fused
+    from bench.engine.scheduler import execute, plan
+    from bench.errors import DataError
 
     base = tiny_config(tmp_path, tiny_phantom, "ours", **{**CASCADE, "profile.cascade.max_reiterations": 0})
     lesion = replace(base, task="lesion")
-    train_run(lesion, progress=False)
+    with pytest.raises(DataError, match="needs .*liver"):  # the runner alone does not train prerequisites
+        train_run(lesion, progress=False)
+    jobs = plan([lesion])  # the scheduler does: liver first
+    assert [j.cfg.task for j in jobs] == ["liver", "lesion"] and jobs[1].needs == {jobs[0].key}
+    execute(jobs, progress=False, say=lambda line: None)
     assert (run_dir(replace(base, task="liver")) / "config.json").exists()
     per_case = pd.read_csv(run_dir(lesion) / "per_case.csv")
     assert set(per_case["class"]) == {"lesion"}

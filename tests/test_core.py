@@ -72,9 +72,9 @@ def test_config_round_trips_through_json_and_fingerprint_ignores_device():
 
 
 def test_bad_plane_or_task_is_a_config_error():
-    with pytest.raises(ConfigError, match="unknown plane"):
+    with pytest.raises(ConfigError, match="plane=.oblique. is not one of"):
         RunConfig(model="unet", plane="oblique")
-    with pytest.raises(ConfigError, match="unknown task"):
+    with pytest.raises(ConfigError, match="task=.kidney. is not one of"):
         RunConfig(model="unet", task="kidney")
 
 
@@ -87,5 +87,12 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert json.loads(target.read_text()) == {"a": 1}
     assert os.listdir(tmp_path) == ["out.json"]
-    (tmp_path / "x.npy.tmp-123").write_text("stale")
-    assert remove_stale_tmp(tmp_path) == 1
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # the pid of a process that has exited
+    (tmp_path / f"x.npy.tmp-{dead}").write_text("stale")
+    (tmp_path / f"y.npy.tmp-{os.getpid()}").write_text("a live writer's")
+    assert [p.name for p in remove_stale_tmp(tmp_path)] == [f"x.npy.tmp-{dead}"]
+    assert (tmp_path / f"y.npy.tmp-{os.getpid()}").exists()

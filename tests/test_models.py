@@ -24,8 +24,8 @@ def smoke_cfg(name: str, **changes: object) -> RunConfig:
 def test_builtin_baselines_registered() -> None:
     for name in BASELINES:
         spec = get_model_spec(name)
-        assert isinstance(spec, ModelSpec) and spec.kind == "standard" and spec.description
-    assert {get_model_spec(n).kind for n in MODELS.names()} <= {"standard", "cascade"}
+        assert isinstance(spec, ModelSpec) and spec.recipe == "slices" and spec.description
+    assert {get_model_spec(n).recipe for n in MODELS.names()} <= {"slices", "cascade"}
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -59,7 +59,7 @@ def test_eval_batch_one(name: str) -> None:
 def test_count_parameters_smoke(name: str) -> None:
     n = count_parameters(name, "smoke")
     assert n > 0
-    if get_model_spec(name).kind == "standard":  # meta-device count == a real CPU build
+    if get_model_spec(name).count is None:  # meta-device count == a real CPU build
         assert n == sum(p.numel() for p in build_model(smoke_cfg(name)).parameters())
 
 
@@ -103,11 +103,35 @@ def test_unknown_names() -> None:
         build_model(smoke_cfg("unet", **{"profile.model.encoder": "resnet181"}))
 
 
-def test_register_model_rejects_duplicates_and_bad_kinds() -> None:
+def test_register_model_rejects_duplicates_and_bad_recipes() -> None:
     with pytest.raises(ConfigError, match="already registered"):
         register_model("unet")(lambda cfg: nn.Identity())
-    with pytest.raises(ConfigError, match="kind"):
-        register_model("never-added", kind="nope")
+    with pytest.raises(ConfigError, match="recipe"):
+        register_model("never-added", recipe="nope")
+
+
+def test_requirements_come_from_the_specs() -> None:
+    from dataclasses import replace
+
+    from bench.config import RunConfig, get_profile
+    from bench.models import requirements
+
+    lesion = RunConfig(model="ours", task="lesion", plane="coronal", profile=get_profile("smoke"))
+    assert [(c.model, c.task, c.plane) for c in requirements(lesion)] == [("ours", "liver", "coronal")]
+    assert requirements(replace(lesion, task="liver")) == []
+    assert requirements(replace(lesion, model="unet")) == []  # a baseline needs nothing
+    fused = requirements(replace(lesion, model="unet", plane="fused"))
+    assert [c.plane for c in fused] == ["axial", "coronal", "sagittal"] and {c.task for c in fused} == {"lesion"}
+
+
+def test_input_size_the_model_cannot_take_is_refused() -> None:
+    from bench.config import RunConfig, get_profile, override
+    from bench.models import check_run_config
+
+    cfg = override(RunConfig(model="deeplabv3", profile=get_profile("smoke")), {"profile.input_size": 50})
+    with pytest.raises(ConfigError, match="input_size=50: deeplabv3 needs a multiple of 16"):
+        check_run_config(cfg)
+    check_run_config(override(cfg, {"profile.input_size": 48}))
     assert "never-added" not in MODELS
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.engine.run import train_run
+from bench.engine.runner import run as train_run
 from bench.paths import checkpoint_dir, run_dir
 from tests.conftest import tiny_config
 
@@ -47,6 +47,7 @@ def test_finished_run_is_reused_and_different_config_refused(tmp_path, tiny_phan
 
 
 def test_resume_after_kill_reaches_the_same_weights(tmp_path, tiny_phantom, monkeypatch):
+    from bench.engine import slices as slices_mod
     from bench.engine import train as train_mod
 
     common = {"profile.train.epochs": 3, "profile.train.steps_per_epoch": 2}
@@ -62,15 +63,15 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, tiny_phantom, monk
                 raise train_mod.StopTraining("killed")
         return real_fit(stage, cfg, device, info, resume, progress, on_epoch_end=die)
 
-    monkeypatch.setattr(train_mod, "fit", fit_then_die)
+    monkeypatch.setattr(slices_mod, "fit", fit_then_die)
     with pytest.raises(train_mod.StopTraining):
         train_run(killed, progress=False, evaluate=False)
-    monkeypatch.setattr(train_mod, "fit", real_fit)
+    monkeypatch.setattr(slices_mod, "fit", real_fit)
     train_run(killed, resume=True, progress=False, evaluate=False)
 
-    a = torch.load(checkpoint_dir(straight) / "last.pt", weights_only=False)
-    b = torch.load(checkpoint_dir(killed) / "last.pt", weights_only=False)
-    assert a["epoch"] == b["epoch"] == 2
+    a = torch.load(checkpoint_dir(straight) / "last.pt", weights_only=True)
+    b = torch.load(checkpoint_dir(killed) / "last.pt", weights_only=True)
+    assert a["loop"]["epoch"] == b["loop"]["epoch"] == 3
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
 

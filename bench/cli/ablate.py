@@ -27,13 +27,15 @@ def ablate(
     force: bool = typer.Option(False, "--force", help="retrain variants that already finished"),
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
-    from bench.ablations import ABLATIONS, run_ablation
+    from bench.ablations import ABLATIONS, ablation_targets
+    from bench.engine.scheduler import execute, plan
 
     ablation = ABLATIONS.get(name)
     console = Console()
+    targets = []
     for s in parse_seeds(seed, seeds):
         base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
                                 results, cache, splits, set_)
-        for label, folder in run_ablation(name, base, force=force):
-            console.print(f"[green]{name}[/green] {label} (seed {s}) -> {folder}")
+        targets += [(f"{name} {label} (seed {s})", cfg) for label, cfg in ablation_targets(name, base)]
+    execute(plan(targets), force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     console.print(f"tables: bench report --tables {ablation.table} --results {results}")

@@ -24,24 +24,21 @@ def parse_seeds(seed: int, seeds: str | None) -> list[int]:
         raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
 
 
-def seed_tag(model: str, tag: str, seed: int) -> str:
-    """Seed 0 lands in the model's own folder; other seeds get ``~seedK`` (read meaning from config.json)."""
-    base = tag or model
-    return base if seed == 0 else f"{base}~seed{seed}"
-
-
 def build_run_config(model: str, plane: str, task: str, dataset: str, root: str | None, profile: str | None,
                      seed: int, device: str, results: str, cache: str, splits: str | None,
                      overrides: list[str] | None, tag: str = "") -> RunConfig:
-    from bench.models import get_model_spec
+    from bench.datasets import DATASETS
+    from bench.models import check_run_config, get_model_spec
+    from bench.paths import seed_tag
 
     get_model_spec(model)  # unknown model -> "did you mean"
-    from bench.datasets import DATASETS
-
     DATASETS.get(dataset)
     prof = get_profile(profile or default_profile(dataset))
     cfg = RunConfig(model=model, plane=plane, task=task, dataset=dataset, root=root or "", seed=seed, device=device,
                     results=results, cache=cache, splits=splits or "", tag=tag, profile=prof)
     if overrides:
         cfg = override(cfg, parse_overrides(overrides))
-    return replace(cfg, tag=seed_tag(model, tag, seed)) if seed != 0 else cfg
+    if seed != 0:
+        cfg = replace(cfg, tag=seed_tag(cfg.model, tag, seed))
+    check_run_config(cfg)  # e.g. an input size the model cannot take, before any time is spent
+    return cfg

@@ -37,7 +37,7 @@ def demo(
     plan = StudyPlan(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
                      lesion_planes=tuple(p.strip() for p in lesion_planes.split(",") if p.strip()))
     timings = run_study(profile, results, cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
-                        console=console, workers=workers)
+                        say=lambda line: console.print(line, highlight=False, soft_wrap=True), workers=workers)
     for phase, seconds in timings.items():
         console.print(f"  {phase}: {seconds:.0f} s")
     if report:

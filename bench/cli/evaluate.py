@@ -18,7 +18,7 @@ def evaluate(
     task: str = typer.Option("liver", "--task"),
     dataset: str = typer.Option("phantom", "--dataset"),
     root: Optional[str] = typer.Option(None, "--root"),
-    split: str = typer.Option("both", "--split", help="val | test | both"),
+    split: str = typer.Option("all", "--split", help="val | test | all (other splits' rows are kept)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds"),
     device: str = typer.Option("auto", "--device"),
@@ -28,14 +28,18 @@ def evaluate(
     surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD, 1 mm) in mm; slower"),
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
-    from bench.engine.evaluate import evaluate_fused, evaluate_plane
-    from bench.metrics.results import print_summary
+    import json
 
-    which = ("val", "test") if split == "both" else (split,)
+    from bench.engine.runner import evaluate as evaluate_run
+    from bench.errors import ConfigError
+    from bench.metrics.results import print_summary
+    from bench.paths import SUMMARY
+
+    choices = {"val": ("val",), "test": ("test",), "all": ("val", "test"), "both": ("val", "test")}
+    if split not in choices:
+        raise ConfigError(f"--split {split!r}: expected val, test or all")
     for s in parse_seeds(seed, seeds):
         cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag)
-        folder = evaluate_fused(cfg, which, surface=surface) if plane == "fused" else evaluate_plane(cfg, which, surface=surface)
-        import json
-
-        print_summary(json.loads((folder / "summary.json").read_text()), title=f"{model} {plane} {task}")
+        folder = evaluate_run(cfg, choices[split], surface=surface)
+        print_summary(json.loads((folder / SUMMARY).read_text()), title=f"{model} {plane} {task}")
         Console().print(f"[green]results[/green] -> {folder}")

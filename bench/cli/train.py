@@ -30,11 +30,16 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="retrain even if a finished run exists"),
 ) -> None:
-    """Train one model on one plane (and evaluate it on val and test)."""
-    from bench.engine.run import train_run
+    """Train one model on one plane (and evaluate it on val and test); runs it needs are trained first."""
+    from bench.engine.scheduler import execute, plan
 
     console = Console()
-    for s in parse_seeds(seed, seeds):
-        cfg = build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag)
-        folder = train_run(cfg, resume=resume, force=force)
-        console.print(f"[green]done[/green] {cfg.model} {cfg.plane} {cfg.task} (profile {cfg.profile.name}, seed {s}) -> {folder}")
+    cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag)
+            for s in parse_seeds(seed, seeds)]
+    jobs = plan(cfgs)
+    execute(jobs, resume=resume, force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
+    for cfg in cfgs:
+        from bench.paths import run_dir
+
+        console.print(f"[green]done[/green] {cfg.model} {cfg.plane} {cfg.task} (profile {cfg.profile.name}, "
+                      f"seed {cfg.seed}) -> {run_dir(cfg)}", highlight=False, soft_wrap=True)

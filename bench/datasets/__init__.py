@@ -33,11 +33,7 @@ def _register_builtin() -> None:
     import importlib
 
     for module in ("lits", "ircadb", "phantom"):
-        try:
-            importlib.import_module(f"bench.datasets.{module}")
-        except ModuleNotFoundError as exc:  # only while an adapter is being written
-            if exc.name != f"bench.datasets.{module}":
-                raise
+        importlib.import_module(f"bench.datasets.{module}")
 
 
 _register_builtin()

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.atomic import TMP_MARK, write_json
+from bench.atomic import TMP_MARK, remove_stale_tmp, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
 from bench.datasets.base import DatasetAdapter, natural_key
 from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
@@ -386,37 +386,6 @@ def write_plane(
 # ---------------------------------------------------------------- write side
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
-
-
-def remove_stale_temp(cache_dir: Path) -> list[Path]:
-    """Delete ``*.tmp-<pid>`` leftovers of prepares that died (live writers' folders are kept)."""
-    removed = []
-    if not cache_dir.is_dir():
-        return removed
-    for p in cache_dir.iterdir():
-        if TMP_MARK not in p.name:
-            continue
-        pid_text = p.name.rsplit(TMP_MARK, 1)[1]
-        if pid_text.isdigit() and _pid_alive(int(pid_text)):
-            continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-        removed.append(p)
-    return removed
-
-
 def _cache_info(adapter: DatasetAdapter, input_size: int, preprocess: PreprocessConfig) -> dict[str, Any]:
     return {
         "version": CACHE_VERSION,
@@ -535,7 +504,7 @@ def prepare_cache(
         raise ConfigError(f"unknown slice_fit {preprocess.slice_fit!r} (known: {', '.join(FITS)})")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(cache_dir)
+    remove_stale_tmp(cache_dir)
     _ensure_cache_info(cache_dir, _cache_info(adapter, input_size, preprocess))
     ids = list(adapter.case_ids() if case_ids is None else case_ids)
     todo = missing_cases(cache_dir, ids, planes)

@@ -8,7 +8,6 @@ and data-parallel ranks take disjoint strided shares of the same global order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,12 +16,6 @@ import torch
 from torch.utils.data import Dataset
 
 from bench.datasets.base import task_mask
-
-
-@dataclass
-class SliceRef:
-    case: str
-    index: int
 
 
 class SliceDataset(Dataset):
@@ -46,6 +39,11 @@ class SliceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def side(self) -> int:
+        """Item side in pixels (the cache's input size)."""
+        return int(self.cache.input_size)
 
     def _array(self, kind: str, case: str) -> np.ndarray:
         key = (kind, case)
@@ -126,7 +124,12 @@ class EpochBatches(torch.utils.data.Sampler):
     def _batches(self) -> list[np.ndarray]:
         order = epoch_order(len(self.dataset), self.dataset.foreground, self.epoch, self.seed, self.steps,
                             self.batch_size, self.fraction)
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        groups = getattr(self.dataset, "size_groups", None)
+        if groups is None:
+            batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        else:
+            batches = _batches_by_group(order, np.asarray(groups), self.batch_size,
+                                        np.random.default_rng([self.seed, self.epoch, 1]))
         batches = [b for b in batches if len(b) == self.batch_size or (len(b) >= 2 and self.world == 1)]
         per_rank = self.batch_size // self.world
         return [b[self.rank * per_rank : (self.rank + 1) * per_rank] if len(b) == self.batch_size else b
@@ -138,6 +141,32 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self._batches())
+
+
+def _batches_by_group(order: np.ndarray, groups: np.ndarray, batch_size: int,
+                      rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches that never mix groups (items of one size), in a seeded random order of batches."""
+    batches = []
+    for g in np.unique(groups[order]):
+        members = order[groups[order] == g]  # the epoch order within the group
+        batches += [members[i : i + batch_size] for i in range(0, len(members), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class Joined(torch.utils.data.ConcatDataset):
+    """Datasets in one index space (Algorithm 1's X u P) that keeps the sampler's foreground flags.
+
+    Parts whose items have different sides (patches at their native size) get ``size_groups``, so
+    `EpochBatches` batches each side separately; parts of one side batch as one set.
+    """
+
+    def __init__(self, parts: Sequence[Dataset]) -> None:
+        super().__init__([p for p in parts if len(p)])
+        self.foreground = np.concatenate([np.asarray(p.foreground, dtype=bool) for p in self.datasets])
+        sides = [int(getattr(p, "side", 0)) for p in self.datasets]
+        self.size_groups = None
+        if len(set(sides)) > 1:
+            self.size_groups = np.concatenate([np.full(len(p), side) for p, side in zip(self.datasets, sides)])
 
 
 def make_loader(dataset: SliceDataset, sampler: EpochBatches, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:

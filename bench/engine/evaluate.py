@@ -1,16 +1,20 @@
 """Per-plane and fused evaluation of trained runs, at each case's original resolution.
 
-A run's slices are predicted from the slice cache, put back on the case's original (Z, Y, X)
-grid (`bench.datasets.planes.slices_to_volume`), thresholded at 0.5, post-processed as the run's
-config says, and counted against the original reference label loaded through the data set
-adapter — so the 3-D scores do not depend on the network's input size. Fused = mean of the three
-planes' probability volumes (soft voting, Eq. 8), computed case by case so no probability volume
-is ever stored. Every score goes through the one evaluation engine (`bench.metrics`).
+A run's slices are predicted from the slice cache (`bench.engine.infer.predict_slices`, the one
+prediction loop), put back on the case's original (Z, Y, X) grid
+(`bench.datasets.planes.slices_to_volume`), thresholded at 0.5, post-processed by the run's one
+rule (``profile.postprocess``, the same for every model), and counted against the original
+reference label loaded through the data set adapter — so the 3-D scores do not depend on the
+network's input size. Fused = mean of the three planes' probability volumes (soft voting,
+Eq. 8), computed case by case so no probability volume is ever stored. Every score goes
+through the one evaluation engine (`bench.metrics`).
+
+Evaluating some splits keeps the rows of the others: ``bench evaluate --split val`` updates the
+validation rows of per_case.csv and leaves the test rows as they were.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,37 +24,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import PLANES, RunConfig, load_run_config
+from bench.config import PLANE_AXIS, PLANES, RunConfig
 from bench.errors import ConfigError, DataError
-from bench.paths import run_dir
+from bench.paths import EXAMPLES, PER_CASE, checkpoint_path, run_dir
 
 SlicePredictor = Callable[[torch.Tensor], torch.Tensor]  # (B,1,S,S) preprocessed -> (B,1,S,S) probabilities
-
-
-def read_record(folder: Path) -> dict:
-    path = Path(folder) / "config.json"
-    if not path.exists():
-        raise DataError(f"{path}: no run here (train it first)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: corrupt run record ({exc.msg})") from None
-
-
-def stored_config(cfg: RunConfig, plane: str | None = None) -> RunConfig:
-    """The config a run was trained with (its folder's config.json), with this call's device."""
-    folder = run_dir(cfg, plane)
-    stored = load_run_config(folder / "config.json")
-    return replace(stored, device=cfg.device, results=cfg.results, cache=cfg.cache)
+EVALUATION_SPLITS = ("val", "test")
 
 
 def load_predictor(cfg: RunConfig, device: torch.device) -> tuple[SlicePredictor, torch.nn.Module]:
     """Build the run's model from its saved config and best weights; returns a probability function."""
-    from bench.engine.train import load_weights
+    from bench.engine.checkpoint import load_weights
     from bench.models import build_model
 
     model = build_model(cfg)
-    load_weights(model, run_dir(cfg) / "checkpoints" / "best.pt", device)
+    load_weights(model, checkpoint_path(cfg), device)
     model = model.to(device).eval()
 
     def predict(images: torch.Tensor) -> torch.Tensor:
@@ -59,53 +47,34 @@ def load_predictor(cfg: RunConfig, device: torch.device) -> tuple[SlicePredictor
     return predict, model
 
 
-def predict_case_slices(predict: SlicePredictor, cache, case: str, plane: str, device: torch.device,
-                        batch_size: int = 16) -> torch.Tensor:
-    """Probabilities (N, S, S) for every cached slice of one case along ``plane``."""
-    images = cache.images(case, plane)
-    out = []
-    with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            x = torch.from_numpy(np.asarray(images[start : start + batch_size], dtype=np.float32))[:, None].to(device)
-            out.append(predict(x)[:, 0].float().cpu())
-    return torch.cat(out) if out else torch.zeros((0,) + tuple(images.shape[1:]))
-
-
 def case_probability_volume(predict: SlicePredictor, cache, case: str, plane: str, device: torch.device,
-                            fit: str, batch_size: int = 16) -> np.ndarray:
+                            cfg: RunConfig) -> np.ndarray:
+    """Probabilities of one cached case along ``plane``, on the case's original (Z, Y, X) grid."""
     from bench.datasets.planes import slices_to_volume
+    from bench.engine.infer import predict_slices
+    from bench.engine.precision import Precision
 
+    slices = predict_slices(predict, cache.images(case, plane), cfg.profile.train.batch_size, device,
+                            precision=Precision.for_device(device, cfg.profile.train))
     shape = tuple(cache.meta(case)["shape"])
-    slices = predict_case_slices(predict, cache, case, plane, device, batch_size)
-    return slices_to_volume(slices, plane, shape, fit, mode="linear").numpy()
+    return slices_to_volume(slices, plane, shape, cfg.profile.preprocess.slice_fit, mode="linear").numpy()
 
 
-def _postprocess(mask: np.ndarray, cfg: RunConfig) -> np.ndarray:
-    from bench.engine.infer import postprocess
-
-    mode, min_voxels = postprocess_mode(cfg)
-    return postprocess(mask, mode, min_voxels)
-
-
-def postprocess_mode(cfg: RunConfig) -> tuple[str, int]:
-    """Baselines use the profile's ``postprocess``; the cascade its own (Fig. 13): the largest 3-D
-    component for the liver, components of at least ``min_component_voxels`` for lesions."""
-    from bench.models import get_model_spec
-
-    if get_model_spec(cfg.model).kind == "cascade":
-        cascade = cfg.profile.cascade
-        mode = cascade.postprocess if cfg.task == "liver" else ("min_size" if cascade.postprocess != "none" else "none")
-        return mode, cascade.min_component_voxels
-    return cfg.profile.postprocess, cfg.profile.cascade.min_component_voxels
+def postprocess_rule(cfg: RunConfig) -> tuple[str, int]:
+    """(mode, minimum component voxels) of the run's post-processing for its task (same for every model)."""
+    rule = cfg.profile.postprocess
+    return rule.mode(cfg.task), rule.min_voxels
 
 
 def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
                spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict:
-    """Counts and scores of one case (HD95/NSD in mm too when ``surface``; slower)."""
+    """Counts and scores of one case after the run's post-processing (surface metrics in mm when ``surface``)."""
+    from bench.engine.infer import postprocess
     from bench.metrics.counts import binary_counts
     from bench.metrics.scores import scores_from_counts
 
-    mask = _postprocess(prob_volume > 0.5, cfg)
+    mode, min_voxels = postprocess_rule(cfg)
+    mask = postprocess(prob_volume > 0.5, mode, min_voxels)
     counts = binary_counts(torch.from_numpy(mask).to(device), torch.from_numpy(reference).to(device))
     row = {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
     row.update(scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn))
@@ -119,65 +88,86 @@ def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, d
 def _split_cases(splits: dict, names: Iterable[str]) -> list[tuple[str, str]]:
     pairs = []
     for split in names:
-        if split not in splits:
-            raise ConfigError(f"unknown split {split!r} (known: {', '.join(splits)})")
+        if split not in EVALUATION_SPLITS:
+            raise ConfigError(f"unknown split {split!r} (known: {', '.join(EVALUATION_SPLITS)})")
         pairs += [(split, case) for case in splits[split]]
     return pairs
 
 
-def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "test"), progress: bool = True,
+def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str]) -> pd.DataFrame:
+    """New rows for the scored splits plus the existing rows of every other split."""
+    from bench.metrics.results import read_per_case
+
+    path = folder / PER_CASE
+    if not path.is_file():
+        return rows
+    old = read_per_case(path)
+    kept = old[~old["split"].isin(list(scored))]
+    if kept.empty:
+        return rows
+    return pd.concat([kept, rows], ignore_index=True)
+
+
+def _write(folder: Path, rows: list[dict], scored: Iterable[str], surface: bool) -> None:
+    from bench.metrics.results import evaluation_policy, write_evaluation
+
+    frame = _merge_splits(folder, pd.DataFrame(rows), scored)
+    frame = frame.sort_values("split", key=lambda s: s.map({"val": 0, "test": 1}), kind="stable")
+    write_evaluation(folder, frame, with_splits=True, policy=evaluation_policy(surface=surface))
+
+
+def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_SPLITS, progress: bool = True,
                    examples: bool = True, surface: bool = False) -> Path:
     """Score one trained plane run on the given splits; writes the results files into its folder."""
-    from bench.atomic import write_json
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
-    from bench.engine.runinfo import resolve_device
-    from bench.metrics.results import write_evaluation
+    from bench.devices import resolve_device
+    from bench.engine.records import stored_config, update_record
+    from bench.progress import progress as progress_bar
 
+    scored = tuple(splits_to_score)
     cfg = stored_config(cfg)
     device = resolve_device(cfg.device)
     folder = run_dir(cfg)
-    record = read_record(folder)
-    cache, splits = open_or_prepare(cfg)
+    cache, splits = open_or_prepare(cfg, progress=progress)
     adapter = get_dataset(cfg.dataset, root=cfg.root or None)
     predict, model = load_predictor(cfg, device)
-    fit = cfg.profile.preprocess.slice_fit
-    rows, n_slices, t_infer = [], 0, 0.0
-    example_rows = []
-    for split, case in _track(_split_cases(splits, splits_to_score), progress, f"evaluate {cfg.run_tag} {cfg.plane}"):
-        t0 = time.perf_counter()
-        probs = case_probability_volume(predict, cache, case, cfg.plane, device, fit)
-        t_infer += time.perf_counter() - t0
-        n_slices += probs.shape[["axial", "coronal", "sagittal"].index(cfg.plane)]
-        loaded = adapter.load(case)
-        rows.append({"split": split, "case": case, "class": cfg.task,
-                     **score_case(probs, loaded.mask(cfg.task), cfg, device, loaded.spacing, surface)})
-        if examples and split == "test":
-            example_rows.append(_example(model, cache, case, cfg, device))
-    per_case = pd.DataFrame(rows)
-    from bench.metrics.results import evaluation_policy
-
-    write_evaluation(folder, per_case, with_splits=True, policy=evaluation_policy(surface=surface))
+    rows, example_rows, n_slices, t_infer = [], [], 0, 0.0
+    pairs = _split_cases(splits, scored)
+    with progress_bar(f"evaluate {cfg.run_tag} {cfg.task} {cfg.plane}", len(pairs), progress) as bar:
+        for split, case in pairs:
+            t0 = time.perf_counter()
+            probs = case_probability_volume(predict, cache, case, cfg.plane, device, cfg)
+            t_infer += time.perf_counter() - t0
+            n_slices += probs.shape[PLANE_AXIS[cfg.plane]]
+            loaded = adapter.load(case)
+            row = score_case(probs, loaded.mask(cfg.task), cfg, device, loaded.spacing, surface)
+            rows.append({"split": split, "case": case, "class": cfg.task, **row})
+            bar.step()
+            bar.say(f"{split} case {case}: Dice {row['dice']:.4f}")
+            if examples and split == "test":
+                example_rows.append(_example(model, cache, case, cfg, device))
+    _write(folder, rows, scored, surface)
     if example_rows:
-        _write_examples(folder / "examples.npz", example_rows)
-    record["inference_s_per_slice"] = t_infer / max(n_slices, 1)
-    record.setdefault("wall_time_s", {})["evaluate"] = t_infer
-    record["status"] = "complete"
-    write_json(folder / "config.json", record)
+        _write_examples(folder / EXAMPLES, example_rows)
+    update_record(folder, inference_s_per_slice=t_infer / max(n_slices, 1), wall_time_s={"evaluate": t_infer})
     return folder
 
 
-def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "test"), progress: bool = True,
+def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_SPLITS, progress: bool = True,
                    surface: bool = False) -> Path:
     """Soft voting of the three plane runs (Eq. 8); says which planes are missing."""
     from bench.atomic import write_json
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
-    from bench.engine.runinfo import resolve_device, run_record
+    from bench.devices import resolve_device
     from bench.engine.infer import fuse_soft
-    from bench.metrics.results import write_evaluation
+    from bench.engine.records import run_fingerprint, run_record, stored_config
+    from bench.paths import RECORD
+    from bench.progress import progress as progress_bar
 
-    missing = [p for p in PLANES if not (run_dir(cfg, p) / "checkpoints" / "best.pt").exists()]
+    scored = tuple(splits_to_score)
+    missing = [p for p in PLANES if not checkpoint_path(replace(cfg, plane=p)).exists()]
     if missing:
         cmds = "; ".join(f"bench train {cfg.model} --plane {p} --task {cfg.task} --dataset {cfg.dataset}" for p in missing)
         raise DataError(f"fused {cfg.run_tag} needs all three planes; missing: {', '.join(missing)} (run: {cmds})")
@@ -185,31 +175,32 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "tes
     device = resolve_device(cfg.device)
     predictors = {p: load_predictor(c, device)[0] for p, c in plane_cfgs.items()}
     base = plane_cfgs["axial"]
-    caches = {p: open_or_prepare(c) for p, c in plane_cfgs.items()}
-    splits = caches["axial"][1]
+    caches = {p: open_or_prepare(c, progress=progress)[0] for p, c in plane_cfgs.items()}
+    splits = open_or_prepare(base, progress=False)[1]
     adapter = get_dataset(base.dataset, root=base.root or None)
+    fused_cfg = replace(base, plane="fused")
     rows = []
     t0 = time.perf_counter()
-    for split, case in _track(_split_cases(splits, splits_to_score), progress, f"evaluate {cfg.run_tag} fused"):
-        vols = [case_probability_volume(predictors[p], caches[p][0], case, p, device,
-                                        plane_cfgs[p].profile.preprocess.slice_fit) for p in PLANES]
-        probs = fuse_soft(vols)
-        loaded = adapter.load(case)
-        rows.append({"split": split, "case": case, "class": base.task,
-                     **score_case(probs, loaded.mask(base.task), base, device, loaded.spacing, surface)})
-    fused_cfg = replace(base, plane="fused")
+    pairs = _split_cases(splits, scored)
+    with progress_bar(f"evaluate {cfg.run_tag} {cfg.task} fused", len(pairs), progress) as bar:
+        for split, case in pairs:
+            vols = [case_probability_volume(predictors[p], caches[p], case, p, device, plane_cfgs[p]) for p in PLANES]
+            loaded = adapter.load(case)
+            row = score_case(fuse_soft(vols), loaded.mask(base.task), base, device, loaded.spacing, surface)
+            rows.append({"split": split, "case": case, "class": base.task, **row})
+            bar.step()
+            bar.say(f"{split} case {case}: Dice {row['dice']:.4f}")
     folder = run_dir(fused_cfg)
-    from bench.metrics.results import evaluation_policy
-
-    write_evaluation(folder, pd.DataFrame(rows), with_splits=True, policy=evaluation_policy(surface=surface))
-    record = run_record(fused_cfg, device, sources=[str(run_dir(cfg, p)) for p in PLANES],
-                        wall_time_s={"evaluate": time.perf_counter() - t0}, status="complete", fusion="soft voting (Eq. 8)")
-    write_json(folder / "config.json", record)
+    _write(folder, rows, scored, surface)
+    record = run_record(fused_cfg, device, fingerprint=run_fingerprint(fused_cfg), status="complete",
+                        sources=[str(run_dir(cfg, p)) for p in PLANES], fusion="soft voting (Eq. 8)",
+                        wall_time_s={"evaluate": time.perf_counter() - t0})
+    write_json(folder / RECORD, record)
     return folder
 
 
 def _example(model: torch.nn.Module, cache, case: str, cfg: RunConfig, device: torch.device) -> dict:
-    """The slice of a test case with the most foreground: image, truth, ROI (cascade) and prediction."""
+    """The slice of a test case with the most foreground: image, truth, ROI (when the model has one), prediction."""
     from bench.datasets.base import task_mask
 
     labels = cache.labels(case, cfg.plane)
@@ -232,11 +223,3 @@ def _write_examples(path: Path, rows: list[dict]) -> None:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, case=np.array([r["case"] for r in rows]),
                                 **{k: np.stack([r[k] for r in rows]) for k in ("image", "ground_truth", "roi", "prediction")})
-
-
-def _track(items: list, enabled: bool, description: str):
-    if not enabled:
-        return items
-    from rich.progress import track
-
-    return track(items, description=description, transient=True)

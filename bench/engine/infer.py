@@ -19,18 +19,19 @@ Threshold convention everywhere: foreground when probability > 0.5.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from bench.config import PLANES
+from bench.config import PLANES, POSTPROCESS_MODES
 from bench.datasets.planes import slices_to_volume, volume_to_slices
+from bench.engine.precision import Precision
 from bench.errors import ConfigError
 
-ProbFn = Callable[[torch.Tensor], torch.Tensor]
-POSTPROCESS_MODES = ("none", "largest", "min_size")
+ProbFn = Callable[..., torch.Tensor]
 THRESHOLD = 0.5
 
 
@@ -41,33 +42,50 @@ def predict_slices(
     device: str | torch.device = "cpu",
     grad: bool = False,
     out_device: str | torch.device = "cpu",
+    extras: Sequence[np.ndarray | torch.Tensor] = (),
+    precision: Precision | None = None,
 ) -> torch.Tensor:
-    """(N, S, S) inputs -> (N, S, S) float32 probabilities on ``out_device``.
+    """(N, H, W) inputs -> (N, H, W) float32 outputs on ``out_device``: the one slice-prediction loop.
 
-    ``prob_fn`` receives (B, 1, S, S) float32 on ``device`` and returns probabilities of shape
-    (B, 1, S, S) or (B, S, S). ``grad=True`` keeps autograd on (for functions such as Grad-CAM
-    that differentiate internally); the returned probabilities are detached either way.
+    Every caller goes through here: box priors (Grad-CAM, ``grad=True``), evaluation, ``bench
+    predict`` and Algorithm 1's self-labels. ``prob_fn`` receives (B, 1, H, W) float32 on
+    ``device`` followed by one (B, 1, H, W) tensor per array in ``extras`` (e.g. the box priors
+    aligned with the slices) and returns (B, 1, H, W) or (B, H, W). Inputs may be memory maps of
+    any dtype: only one batch is ever converted. ``precision`` adds autocast (AMP on CUDA).
+    ``grad=True`` keeps autograd on (for functions that differentiate internally); the returned
+    values are detached either way.
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    x_all = torch.as_tensor(slices)
-    if x_all.dim() != 3:
-        raise ValueError(f"expected slices (N, S, S), got shape {tuple(x_all.shape)}")
-    n = x_all.shape[0]
-    out = torch.empty(tuple(x_all.shape), dtype=torch.float32, device=out_device)
+    if np.ndim(slices) != 3:
+        raise ValueError(f"expected slices (N, H, W), got shape {tuple(np.shape(slices))}")
+    shape = tuple(int(v) for v in np.shape(slices))
+    for extra in extras:
+        if tuple(np.shape(extra)) != shape:
+            raise ValueError(f"extra input of shape {tuple(np.shape(extra))} does not match slices {shape}")
+    out = torch.empty(shape, dtype=torch.float32, device=out_device)
     context = torch.enable_grad() if grad else torch.no_grad()
-    with context:
-        for start in range(0, n, batch_size):
-            x = x_all[start : start + batch_size].to(device=device, dtype=torch.float32)[:, None]
-            p = prob_fn(x)
+    autocast = precision.autocast() if precision is not None else contextlib.nullcontext()
+    with context, autocast:
+        for start in range(0, shape[0], batch_size):
+            stop = min(start + batch_size, shape[0])
+            x, *more = (_batch(a, start, stop, device) for a in (slices, *extras))
+            p = prob_fn(x, *more)
             if p.dim() == 4:
                 if p.shape[1] != 1:
                     raise ValueError(f"prob_fn returned {p.shape[1]} channels; expected 1")
                 p = p[:, 0]
-            if tuple(p.shape) != tuple(x.shape[:1]) + tuple(x.shape[2:]):
+            if tuple(p.shape) != (stop - start,) + shape[1:]:
                 raise ValueError(f"prob_fn returned shape {tuple(p.shape)} for input {tuple(x.shape)}")
-            out[start : start + x.shape[0]] = p.detach().float().to(out_device)
+            out[start:stop] = p.detach().float().to(out_device)
     return out
+
+
+def _batch(array: np.ndarray | torch.Tensor, start: int, stop: int, device: str | torch.device) -> torch.Tensor:
+    """Rows ``start:stop`` as a (B, 1, H, W) float32 tensor on ``device`` (only this batch is copied)."""
+    part = array[start:stop]
+    t = part if isinstance(part, torch.Tensor) else torch.from_numpy(np.asarray(part, dtype=np.float32))
+    return t.to(device=device, dtype=torch.float32)[:, None]
 
 
 def predict_volume(
@@ -79,6 +97,7 @@ def predict_volume(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     grad: bool = False,
+    precision: Precision | None = None,
 ) -> np.ndarray:
     """Probability volume (Z, Y, X) float32 on the grid of the preprocessed ``volume`` (Z, Y, X).
 
@@ -90,7 +109,7 @@ def predict_volume(
     if volume.ndim != 3:
         raise ValueError(f"expected a (Z, Y, X) volume, got shape {volume.shape}")
     slices = volume_to_slices(np.asarray(volume, dtype=np.float32), plane, input_size, fit, mode="linear")
-    probs = predict_slices(prob_fn, slices, batch_size, device, grad)
+    probs = predict_slices(prob_fn, slices, batch_size, device, grad, precision=precision)
     back = slices_to_volume(probs, plane, tuple(volume.shape), fit, mode="linear")
     return np.ascontiguousarray(back.numpy(), dtype=np.float32)
 

@@ -30,29 +30,26 @@ def read_ct(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, flo
 
 
 def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.device) -> np.ndarray:
-    """Probability volume (Z,Y,X) of one plane run on a raw HU volume."""
-    from bench.datasets.planes import slices_to_volume, volume_to_slices
+    """Probability volume (Z,Y,X) of one plane run on a raw HU volume (the run's own preprocessing)."""
     from bench.datasets.preprocess import preprocess_volume
     from bench.engine.evaluate import load_predictor
+    from bench.engine.infer import predict_volume
+    from bench.engine.precision import Precision
 
     predict, _ = load_predictor(cfg, device)
     pre = preprocess_volume(image_hu, cfg.profile.preprocess)
-    fit = cfg.profile.preprocess.slice_fit
-    slices = volume_to_slices(pre, cfg.plane, cfg.profile.input_size, fit, mode="linear")
-    out = []
-    with torch.no_grad():
-        for start in range(0, slices.shape[0], 16):
-            x = torch.from_numpy(np.ascontiguousarray(slices[start : start + 16], dtype=np.float32))[:, None].to(device)
-            out.append(predict(x)[:, 0].float().cpu())
-    return slices_to_volume(torch.cat(out), cfg.plane, image_hu.shape, fit).numpy()
+    return predict_volume(predict, pre, cfg.plane, cfg.profile.input_size, cfg.profile.preprocess.slice_fit,
+                          cfg.profile.train.batch_size, device,
+                          precision=Precision.for_device(device, cfg.profile.train))
 
 
 def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, list[RunConfig]]) -> Path:
     """Predict each task with its plane runs (soft voting over planes) and write one label map."""
     from bench.datasets.nifti import save_nifti_zyx
-    from bench.engine.evaluate import postprocess_mode, stored_config
+    from bench.devices import resolve_device
+    from bench.engine.evaluate import postprocess_rule
     from bench.engine.infer import fuse_soft, postprocess
-    from bench.engine.runinfo import resolve_device
+    from bench.engine.records import stored_config
 
     image, affine, spacing, kind = read_ct(input_path)
     if affine is None:
@@ -64,7 +61,7 @@ def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, li
         stored = [stored_config(c) for c in cfgs_by_task[task]]
         device = resolve_device(stored[0].device)
         probs = fuse_soft([predict_volume_probs(image, c, device) for c in stored])
-        mode, min_voxels = postprocess_mode(stored[0])
+        mode, min_voxels = postprocess_rule(stored[0])
         mask = postprocess(probs > 0.5, mode, min_voxels)
         value = 1 if task == "liver" or len(cfgs_by_task) == 1 else 2
         label[mask] = value

@@ -1,114 +1,52 @@
-"""The training engine every model uses, the cascade's stages included.
+"""The training loop every model uses, the cascade's stages included.
 
-One `fit` loop: batches streamed from the slice cache (`bench.engine.data`), Adam, AMP and
-channels_last on CUDA (bf16 where the GPU supports it, fp16 with a gradient scaler otherwise),
-validation after every epoch with the evaluation engine on whole validation *cases* (3-D Dice
-per case at the cache's resolution, mean over cases — never slice Dice), early stopping on it,
-``best``/``last`` checkpoints holding model, optimizer, scaler, epoch, RNG states and config.
+One `fit`: batches streamed from the slice cache (`bench.engine.data`), Adam, AMP and
+channels_last on CUDA (`bench.engine.precision`), optional gradient clipping, validation after
+every epoch with the evaluation engine on whole validation *cases* (3-D Dice per case at the
+cache's resolution, mean over cases — never slice Dice), early stopping on it, ``best``/``last``
+checkpoints (`bench.engine.checkpoint`) holding model, optimizer, scaler, counters, RNG states and
+the config. `fit` is written as its pieces: `train_step` (one optimiser step), `train_epoch`,
+`validate`, `save_state`/`restore_state`, so each can be read and tested on its own.
 
 Resume is exact: the sample order of an epoch is a pure function of (seed, epoch) and the RNG
 states are restored from ``last``, so a killed run continued with ``--resume`` ends with the
-same weights as an uninterrupted one (on the same machine and thread count).
+same weights as an uninterrupted one (on the same machine and thread count). A checkpoint made
+with another config is refused (the changed fields are named) instead of silently continued.
+
+No validation patients (a given split with ``"val": []``): nothing can select an epoch, so the
+documented rule is *the last epoch* (no early stopping), with a warning.
 
 Data parallel: under ``torchrun`` each rank takes a strided share of every global batch
 (`EpochBatches`), gradients are averaged by DistributedDataParallel, validation counts are
-summed over ranks, and only rank 0 writes files or draws progress bars.
+summed over ranks, and only rank 0 writes files or prints progress.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from bench.config import RunConfig, TrainConfig, to_dict
-from bench.engine.data import EpochBatches, SliceDataset, make_loader
+from bench.config import RunConfig, TrainConfig, changed_fields, describe_changes, to_dict
+from bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bench.engine.data import EpochBatches, make_loader
+from bench.engine.distributed import DistInfo, all_reduce_sum, unwrap
+from bench.engine.precision import Precision
 from bench.errors import ConfigError
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 PredictFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 
 
-# ---------------------------------------------------------------- distributed helpers
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group ``torchrun`` describes in the environment (no-op for one process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    info = DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-    return info
-
-
-def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-# ---------------------------------------------------------------- precision
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Autocast settings: AMP only on CUDA; bf16 where supported, otherwise fp16 with a scaler."""
-
-    device: torch.device
-    enabled: bool
-    dtype: torch.dtype = torch.float32
-
-    @classmethod
-    def for_device(cls, device: torch.device, train: TrainConfig) -> "Precision":
-        if device.type != "cuda" or not train.amp:
-            return cls(device, False)
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return cls(device, True, dtype)
-
-    def autocast(self):
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type="cuda", dtype=self.dtype)
-
-    def scaler(self) -> torch.amp.GradScaler:
-        return torch.amp.GradScaler("cuda", enabled=self.enabled and self.dtype == torch.float16)
-
-
 def set_seed(seed: int, deterministic: bool) -> None:
-    import warnings
-
     # CPU max-unpooling (SegNet) is flagged as nondeterministic for CUDA's sake; not worth a line per step
     warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
     random.seed(seed)
@@ -118,24 +56,6 @@ def set_seed(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         if torch.backends.cudnn.is_available():
             torch.backends.cudnn.benchmark = False
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------- validation
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
@@ -148,8 +68,11 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_las
     return out
 
 
+# ---------------------------------------------------------------- validation
+
+
 @torch.no_grad()
-def validation_counts(model: nn.Module, predict: PredictFn, dataset: SliceDataset, batch_size: int,
+def validation_counts(model: nn.Module, predict: PredictFn, dataset, batch_size: int,
                       device: torch.device, precision: Precision, info: DistInfo, channels_last: bool = False,
                       threshold: float = 0.5) -> tuple[list[str], np.ndarray]:
     """Per-case [tp, fp, fn, tn] (n_cases, 4) of the thresholded prediction over every validation slice.
@@ -179,17 +102,22 @@ def validation_counts(model: nn.Module, predict: PredictFn, dataset: SliceDatase
     return cases, acc.counts()[dataset.task]
 
 
-def dice_for_selection(counts: np.ndarray) -> float:
-    """Mean per-case Dice (NaN cases excluded); the global Dice when every case is excluded."""
-    from bench.metrics.scores import scores_from_counts
+def selection_dice(counts: np.ndarray) -> float:
+    """The number epochs and iterations are selected on: mean per-case Dice (`case_mean`).
+
+    When every case is excluded (no foreground in reference or prediction anywhere) the global
+    Dice is used, and 1.0 when even that is undefined (nothing to find, nothing found).
+    """
+    from bench.metrics.scores import case_mean, scores_from_counts
 
     c = np.asarray(counts, dtype=np.float64)
-    dice = np.asarray(scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3])["dice"], dtype=float)
-    if np.isfinite(dice).any():
-        return float(np.nanmean(dice))
+    dice = scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3])["dice"]
+    mean = case_mean(dice)
+    if math.isfinite(mean):
+        return mean
     total = c.sum(axis=0)
     glob = float(scores_from_counts(total[0], total[1], total[2], total[3])["dice"])
-    return 1.0 if not np.isfinite(glob) else glob
+    return 1.0 if not math.isfinite(glob) else glob
 
 
 # ---------------------------------------------------------------- the loop
@@ -203,8 +131,8 @@ class Stage:
     model: nn.Module
     loss: LossFn
     predict: PredictFn
-    train_set: SliceDataset
-    val_set: SliceDataset | None
+    train_set: Any
+    val_set: Any
     epochs: int
     checkpoint_dir: Path
     lr: float | None = None  # None = the profile's
@@ -216,103 +144,180 @@ class Stage:
         self.best_name = self.best_name or f"{self.name}-best.pt"
         self.last_name = self.last_name or f"{self.name}-last.pt"
 
+    @property
+    def has_validation(self) -> bool:
+        return self.val_set is not None and len(self.val_set) > 0
+
 
 class StopTraining(Exception):
     """Raised by a hook to stop a run mid-way (tests use it to simulate a kill)."""
 
 
+@dataclass
+class LoopState:
+    """What a checkpoint must restore for an exact resume, besides the weights."""
+
+    epoch: int = 0  # the next epoch to run
+    best_score: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    steps: int = 0
+
+
+@dataclass
+class Trainer:
+    """Everything `fit` sets up once: the wrapped model, optimiser, scaler, batches, precision."""
+
+    stage: Stage
+    cfg: RunConfig
+    device: torch.device
+    info: DistInfo
+    model: nn.Module
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sampler: EpochBatches
+    loader: torch.utils.data.DataLoader
+    precision: Precision
+    channels_last: bool
+
+    @classmethod
+    def build(cls, stage: Stage, cfg: RunConfig, device: torch.device, info: DistInfo) -> "Trainer":
+        train = cfg.profile.train
+        precision = Precision.for_device(device, train)
+        channels_last = device.type == "cuda" and train.channels_last
+        model = stage.model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        train_model: nn.Module = torch.compile(model) if train.compile else model
+        if info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            if device.type == "cuda":  # SyncBatchNorm has no CPU kernel; on gloo/CPU BN sees the rank's share
+                train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+            train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+        sampler = EpochBatches(stage.train_set, train.batch_size, cfg.seed, train.steps_per_epoch,
+                               train.foreground_fraction, info.rank, info.world)
+        loader = make_loader(stage.train_set, sampler, train.num_workers, pin_memory=device.type == "cuda")
+        return cls(stage, cfg, device, info, model, train_model, make_optimizer(model, train, stage.lr),
+                   precision.scaler(), sampler, loader, precision, channels_last)
+
+    def train_step(self, batch: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
+        """One optimiser step on one batch; returns the detached loss."""
+        batch = to_device(batch, self.device, self.channels_last)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            loss = self.stage.loss(self.train_model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.stage.name}: loss became {loss.item()} at epoch {epoch}")
+        self.scaler.scale(loss).backward()
+        clip = self.cfg.profile.train.grad_clip
+        if clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    def train_epoch(self, epoch: int, state: LoopState, bar) -> float:
+        """Every batch of one epoch; returns the mean training loss."""
+        self.sampler.set_epoch(epoch)
+        self.train_model.train()
+        losses = []
+        for batch in self.loader:
+            losses.append(self.train_step(batch, epoch))
+            state.steps += 1
+            bar.step()
+        return float(torch.stack(losses).mean()) if losses else float("nan")
+
+    def validate(self) -> float:
+        """Validation Dice (`selection_dice`), NaN without validation patients."""
+        if not self.stage.has_validation:
+            return math.nan
+        train = self.cfg.profile.train
+        _, counts = validation_counts(self.model, self.stage.predict, self.stage.val_set, train.batch_size,
+                                      self.device, self.precision, self.info, self.channels_last)
+        return selection_dice(counts)
+
+    def save_state(self, path: Path, state: LoopState) -> None:
+        save_checkpoint(path, {
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loop": vars(state).copy(),
+            "history": list(self.stage.history),
+            "rng": rng_state(),
+            "config": to_dict(self.cfg),
+        })
+
+    def restore_state(self, path: Path) -> LoopState:
+        """Continue from ``last``: refused when the checkpoint was made with another config."""
+        saved = load_checkpoint(path, self.device)
+        changed = changed_fields(saved.get("config") or {}, to_dict(self.cfg))
+        if changed:
+            raise ConfigError(f"{path}: cannot resume: the checkpoint was made with another config "
+                              f"({describe_changes(saved.get('config') or {}, to_dict(self.cfg), changed)}); "
+                              f"rerun without --resume (or --force) to start over")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.stage.history[:] = saved["history"]
+        set_rng_state(saved["rng"])
+        return LoopState(**saved["loop"])
+
+
 def fit(stage: Stage, cfg: RunConfig, device: torch.device, info: DistInfo = DistInfo(), resume: bool = False,
         progress: bool = True, on_epoch_end: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Train ``stage.model`` in place; on return it holds the best-validation weights.
+    """Train ``stage.model`` in place; on return it holds the selected (best-validation) weights.
 
-    Returns a summary: best epoch, best validation Dice, epochs run, seconds, stop reason.
+    Returns a summary: best epoch, best validation Dice, epochs run, optimiser steps, seconds,
+    stop reason.
     """
-    train = cfg.profile.train
-    precision = Precision.for_device(device, train)
-    channels_last = device.type == "cuda" and train.channels_last
-    model = stage.model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    train_model: nn.Module = model
-    if train.compile:
-        train_model = torch.compile(train_model)
-    if info.enabled:
-        ids = [device.index] if device.type == "cuda" else None
-        if device.type == "cuda":  # SyncBatchNorm has no CPU kernel; on gloo/CPU BN sees the rank's share
-            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
-        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
-    optimizer = make_optimizer(model, train, stage.lr)
-    scaler = precision.scaler()
-    sampler = EpochBatches(stage.train_set, train.batch_size, cfg.seed, train.steps_per_epoch,
-                           train.foreground_fraction, info.rank, info.world)
-    loader = make_loader(stage.train_set, sampler, train.num_workers, pin_memory=device.type == "cuda")
+    from bench.progress import progress as progress_bar
+
+    trainer = Trainer.build(stage, cfg, device, info)
+    patience = cfg.profile.train.patience
     ckpt_dir = Path(stage.checkpoint_dir)
     last_path, best_path = ckpt_dir / stage.last_name, ckpt_dir / stage.best_name
+    state = trainer.restore_state(last_path) if resume and last_path.exists() else LoopState()
+    if not stage.has_validation:
+        warnings.warn(f"{cfg.run_tag} {cfg.plane} {stage.name}: no validation patients; keeping the last epoch "
+                      f"(no early stopping)", stacklevel=2)
 
-    start_epoch, best_score, best_epoch, bad_epochs = 0, -math.inf, -1, 0
-    if resume and last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"] + 1
-        best_score, best_epoch, bad_epochs = state["best_score"], state["best_epoch"], state["bad_epochs"]
-        stage.history[:] = state["history"]
-        set_rng_state(state["rng"])
-
-    stop_reason = "epochs"
+    stop_reason = "epochs" if stage.has_validation else "epochs (no validation: last epoch kept)"
     t0 = time.perf_counter()
-    bar = _progress(progress and info.is_main)
-    with bar:
-        task = bar.add_task(f"{cfg.model} {cfg.plane} {stage.name}", total=max(stage.epochs - start_epoch, 0) * max(len(sampler), 1))
-        for epoch in range(start_epoch, stage.epochs):
-            if best_epoch >= 0 and bad_epochs >= train.patience:
+    title = f"{cfg.model} {cfg.task} {cfg.plane} {stage.name}"
+    with progress_bar(title, max(stage.epochs - state.epoch, 0) * max(len(trainer.sampler), 1),
+                      progress and info.is_main) as bar:
+        for epoch in range(state.epoch, stage.epochs):
+            if state.best_epoch >= 0 and state.bad_epochs >= patience:
                 stop_reason = "early stopping"
                 break
             t_epoch = time.perf_counter()
-            sampler.set_epoch(epoch)
-            train_model.train()
-            losses = []
-            for batch in loader:
-                batch = to_device(batch, device, channels_last)
-                optimizer.zero_grad(set_to_none=True)
-                with precision.autocast():
-                    loss = stage.loss(train_model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{stage.name}: loss became {loss.item()} at epoch {epoch}")
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(loss.detach())
-                bar.update(task, advance=1, description=f"{cfg.model} {cfg.plane} {stage.name} e{epoch} loss {loss.item():.3f}")
-            train_loss = float(torch.stack(losses).mean()) if losses else float("nan")
-            if stage.val_set is not None:
-                _, counts = validation_counts(model, stage.predict, stage.val_set, train.batch_size, device, precision,
-                                              info, channels_last)
-                val_dice = dice_for_selection(counts)
-            else:
-                val_dice = -train_loss
-            improved = val_dice > best_score
+            train_loss = trainer.train_epoch(epoch, state, bar)
+            val_dice = trainer.validate()
+            improved = val_dice > state.best_score if stage.has_validation else True
             if improved:
-                best_score, best_epoch, bad_epochs = val_dice, epoch, 0
+                state.best_score, state.best_epoch, state.bad_epochs = val_dice, epoch, 0
             else:
-                bad_epochs += 1
+                state.bad_epochs += 1
+            state.epoch = epoch + 1
             seconds = time.perf_counter() - t_epoch
             stage.history.append({"stage": stage.name, "epoch": epoch, "train_loss": train_loss,
                                   "val_dice": val_dice, "seconds": seconds})
-            bar.update(task, description=f"{cfg.model} {cfg.plane} {stage.name} e{epoch} loss {train_loss:.3f} val Dice {val_dice:.3f}")
+            bar.say(f"epoch {epoch + 1}/{stage.epochs} loss {train_loss:.4f} val Dice {val_dice:.4f}")
             if info.is_main:
                 if improved:
-                    save_checkpoint(best_path, model, optimizer, scaler, epoch, best_score, best_epoch, bad_epochs, stage, cfg)
-                save_checkpoint(last_path, model, optimizer, scaler, epoch, best_score, best_epoch, bad_epochs, stage, cfg)
-            if info.enabled:
-                dist.barrier()
+                    trainer.save_state(best_path, state)
+                trainer.save_state(last_path, state)
+            info.barrier()
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
     if best_path.exists():
-        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
-    return {"stage": stage.name, "best_epoch": best_epoch, "best_val_dice": best_score,
-            "epochs_run": len(stage.history), "seconds": time.perf_counter() - t0, "stop": stop_reason}
+        trainer.model.load_state_dict(load_checkpoint(best_path, device)["model"])
+    best = state.best_score if math.isfinite(state.best_score) else math.nan
+    return {"stage": stage.name, "best_epoch": state.best_epoch, "best_val_dice": best,
+            "epochs_run": len(stage.history), "steps": state.steps, "seconds": time.perf_counter() - t0,
+            "stop": stop_reason}
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
@@ -321,59 +326,4 @@ def make_optimizer(model: nn.Module, train: TrainConfig, lr: float | None = None
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=train.weight_decay)
     if train.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=train.weight_decay)
-    if train.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=train.weight_decay)
-    raise ConfigError(f"unknown optimizer {train.optimizer!r} (known: adam, adamw, sgd)")
-
-
-def save_checkpoint(path: Path, model: nn.Module, optimizer, scaler, epoch: int, best_score: float, best_epoch: int,
-                    bad_epochs: int, stage: Stage, cfg: RunConfig) -> None:
-    from bench.atomic import atomic_path
-
-    state = {
-        "model": unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": epoch,
-        "best_score": best_score,
-        "best_epoch": best_epoch,
-        "bad_epochs": bad_epochs,
-        "history": list(stage.history),
-        "rng": rng_state(),
-        "config": to_dict(cfg),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_weights(model: nn.Module, path: Path, device: torch.device | str = "cpu") -> nn.Module:
-    from bench.errors import DataError
-
-    if not Path(path).exists():
-        raise DataError(f"{path}: checkpoint not found (train the model first)")
-    state = torch.load(path, map_location=device, weights_only=False)
-    model.load_state_dict(state["model"])
-    return model
-
-
-class _NullProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return _NullProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=False)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=train.weight_decay)

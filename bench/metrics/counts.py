@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from bench.devices import resolve_device
 from bench.errors import DataError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -58,21 +59,6 @@ class Counts:
 
     def __add__(self, other: "Counts") -> "Counts":
         return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
-
-
-def resolve_device(device: str | torch.device | None, *arrays: ArrayLike) -> torch.device:
-    """``None``/"auto": the device of a tensor argument, else CUDA when present, else CPU."""
-    if device is not None and str(device) != "auto":
-        dev = torch.device(device)
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            from bench.errors import ConfigError
-
-            raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here")
-        return dev
-    for a in arrays:
-        if isinstance(a, torch.Tensor):
-            return a.device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _to_tensor(x: ArrayLike, device: torch.device) -> torch.Tensor:

@@ -247,14 +247,3 @@ def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console
     policy = summary.get("policy") or {}
     if policy.get("text"):
         console.print(f"[dim]policy: {policy['text']}[/dim]", highlight=False)
-
-
-def summary_json(path: str | Path) -> dict[str, Any]:
-    """Read a summary.json (for tables and CI checks)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: no summary.json") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg})") from None

@@ -44,6 +44,17 @@ def scores_from_counts(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, Any]:
     return out
 
 
+def case_mean(values: Any) -> float:
+    """Mean over cases with NaN cases left out (the empty rule); NaN when every case is NaN.
+
+    The one per-case reduction: tables (`reduce_cases`), epoch selection and Algorithm 1's
+    per-iteration scores all call it.
+    """
+    arr = np.asarray(values, dtype=np.float64).reshape(-1)
+    finite = arr[~np.isnan(arr)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
 def _counts_array(counts: Any) -> np.ndarray:
     """(n_cases, 4) int64 from a DataFrame with tp/fp/fn/tn columns or an array-like."""
     if hasattr(counts, "columns"):
@@ -79,9 +90,8 @@ def reduce_cases(counts: Any, extra: Mapping[str, Any] | None = None) -> dict[st
     mean: dict[str, float] = {}
     excluded: dict[str, int] = {}
     for name, values in {**per_case, **more}.items():
-        finite = values[~np.isnan(values)]
-        excluded[name] = int(values.size - finite.size)
-        mean[name] = float(finite.mean()) if finite.size else math.nan
+        excluded[name] = int(np.isnan(values).sum())
+        mean[name] = case_mean(values)
     return {
         "mean": mean,
         "global": glob,

@@ -9,31 +9,35 @@ foreground where it is >= 0.5). A task is ``liver`` or ``lesion``; liver and les
 liver lesions segmentations steps"), so no model ever predicts both classes at once and no
 softmax over classes is needed. The cascade ("ours") keeps the same outer contract.
 
-Kinds
------
-``standard``  trained on full slices by ``bench.engine.train`` (SegNet, U-Net, DeepLabV3).
-``cascade``   the proposed method; trained by its own engine (localization + tuning networks
-              and reiterative patch training) but still built through `build_model`.
+Recipes and prerequisites
+-------------------------
+A `ModelSpec` declares *how* its model trains (``recipe``: ``slices`` = one network on full
+slices, the baselines; ``cascade`` = the proposed method's stages and Algorithm 1) and *which
+runs must exist first* (``needs``: the lesion cascade needs the same-plane liver cascade). The
+engine maps a recipe name to its training code and asks `requirements` for the run graph, so no
+code outside a spec branches on a model's name or kind. `requirements` adds the one rule every
+model shares: a fused row needs its three planes.
 
 Registering a model::
 
-    @register_model("mynet", description="one line for bench ls")
+    @register_model("mynet", description="one line for bench ls", input_multiple=32)
     def build_mynet(cfg: RunConfig) -> torch.nn.Module: ...
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, replace
+from typing import Callable, Literal
 
 import torch
 
-from bench.config import RunConfig, get_profile
+from bench.config import PLANES, RunConfig, get_profile
 from bench.errors import ConfigError
 from bench.registry import Registry
 
-KINDS = ("standard", "cascade")
+Recipe = Literal["slices", "cascade"]
+RECIPES: tuple[str, ...] = ("slices", "cascade")
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,18 @@ class ModelSpec:
 
     ``count`` lets a model whose trainable parts are not one ``nn.Module`` (the cascade: two
     networks) report its own parameter total; when None, the module from ``build`` is counted.
+    ``needs(cfg)`` lists the runs this run reads (beyond its own data); ``input_multiple(cfg)``
+    the number its input side must be a multiple of (checked before any training time is spent).
     """
 
     name: str
     build: Callable[[RunConfig], torch.nn.Module]
-    kind: str = "standard"
+    recipe: Recipe = "slices"
     description: str = ""
     count: Callable[[RunConfig], int] | None = None
+    needs: Callable[[RunConfig], list[RunConfig]] | None = None
+    input_multiple: Callable[[RunConfig], int] | None = None
+    relative_cost: float = 1.0  # training time relative to SegNet's (scheduling only: longest first)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -56,18 +65,22 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 def register_model(
     name: str,
-    kind: str = "standard",
+    recipe: Recipe = "slices",
     description: str = "",
     count: Callable[[RunConfig], int] | None = None,
+    needs: Callable[[RunConfig], list[RunConfig]] | None = None,
+    input_multiple: Callable[[RunConfig], int] | None = None,
+    relative_cost: float = 1.0,
 ) -> Callable[[Callable[[RunConfig], torch.nn.Module]], Callable[[RunConfig], torch.nn.Module]]:
     """Decorator for a build function ``RunConfig -> nn.Module``; returns the function unchanged."""
-    if kind not in KINDS:
-        raise ConfigError(f"model {name!r}: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+    if recipe not in RECIPES:
+        raise ConfigError(f"model {name!r}: unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
 
     def decorator(build: Callable[[RunConfig], torch.nn.Module]) -> Callable[[RunConfig], torch.nn.Module]:
         doc = (build.__doc__ or "").strip()
         text = description or (doc.splitlines()[0] if doc else "")
-        MODELS.add(name, ModelSpec(name=name, build=build, kind=kind, description=text, count=count), help=text)
+        MODELS.add(name, ModelSpec(name=name, build=build, recipe=recipe, description=text, count=count,
+                                   needs=needs, input_multiple=input_multiple, relative_cost=relative_cost), help=text)
         return build
 
     return decorator
@@ -75,6 +88,25 @@ def register_model(
 
 def get_model_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
+
+
+def requirements(cfg: RunConfig) -> list[RunConfig]:
+    """The runs that must be complete before ``cfg`` can run (fused: its three planes)."""
+    if cfg.plane == "fused":
+        return [replace(cfg, plane=p) for p in PLANES]
+    spec = MODELS.get(cfg.model)
+    return list(spec.needs(cfg)) if spec.needs is not None else []
+
+
+def check_run_config(cfg: RunConfig) -> None:
+    """Refuse, in one line, a config the model cannot run (unknown model, input size, options)."""
+    spec = MODELS.get(cfg.model)
+    multiple = spec.input_multiple(cfg) if spec.input_multiple is not None else 1
+    if cfg.profile.input_size % multiple:
+        raise ConfigError(f"input_size={cfg.profile.input_size}: {cfg.model} needs a multiple of {multiple}")
+    from bench.models.cascade import validate_cascade_config
+
+    validate_cascade_config(cfg.profile.cascade)
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:
@@ -109,20 +141,12 @@ def count_parameters(name: str, profile: str = "paper") -> int:
 
 
 def _register_builtin() -> None:
-    """Import the built-in models for their ``@register_model`` side effect.
-
-    ``cascade`` is written separately; while it does not exist yet the others still register.
-    Any other import failure (a bug inside a module) is raised, never hidden.
-    """
+    """Import the built-in models for their ``@register_model`` side effect."""
     for module in ("baselines", "segnet", "cascade"):
-        full = f"bench.models.{module}"
-        try:
-            importlib.import_module(full)
-        except ModuleNotFoundError as exc:
-            if module != "cascade" or exc.name != full:
-                raise
+        importlib.import_module(f"bench.models.{module}")
 
 
 _register_builtin()
 
-__all__ = ["MODELS", "ModelSpec", "register_model", "get_model_spec", "build_model", "count_parameters"]
+__all__ = ["MODELS", "ModelSpec", "register_model", "get_model_spec", "requirements", "check_run_config", "build_model",
+           "count_parameters"]

@@ -175,7 +175,8 @@ class UNet(smp.Unet):
         return self.segmentation_head(decoded)
 
 
-@register_model("unet", description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)")
+@register_model("unet", description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)",
+                relative_cost=1.3)
 def build_unet(cfg: RunConfig) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "unet")
@@ -224,7 +225,8 @@ def _patch_aspp(model: nn.Module, dropout: float) -> None:
             pool[idx] = safe
 
 
-@register_model("deeplabv3", description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)")
+@register_model("deeplabv3", description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)",
+                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5)
 def build_deeplabv3(cfg: RunConfig) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "deeplabv3")

@@ -23,10 +23,12 @@ would always exceed the threshold somewhere and put a box on slices without the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 
-from bench.config import CascadeConfig, RunConfig
+from bench.config import GRADCAM_LAYERS, LESION_PRIORS, CascadeConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import register_model
 from bench.models.gradcam import grad_cam
@@ -35,27 +37,10 @@ from bench.models.roi import box_prior, roi_from_heatmap
 from bench.models.tuning import MAX_PATCH_LEVELS, TuningNet, count_tuning_parameters
 
 LOCALIZER_DEPTH = 4
-GRADCAM_LAYERS = ("bottleneck",) + tuple(f"decoder{k}" for k in range(1, LOCALIZER_DEPTH + 1))
-LESION_PRIORS = ("liver_mask", "liver_box")
 
 
 def validate_cascade_config(cfg: CascadeConfig) -> None:
-    """Reject settings the networks cannot honour, before any training time is spent."""
-    if cfg.gradcam_layer not in GRADCAM_LAYERS:
-        raise ConfigError(f"unknown cascade.gradcam_layer {cfg.gradcam_layer!r} (known: {', '.join(GRADCAM_LAYERS)})")
-    if not 0.0 < cfg.gradcam_threshold < 1.0:
-        raise ConfigError(f"cascade.gradcam_threshold must lie in (0, 1), got {cfg.gradcam_threshold}")
-    if not 0 <= cfg.patch_levels <= MAX_PATCH_LEVELS:
-        raise ConfigError(f"cascade.patch_levels must lie in 0..{MAX_PATCH_LEVELS}, got {cfg.patch_levels}")
-    if cfg.multilevel_loss and not cfg.deep_supervision:
-        raise ConfigError(
-            "cascade.multilevel_loss=true needs cascade.deep_supervision=true (side outputs); "
-            "set cascade.multilevel_loss=false for a single loss on the final output"
-        )
-    if cfg.box_margin < 0 or not 0.0 <= cfg.box_min_area < 1.0:
-        raise ConfigError(f"cascade.box_margin must be >= 0 and box_min_area in [0, 1); got {cfg.box_margin}, {cfg.box_min_area}")
-    if cfg.lesion_prior not in LESION_PRIORS:
-        raise ConfigError(f"unknown cascade.lesion_prior {cfg.lesion_prior!r} (known: {', '.join(LESION_PRIORS)})")
+    """What the config's own checks cannot see: the optional CRF package must be installed."""
     if cfg.crf:
         from bench.models.crf import CRF_MISSING, crf_available
 
@@ -204,10 +189,18 @@ def count_localizer_parameters(cfg: RunConfig) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def liver_cascade_of(cfg: RunConfig) -> list[RunConfig]:
+    """A lesion cascade reads its ROI from the same-plane liver cascade (same tag, profile, seed)."""
+    return [replace(cfg, task="liver")] if cfg.task == "lesion" else []
+
+
 register_model(
-    "ours", kind="cascade",
+    "ours", recipe="cascade",
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
     count=count_cascade_parameters,
+    needs=liver_cascade_of,
+    input_multiple=lambda cfg: 2**LOCALIZER_DEPTH,
+    relative_cost=3.0,
 )(build_cascade)
 
 

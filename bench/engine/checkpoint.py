@@ -1,0 +1,81 @@
+"""Checkpoints that hold data only: model/optimizer state, progress counters, RNG states, config.
+
+Why ``weights_only``: ``torch.load`` of an arbitrary pickle can run code, and users evaluate,
+predict and resume from results folders they did not write. Every value saved here is a tensor,
+a number, a string or a container of those (numpy's RNG state is stored as a tensor), so loading
+with ``weights_only=True`` works, and a file carrying a pickled callable is refused in one line.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.errors import DataError
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy, torch (and CUDA) generator states as tensors, numbers and tuples."""
+    version, keys, gauss = random.getstate()
+    name, np_keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "keys": torch.tensor(keys, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"name": name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(k) for k in py["keys"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically (a kill mid-save leaves the previous file intact)."""
+    from bench.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a missing, corrupt or code-carrying file is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found (train the model first)")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise DataError(f"{path}: refused: the checkpoint holds Python objects other than tensors and plain "
+                        f"values (loading it could run code)") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise DataError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise DataError(f"{path}: not a liverbench checkpoint (no model state)")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path, device: torch.device | str = "cpu") -> nn.Module:
+    """Load a checkpoint's model state into ``model`` (one line if it belongs to another architecture)."""
+    state = load_checkpoint(path, device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise DataError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+    return model

@@ -1,0 +1,131 @@
+"""A run folder's record: what is saved beside every run so a number can be traced to code, data
+and machine (config, git hash, package versions, device, budget), and how it is read back.
+
+``config.json`` is written when training starts (status ``training``), again when it ends
+(``trained``) and after evaluation (``complete``); its fingerprint is that of the config minus
+the fields that cannot change results, so a finished run is reused only for the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.atomic import write_json
+from bench.config import NON_RESULT_FIELDS, RunConfig, fingerprint, run_config_from_dict, to_dict
+from bench.errors import BenchError, DataError
+from bench.paths import RECORD, run_dir
+
+_PACKAGES = ("liverbench", "torch", "torchvision", "segmentation-models-pytorch", "timm", "monai", "numpy",
+             "scipy", "pandas", "nibabel", "pydicom")
+
+
+def git_hash() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent)
+        if out.returncode != 0:
+            return "unknown"
+        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def run_record(cfg: RunConfig, device: torch.device, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "config": to_dict(cfg),
+        "git": git_hash(),
+        "versions": package_versions(),
+        "device": device_description(device),
+    }
+    record.update(extra)
+    return record
+
+
+# ---------------------------------------------------------------- reading and updating a run folder
+
+
+def run_fingerprint(cfg: RunConfig) -> str:
+    """What identifies a run's results: its config minus where it ran and where files go."""
+    return fingerprint(cfg, drop=NON_RESULT_FIELDS)
+
+
+def read_record(folder: Path) -> dict[str, Any]:
+    """A run folder's config.json (one line naming the file when it is missing or corrupt)."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        raise DataError(f"{folder}: no run here (train it first)")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path}: corrupt run record ({str(exc).splitlines()[0]})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise DataError(f"{path}: not a run record (no config)")
+    return record
+
+
+def run_status(cfg: RunConfig) -> str:
+    """``none`` | ``complete`` | ``partial`` (same config, unfinished) | ``different`` (another config)."""
+    folder = run_dir(cfg)
+    path = folder / RECORD
+    if not path.exists():
+        return "partial" if folder.exists() and any(folder.iterdir()) else "none"
+    try:
+        record = read_record(folder)
+    except DataError:
+        return "partial"
+    if record.get("fingerprint") != run_fingerprint(cfg):
+        return "different"
+    return "complete" if record.get("status") == "complete" else "partial"
+
+
+def stored_config(cfg: RunConfig, plane: str | None = None) -> RunConfig:
+    """The config a run was trained with (its config.json), with this call's device and folders.
+
+    Evaluation and prediction read the model from here, never from the flags of the call, so a
+    run is always rebuilt exactly as it was trained.
+    """
+    folder = run_dir(cfg, plane)
+    record = read_record(folder)
+    try:
+        stored = run_config_from_dict(record["config"])
+    except (TypeError, ValueError, KeyError, BenchError) as exc:
+        raise DataError(f"{folder / RECORD}: unreadable config ({str(exc).splitlines()[0]})") from None
+    return replace(stored, device=cfg.device, results=cfg.results, cache=cfg.cache)
+
+
+def update_record(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Merge ``fields`` into a run's config.json (nested dicts merged one level deep) and rewrite it."""
+    record = read_record(folder)
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(record.get(key), dict):
+            record[key] = {**record[key], **value}
+        else:
+            record[key] = value
+    write_json(Path(folder) / RECORD, record)
+    return record

@@ -1,0 +1,128 @@
+"""One dependency scheduler for ``bench train``, ``bench ablate`` and ``bench demo``.
+
+`plan` turns the runs a command asks for into jobs: each requested run and, transitively, every
+run it needs (`bench.models.requirements`: a lesion cascade needs the same-plane liver cascade,
+a fused row its three planes), deduplicated by results folder — an ablation variant equal to the
+default config *is* the default run. `execute` runs them through `bench.engine.runner.run`,
+dependencies first, in one process or in ``workers`` processes with ``cores // workers`` threads
+each: small CPU convolutions scale poorly over threads, so two single-thread runs side by side
+finish sooner than two runs in turn. Each run is seeded by its own config, so results do not
+depend on the scheduling order (they do depend on the thread count).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from bench.config import RunConfig, run_config_from_dict, to_dict
+from bench.paths import run_dir
+
+
+@dataclass
+class Job:
+    """One run to make, the runs it waits for (by key), and whether the user asked for it."""
+
+    cfg: RunConfig
+    label: str
+    needs: set[str] = field(default_factory=set)
+    requested: bool = True
+
+    @property
+    def key(self) -> str:
+        return str(run_dir(self.cfg))
+
+
+def job_label(cfg: RunConfig) -> str:
+    return f"{cfg.task:6s} {cfg.run_tag:9s} {cfg.plane:8s} seed {cfg.seed}"
+
+
+def plan(targets: Iterable[RunConfig | tuple[str, RunConfig]]) -> list[Job]:
+    """Jobs for the targets and everything they need, dependencies first (a label may come with a target)."""
+    from bench.models import requirements
+
+    jobs: dict[str, Job] = {}
+
+    def add(cfg: RunConfig, label: str | None, requested: bool, trail: tuple[str, ...]) -> str:
+        job = Job(cfg, label or job_label(cfg), requested=requested)
+        if job.key in trail:
+            raise RuntimeError(f"runs need each other: {' -> '.join(trail + (job.key,))}")
+        if job.key in jobs:
+            jobs[job.key].requested |= requested
+            return job.key
+        for dep in requirements(cfg):
+            job.needs.add(add(dep, None, False, trail + (job.key,)))
+        jobs[job.key] = job  # inserted after its dependencies: the dict order is a valid order
+        return job.key
+
+    for target in targets:
+        label, cfg = target if isinstance(target, tuple) else (None, target)
+        add(cfg, label, True, ())
+    return list(jobs.values())
+
+
+def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: bool) -> float:
+    """One job in a worker process (also called inline when there is one worker)."""
+    import torch
+
+    from bench.engine.runner import run
+
+    if threads:  # a worker process: bars from two processes on one terminal would garble each other
+        torch.set_num_threads(threads)
+        os.environ["BENCH_PROGRESS"] = "plain"
+    t0 = time.perf_counter()
+    run(run_config_from_dict(cfg_dict), resume=resume, force=force, progress=progress)
+    return time.perf_counter() - t0
+
+
+def cost(job: Job) -> float:
+    """Rough relative run time, for scheduling only (longest first; a fused row is an evaluation)."""
+    from bench.models import get_model_spec
+
+    return 0.2 if job.cfg.plane == "fused" else get_model_spec(job.cfg.model).relative_cost
+
+
+def default_workers(device: str) -> int:
+    """Two single-thread workers on a CPU with at least two cores; one process on a GPU."""
+    if device != "cpu":
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool = False, progress: bool = True,
+            say: Callable[[str], None] = print) -> float:
+    """Run the jobs (``force`` and ``resume`` apply to the requested ones); returns the seconds taken."""
+    t0 = time.perf_counter()
+    if workers <= 1:
+        for job in jobs:
+            seconds = _run_job(to_dict(job.cfg), 0, progress, resume or not job.requested, force and job.requested)
+            say(f"  {job.label}: {job.key} ({seconds:.0f} s)")
+        return time.perf_counter() - t0
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    done: set[str] = set()
+    pending = {job.key: job for job in jobs}
+    running: dict[Future, Job] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while pending or running:
+            # longest first: the tail is then short jobs filling the gaps, not one long run alone
+            for key, job in sorted(pending.items(), key=lambda kv: -cost(kv[1])):
+                if len(running) >= workers:
+                    break
+                if job.needs <= done:
+                    running[pool.submit(_run_job, to_dict(job.cfg), threads, progress, resume or not job.requested,
+                                        force and job.requested)] = job
+                    del pending[key]
+            if not running:
+                raise RuntimeError(f"jobs wait on each other: {sorted(pending)}")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = running.pop(future)
+                seconds = future.result()  # a failed run stops the study with its own error
+                done.add(job.key)
+                say(f"  {job.label}: {job.key} ({seconds:.0f} s)")
+    return time.perf_counter() - t0

@@ -1,0 +1,37 @@
+"""The ``slices`` recipe: one network trained on full slices (SegNet, U-Net, DeepLabV3).
+
+Loss: BCE + Dice, the paper's per-level loss with alpha = beta = 1, so the comparison with the
+cascade isolates architecture and training scheme rather than the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.engine.data import SliceDataset
+from bench.engine.recipe import RECIPES, TrainContext, Trained
+from bench.engine.train import Stage, fit
+from bench.paths import BEST, LAST, checkpoint_dir
+
+
+@RECIPES.register("slices", help="one network on full slices, BCE + Dice (the baselines)")
+def train_on_slices(ctx: TrainContext) -> Trained:
+    from bench.models import build_model
+    from bench.models.losses import bce_dice_loss
+
+    cfg = ctx.cfg
+    model = build_model(cfg)
+    stage = Stage(
+        name="model",
+        model=model,
+        loss=lambda m, b: bce_dice_loss(m(b["image"]), b["target"]),
+        predict=lambda m, b: torch.sigmoid(m(b["image"])),
+        train_set=SliceDataset(ctx.cache, ctx.splits["train"], cfg.plane, cfg.task),
+        val_set=SliceDataset(ctx.cache, ctx.val_ids, cfg.plane, cfg.task),
+        epochs=cfg.profile.train.epochs,
+        checkpoint_dir=checkpoint_dir(cfg),
+        best_name=BEST,
+        last_name=LAST,
+    )
+    summary = fit(stage, cfg, ctx.device, ctx.info, resume=ctx.resume, progress=ctx.progress)
+    return Trained(model=model, history=stage.history, stages={"model": summary})

@@ -1,0 +1,74 @@
+"""Progress that a terminal and a log file can both show.
+
+On a terminal (stdout is a TTY) a rich progress bar is drawn and updated in place. Without one
+(nohup, CI, a pipe to a log file) rich draws nothing, so a ten-minute training would be silent;
+there every epoch, every prepared case and every evaluated case prints one plain, flushed line
+(stage, epoch, loss, validation Dice, elapsed) instead. ``enabled=False`` prints nothing at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Iterator
+
+
+def is_terminal() -> bool:
+    """Draw bars only on a terminal, and never in a worker process sharing it (BENCH_PROGRESS=plain)."""
+    if os.environ.get("BENCH_PROGRESS") == "plain":
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """``step()`` advances a bar (terminal only); ``say(text)`` is a line in a log, a caption on a bar."""
+
+    def __init__(self, title: str, total: int, enabled: bool = True) -> None:
+        self.title = title
+        self.total = total
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self._bar = None
+        self._task = None
+
+    def __enter__(self) -> "Progress":
+        if self.enabled and is_terminal():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.title, total=max(self.total, 0))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def step(self, n: int = 1, caption: str | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, **({"description": caption} if caption else {}))
+
+    def say(self, text: str) -> None:
+        """One line of progress: printed (with the elapsed time) in a log, the bar's caption on a terminal."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, description=f"{self.title} {text}")
+            return
+        print(f"{self.title} {text} ({self.elapsed:.0f} s)", flush=True)
+
+
+@contextlib.contextmanager
+def progress(title: str, total: int, enabled: bool = True) -> Iterator[Progress]:
+    with Progress(title, total, enabled) as p:
+        yield p

@@ -408,7 +408,7 @@ def test_figures_skip_with_notes_when_inputs_missing(tmp_path):
 
 
 def test_build_report_writes_tables_figures_index(study, tmp_path):
-    from bench.reports import build_report
+    from bench.reports.report import build_report
 
     out = build_report(study, out=tmp_path / "rep", tables="3,7")
     files = {p.name for p in out.iterdir()}

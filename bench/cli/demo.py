@@ -41,7 +41,7 @@ def demo(
     for phase, seconds in timings.items():
         console.print(f"  {phase}: {seconds:.0f} s")
     if report:
-        from bench.reports import build_report
+        from bench.reports.report import build_report
 
         out_dir = build_report(results, out=out)
         console.print(f"[green]report[/green] -> {Path(out_dir) / 'index.md'}")

@@ -104,9 +104,9 @@ def check_run_config(cfg: RunConfig) -> None:
     multiple = spec.input_multiple(cfg) if spec.input_multiple is not None else 1
     if cfg.profile.input_size % multiple:
         raise ConfigError(f"input_size={cfg.profile.input_size}: {cfg.model} needs a multiple of {multiple}")
-    from bench.models.cascade import validate_cascade_config
+    from bench.models.crf import require_crf
 
-    validate_cascade_config(cfg.profile.cascade)
+    require_crf(cfg.profile.cascade.crf)
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:

@@ -41,11 +41,9 @@ LOCALIZER_DEPTH = 4
 
 def validate_cascade_config(cfg: CascadeConfig) -> None:
     """What the config's own checks cannot see: the optional CRF package must be installed."""
-    if cfg.crf:
-        from bench.models.crf import CRF_MISSING, crf_available
+    from bench.models.crf import require_crf
 
-        if not crf_available():
-            raise ConfigError(CRF_MISSING)
+    require_crf(cfg.crf)
 
 
 def prior_from_liver(liver_logits: Tensor, mode: str, margin: float, min_area: float) -> Tensor:

@@ -37,6 +37,12 @@ def _densecrf() -> tuple[Any, Any]:
     return dcrf, dutils
 
 
+def require_crf(enabled: bool) -> None:
+    """When the CRF is asked for, refuse in one line (before any training) if pydensecrf2 is missing."""
+    if enabled:
+        _densecrf()
+
+
 def crf_available() -> bool:
     try:
         _densecrf()
@@ -91,4 +97,4 @@ def crf_refine(
     return marginals[1] > marginals[0]
 
 
-__all__ = ["CRF_MISSING", "crf_available", "normalise_slice", "crf_refine"]
+__all__ = ["CRF_MISSING", "crf_available", "require_crf", "normalise_slice", "crf_refine"]

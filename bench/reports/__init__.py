@@ -6,11 +6,3 @@ never from folder names), ``tables`` turns them into the paper's tables as pure 
 reference tables, ``paper`` holds the paper's own numbers.
 """
 
-
-def __getattr__(name: str):
-    """``from bench.reports import build_report`` without importing pandas/matplotlib for ``paper``."""
-    if name in ("build_report", "write_report"):
-        from bench.reports import report
-
-        return getattr(report, name)
-    raise AttributeError(f"module 'bench.reports' has no attribute {name!r}")

@@ -96,6 +96,8 @@ def check_fields(obj: Any) -> None:
         spec = f.metadata.get("range")
         if spec is None:
             continue
+        if value is None:
+            continue
         values = value if f.metadata.get("items") else (value,)
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not _in_range(v, *spec):
@@ -269,6 +271,7 @@ class RunConfig(_Checked):
     results: str = "results"
     cache: str = "cache"
     splits: str = ""  # a given splits_final.json; "" = make/reuse the one beside the cache
+    fold: int | None = field(default=None, metadata=_range(0))  # a cross-validation fold; None = train/val/test
     tag: str = ""  # results folder name; "" = the model name (ablation variants add a suffix)
     profile: Profile = field(default_factory=lambda: get_profile("smoke"))
 
@@ -288,7 +291,7 @@ PROFILES: Registry[Profile] = Registry("profile")
 PROFILES.add(
     "paper",
     Profile(name="paper", input_size=512),
-    help="Table 2: Adam 1e-4, dropout 0.2, batch 4, 100 epochs, patience 50, 512x512",
+    help="default on real CT with CUDA; Table 2: Adam 1e-4, dropout 0.2, batch 4, 100 epochs, patience 50, 512x512",
 )
 PROFILES.add(
     "demo",
@@ -301,7 +304,20 @@ PROFILES.add(
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
                               reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
     ),
-    help="make demo: 64x64, 6 epochs of 25 steps; the whole study on 2 CPU cores",
+    help="default on the phantom (make demo): 64x64, 6 epochs of 25 steps; the whole study on 2 CPU cores",
+)
+PROFILES.add(
+    "cpu",
+    Profile(
+        name="cpu",
+        input_size=128,
+        train=TrainConfig(lr=1e-3, batch_size=8, epochs=8, patience=50, steps_per_epoch=40,
+                          foreground_fraction=0.5, val_max_cases=0),
+        model=ModelConfig(encoder="resnet18", width=0.5, output_stride=16),
+        cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
+                              reiter_epochs=2, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
+    ),
+    help="default on real CT without CUDA: 128x128, 8 epochs of 40 steps, one model and plane in minutes on 2 cores",
 )
 PROFILES.add(
     "smoke",
@@ -348,6 +364,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                           f"e.g. {key}.{fields(annotation)[0].name}=...")
     if not isinstance(value, str):
         return value
+    args = typing.get_args(annotation)
+    if type(None) in args:  # Optional[X]: "none" (any case) or "" is None, anything else an X
+        if value.strip().lower() in ("", "none", "null"):
+            return None
+        annotation = next(a for a in args if a is not type(None))
     choices = literal_choices(annotation)
     if choices is not None:  # Literal[8, 16] reads "16" as 16; the membership check is check_fields'
         kinds = {type(c) for c in choices}

@@ -42,10 +42,15 @@ def inside(parent: Path, child: Path, what: str) -> Path:
     return Path(child)
 
 
-def seed_tag(model: str, tag: str, seed: int) -> str:
-    """Seed 0 lands in the model's own folder; other seeds get ``~seedK`` (read meaning from config.json)."""
+def seed_tag(model: str, tag: str, seed: int, fold: int | None = None) -> str:
+    """Seed 0 lands in the model's own folder; other seeds get ``~seedK``, folds ``~foldI``.
+
+    Folder names are for humans; every reader takes seed and fold from config.json.
+    """
     base = tag or model
-    return base if seed == 0 else f"{base}~seed{seed}"
+    if seed:
+        base += f"~seed{seed}"
+    return base if fold is None else f"{base}~fold{fold}"
 
 
 def run_dir(cfg: RunConfig, plane: str | None = None) -> Path:

@@ -19,6 +19,7 @@ def ablate(
     profile: Optional[str] = typer.Option(None, "--profile"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="e.g. 0,1,2"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),
     device: str = typer.Option("auto", "--device"),
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
@@ -35,7 +36,7 @@ def ablate(
     targets = []
     for s in parse_seeds(seed, seeds):
         base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
-                                results, cache, splits, set_)
+                                results, cache, splits, set_, fold=fold)
         targets += [(f"{name} {label} (seed {s})", cfg) for label, cfg in ablation_targets(name, base)]
     execute(plan(targets), force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     console.print(f"tables: bench report --tables {ablation.table} --results {results}")

@@ -82,6 +82,8 @@ def prepare(
     splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead of the data set's own"),
     planes: Optional[List[str]] = typer.Option(None, "--planes", help="axial,coronal,sagittal (default: all three)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="profile override, e.g. --set preprocess.slice_fit=resize"),
+    folds: int = typer.Option(0, "--folds", help="add K patient-level cross-validation folds to the split file "
+                              "(K = number of patients: leave-one-patient-out)"),
 ) -> None:
     """Preprocess and slice every case into the on-disk cache; make or check the patient split."""
     from bench.cli.common import default_profile
@@ -101,7 +103,8 @@ def prepare(
     ids = adapter.case_ids()
     cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess)
     todo = missing_cases(cache_dir, ids, chosen)
-    slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True)
+    slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True,
+                                         folds=folds)
     console = Console()
     console.print(
         f"cache {slice_cache.dir}: {len(ids)} case(s), {len(todo)} prepared now, planes {', '.join(chosen)}, "
@@ -111,3 +114,9 @@ def prepare(
     source = splits or splits_path(cache, dataset, adapter.root)
     counts = ", ".join(f"{k} {len(split[k])}" for k in ("train", "val", "test"))
     console.print(f"splits {source}: {counts}", highlight=False, soft_wrap=True)
+    if folds:
+        from bench.datasets.splits import read_splits
+
+        for i, f in enumerate(read_splits(source).get("folds", [])):
+            console.print(f"  fold {i}: train {len(f['train'])}, val {len(f['val'])}, test {', '.join(f['test'])}",
+                          highlight=False, soft_wrap=True)

@@ -12,37 +12,67 @@ from rich.console import Console
 from bench.cli import app
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 @app.command("demo")
 def demo(
-    profile: str = typer.Option("demo", "--profile", help="demo (make demo) | golden (CI tables) | smoke"),
+    dataset: str = typer.Option("phantom", "--dataset", help="phantom (default) | ircadb | lits"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    profile: Optional[str] = typer.Option(None, "--profile",
+                                          help="default: demo on the phantom, cpu on real data without CUDA, paper "
+                                               "with CUDA; golden = CI tables, smoke = tests"),
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
+    models: Optional[str] = typer.Option(None, "--models", help="default: all four on the phantom, unet,ours on real data"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
+    planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
                                       help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
+    ablations: Optional[str] = typer.Option(None, "--ablations",
+                                            help="default: patch-level,loss,iterations on the phantom, none on real data"),
+    folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
+                                        "leave-one-patient-out on real data with up to 10 patients, else 5)"),
     workers: int = typer.Option(0, "--workers", help="runs side by side (0: two single-thread workers on a CPU)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write Tables 3-8 and figures at the end"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
-    """Phantom data -> every model on three planes -> fused -> ablations -> tables and figures."""
-    from bench.cli.common import parse_seeds
-    from bench.datasets import get_dataset
+    """The study behind Tables 3-8 (phantom by default; real CT with cross-validation), then the report."""
+    from bench.cli.common import default_profile, parse_seeds
+    from bench.datasets import DATASETS, get_dataset
     from bench.engine.study import StudyPlan, run_study
 
+    DATASETS.get(dataset)
     console = Console()
     t0 = time.perf_counter()
-    get_dataset("phantom")  # writes data/phantom on first use
-    plan = StudyPlan(tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
-                     lesion_planes=tuple(p.strip() for p in lesion_planes.split(",") if p.strip()))
-    timings = run_study(profile, results, cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
+    adapter = get_dataset(dataset, root=root)  # the phantom writes data/phantom on first use
+    real = dataset != "phantom"
+    n_patients = len(adapter.case_ids())
+    if folds is None:
+        folds = (n_patients if n_patients <= 10 else 5) if real else 0
+    profile = profile or default_profile(dataset, device)
+    plan = StudyPlan(
+        models=_names(models) if models else (("unet", "ours") if real else StudyPlan.models),
+        planes=_names(planes) if planes else (("axial",) if real else StudyPlan.planes),
+        tasks=_names(tasks), lesion_planes=_names(lesion_planes),
+        ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
+        folds=folds,
+    )
+    console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
+                  f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}",
+                  highlight=False, soft_wrap=True)
+    timings = run_study(profile, results, dataset=dataset, root=str(adapter.root) if real or root else "",
+                        cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
                         say=lambda line: console.print(line, highlight=False, soft_wrap=True), workers=workers)
     for phase, seconds in timings.items():
         console.print(f"  {phase}: {seconds:.0f} s")
     if report:
         from bench.reports.report import build_report
+        from bench.reports.select import ReportOptions
 
-        out_dir = build_report(results, out=out)
+        out_dir = build_report(results, out=out, options=ReportOptions(dataset=dataset, profile=profile))
         console.print(f"[green]report[/green] -> {Path(out_dir) / 'index.md'}")
     console.print(f"[green]demo finished[/green] in {time.perf_counter() - t0:.0f} s; results under {results}/")

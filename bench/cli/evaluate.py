@@ -21,6 +21,7 @@ def evaluate(
     split: str = typer.Option("all", "--split", help="val | test | all (other splits' rows are kept)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),
     device: str = typer.Option("auto", "--device"),
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
@@ -39,7 +40,8 @@ def evaluate(
     if split not in choices:
         raise ConfigError(f"--split {split!r}: expected val, test or all")
     for s in parse_seeds(seed, seeds):
-        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag)
+        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag,
+                               fold)
         folder = evaluate_run(cfg, choices[split], surface=surface)
         print_summary(json.loads((folder / SUMMARY).read_text()), title=f"{model} {plane} {task}")
         Console().print(f"[green]results[/green] -> {folder}")

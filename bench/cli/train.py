@@ -21,6 +21,7 @@ def train(
     profile: Optional[str] = typer.Option(None, "--profile", help="paper | demo | smoke | golden (default: demo on the phantom, paper otherwise)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2 (one run each)"),
+    fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
@@ -34,7 +35,7 @@ def train(
     from bench.engine.scheduler import execute, plan
 
     console = Console()
-    cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag)
+    cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag, fold)
             for s in parse_seeds(seed, seeds)]
     jobs = plan(cfgs)
     execute(jobs, resume=resume, force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))

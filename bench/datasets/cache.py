@@ -524,19 +524,19 @@ def prepare_cache(
 
 @contextlib.contextmanager
 def _progress(enabled: bool, title: str, total: int):  # type: ignore[no-untyped-def]
-    """A rich progress bar per case on stderr (nothing when disabled or when there is nothing to do)."""
-    if not enabled or total == 0:
+    """Per prepared case: a bar on a terminal, one plain line in a log (`bench.progress`)."""
+    from bench.progress import progress
+
+    if total == 0:
         yield lambda case_id: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True)) as bar:
-        task = bar.add_task(title, total=total)
+    with progress(title, total, enabled) as bar:
+        done = [0]
 
         def advance(case_id: str) -> None:
-            bar.update(task, advance=1, description=f"{title} (case {case_id})")
+            done[0] += 1
+            bar.step()
+            bar.say(f"case {case_id} ({done[0]}/{total})")
 
         yield advance
 
@@ -552,12 +552,15 @@ def prepare_dataset(
     splits_file: str | Path | None = None,
     planes: Sequence[str] = PLANES,
     progress: bool = True,
+    folds: int = 0,
+    fold: int | None = None,
 ) -> tuple[SliceCache, dict[str, list[str]]]:
     """Resolve the data set, prepare its cache for ``profile`` and load or create its split.
 
     The split lives beside the data set's caches (`bench.paths.splits_path`), made with seed 0:
     it belongs to the data set, not to a run, so every model, plane, profile and run seed is
     scored on the same patients. ``splits_file`` (``--splits``) replaces it for this call only.
+    ``folds`` adds K cross-validation folds to the split file; ``fold`` returns that fold's split.
     """
     from bench.datasets import get_dataset
     from bench.datasets.splits import load_or_create_splits
@@ -568,11 +571,13 @@ def prepare_dataset(
     ids = adapter.case_ids()
     slice_cache = prepare_cache(adapter, cache_dir, profile.input_size, profile.preprocess, planes, ids, progress)
     splits = load_or_create_splits(
-        splits_path(cache, dataset, adapter.root), ids, seed=0, given=Path(splits_file) if splits_file else None
+        splits_path(cache, dataset, adapter.root), ids, seed=0, given=Path(splits_file) if splits_file else None,
+        folds=folds, fold=fold,
     )
     return slice_cache, splits
 
 
 def open_or_prepare(cfg: RunConfig, progress: bool = True) -> tuple[SliceCache, dict[str, list[str]]]:
     """The cache (every case, all three planes) and the split a run uses; prepares what is missing."""
-    return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, cfg.profile, cfg.splits or None, PLANES, progress)
+    return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, cfg.profile, cfg.splits or None, PLANES, progress,
+                           fold=cfg.fold)

@@ -9,7 +9,18 @@ not of the run seed: run seeds change initialisation and batch order, never the 
 
 File format (also accepted from ``--splits FILE``)::
 
-    {"train": ["0", "3", ...], "val": [...], "test": [...]}      # extra keys are kept, ignored
+    {"train": ["0", "3", ...], "val": [...], "test": [...],      # the default split
+     "folds": [{"train": [...], "val": [...], "test": [...]}, ...]}   # optional, see below
+    # other keys are kept and ignored
+
+Cross-validation (`make_folds`, ``bench data prepare --folds K``), the standard protocol on small
+CT sets: patients are shuffled with the split seed and cut into K near-equal test parts; fold i
+tests on part i, validates on part i+1 (mod K) and trains on the rest. Every patient is a test
+patient exactly once, so a report over all folds scores every patient once. When taking part
+i+1 for validation would leave no training patient (K = 2 with two patients), the fold has no
+validation patients and its runs keep their last epoch (the documented empty-validation rule).
+K equal to the number of patients is leave-one-patient-out. Adding ``folds`` keeps the file's
+train/val/test valid, so runs without ``--fold`` are unaffected.
 
 Small data sets (fractions 0.7/0.2/0.1): a split whose fraction is positive gets at least one
 case while there are cases to give, filled in the order train, val, test; so 1 case -> 1/0/0,
@@ -82,13 +93,26 @@ def make_splits(
     return {k: sorted(v, key=natural_key) for k, v in parts.items()}
 
 
-def validate_splits(data: Any, case_ids: Iterable[str] | None, source: str | Path) -> dict[str, list[str]]:
-    """Check a loaded splits object; every problem is a `ConfigError` naming ``source``.
+def make_folds(case_ids: Iterable[str], k: int, seed: int = 0) -> list[dict[str, list[str]]]:
+    """K patient-level folds (module docstring): test part i, validation part i+1, training the rest."""
+    ids = sorted({str(c) for c in case_ids}, key=natural_key)
+    if not 2 <= k <= len(ids):
+        raise ConfigError(f"--folds {k}: needs 2 <= K <= the number of patients ({len(ids)})")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    parts = [[ids[i] for i in part] for part in np.array_split(order, k)]
+    folds = []
+    for i in range(k):
+        test, val = parts[i], parts[(i + 1) % k]
+        rest = [c for c in ids if c not in test]
+        if len(rest) - len(val) < 1:  # no training patient would be left: validate on nobody
+            val = []
+        train = [c for c in rest if c not in val]
+        folds.append({name: sorted(v, key=natural_key) for name, v in (("train", train), ("val", val), ("test", test))})
+    return folds
 
-    Rules: a JSON object with list-of-string ``train``, ``val`` and ``test``; no case twice;
-    a non-empty train list; with ``case_ids``, every listed case must exist in the data set.
-    Cases of the data set missing from the file are simply not used (a deliberate subset).
-    """
+
+def _check_split(data: Any, case_ids: Iterable[str] | None, source: str) -> dict[str, list[str]]:
+    """One train/val/test mapping: lists of ids, no case twice, a non-empty train list, known ids."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: splits must be a JSON object with train/val/test lists")
     out: dict[str, list[str]] = {}
@@ -116,6 +140,37 @@ def validate_splits(data: Any, case_ids: Iterable[str] | None, source: str | Pat
     return out
 
 
+def validate_splits(data: Any, case_ids: Iterable[str] | None, source: str | Path) -> dict[str, list[str]]:
+    """Check a loaded splits object; every problem is a `ConfigError` naming ``source``.
+
+    Rules: a JSON object with list-of-string ``train``, ``val`` and ``test``; no case twice;
+    a non-empty train list; with ``case_ids``, every listed case must exist in the data set.
+    Cases of the data set missing from the file are simply not used (a deliberate subset).
+    Optional ``folds``: a list of such mappings (each checked the same way). Returns the default
+    split; `fold_split` reads a fold.
+    """
+    ids = None if case_ids is None else [str(c) for c in case_ids]
+    out = _check_split(data, ids, str(source))
+    folds = data.get("folds")
+    if folds is not None:
+        if not isinstance(folds, list) or not folds:
+            raise ConfigError(f"{source}: 'folds' must be a non-empty list of train/val/test objects")
+        out["folds"] = [_check_split(f, ids, f"{source} fold {i}") for i, f in enumerate(folds)]  # type: ignore[assignment]
+    return out
+
+
+def fold_split(splits: dict[str, Any], fold: int | None, source: str | Path) -> dict[str, list[str]]:
+    """The train/val/test of ``fold`` (None: the default split); a missing fold names the file and the fix."""
+    if fold is None:
+        return {k: list(splits[k]) for k in SPLITS}
+    folds = splits.get("folds") or []
+    if not folds:
+        raise ConfigError(f"{source}: no cross-validation folds; create them with bench data prepare --folds K")
+    if not 0 <= fold < len(folds):
+        raise ConfigError(f"--fold {fold}: {source} has folds 0..{len(folds) - 1}")
+    return {k: list(folds[fold][k]) for k in SPLITS}
+
+
 def read_splits(path: str | Path, case_ids: Iterable[str] | None = None) -> dict[str, list[str]]:
     """Load and validate a splits file (`validate_splits`)."""
     path = Path(path)
@@ -130,19 +185,55 @@ def read_splits(path: str | Path, case_ids: Iterable[str] | None = None) -> dict
 
 def load_or_create_splits(
     path: str | Path, case_ids: Iterable[str], seed: int = 0, given: Path | None = None,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS, folds: int = 0, fold: int | None = None,
 ) -> dict[str, list[str]]:
-    """The data set's split: ``given`` if passed (validated, not copied), else ``path`` if it exists, else new.
+    """The data set's split (or one of its folds): ``given`` if passed (validated, not copied), else
+    ``path`` if it exists, else new.
 
     A given file is used as is and does not replace the data set's ``splits_final.json``, so one
-    experiment with a custom split never changes the split of later default runs.
+    experiment with a custom split never changes the split of later default runs. ``folds`` = K
+    adds K cross-validation folds to the data set's file (or checks that it has K already).
     """
     ids = [str(c) for c in case_ids]
+    source = Path(given) if given is not None else Path(path)
     if given is not None:
-        return read_splits(given, ids)
-    path = Path(path)
-    if path.exists():
-        return read_splits(path, ids)
-    splits = make_splits(ids, seed=seed, fractions=fractions)
-    write_json(path, {**splits, "seed": seed, "fractions": list(fractions)})
-    return splits
+        splits = read_splits(given, ids)
+        if folds and len(splits.get("folds") or []) != folds:
+            raise ConfigError(f"{given}: --folds {folds} asked for, the file has {len(splits.get('folds') or [])}")
+    else:
+        path = Path(path)
+        if path.exists():
+            splits = read_splits(path, ids)
+            have = len(splits.get("folds") or [])
+            if folds and have and have != folds:
+                raise ConfigError(f"{path}: already holds {have} folds, not {folds} (delete the file to re-split; "
+                                  f"runs made on the old folds would no longer match)")
+            if folds and not have:
+                data = json.loads(path.read_text())
+                data["folds"] = make_folds(ids, folds, seed=int(data.get("seed", seed)))
+                write_json(path, data)
+                splits = read_splits(path, ids)
+        else:
+            splits = make_splits(ids, seed=seed, fractions=fractions)
+            data = {**splits, "seed": seed, "fractions": list(fractions)}
+            if folds:
+                data["folds"] = make_folds(ids, folds, seed=seed)
+            write_json(path, data)
+            splits = read_splits(path, ids)
+    unused = sorted(set(ids) - {c for k in SPLITS for c in splits[k]}, key=natural_key)
+    if unused and fold is None:
+        warn_once(f"{source}: {len(unused)} case(s) of the data set are in no split and are not used: "
+                  f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+    return fold_split(splits, fold, source)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A data-set warning printed once per process (every run of a study loads the same split)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        import warnings
+
+        warnings.warn(message, stacklevel=3)

@@ -29,32 +29,41 @@ class StudyPlan:
     lesion_planes: tuple[str, ...] = PLANES
     ablations: tuple[str, ...] = ("patch-level", "loss", "iterations")
     fused: bool = True
+    folds: int = 0  # K > 0: every run once per cross-validation fold (K = patients: leave-one-out)
+    overrides: tuple[tuple[str, object], ...] = ()  # applied to every run (e.g. the budget rule)
 
 
 def study_targets(profile: str, results: str, dataset: str, root: str, cache: str, seeds: tuple[int, ...],
                   device: str, plan: StudyPlan) -> list[tuple[str, RunConfig]]:
     """(label, config) of every run and fused row the tables need (the scheduler adds prerequisites)."""
     from bench.ablations import ABLATIONS, variant_config
+    from bench.config import override
 
     prof = get_profile(profile)
     targets: list[tuple[str, RunConfig]] = []
+    folds: tuple[int | None, ...] = tuple(range(plan.folds)) if plan.folds else (None,)
     for seed in seeds:
-        def config(model: str, plane: str, task: str) -> RunConfig:
-            return RunConfig(model=model, plane=plane, task=task, dataset=dataset, root=root, seed=seed, device=device,
-                             results=results, cache=cache, profile=prof, tag=seed_tag(model, "", seed) if seed else "")
+        for fold in folds:
+            def config(model: str, plane: str, task: str) -> RunConfig:
+                cfg = RunConfig(model=model, plane=plane, task=task, dataset=dataset, root=root, seed=seed,
+                                device=device, results=results, cache=cache, profile=prof, fold=fold)
+                cfg = override(cfg, dict(plan.overrides)) if plan.overrides else cfg
+                tag = seed_tag(model, "", seed, fold)
+                return override(cfg, {"tag": tag}) if tag != model else cfg
 
-        for task in plan.tasks:
-            planes = plan.planes if task == "liver" else tuple(p for p in plan.planes if p in plan.lesion_planes)
-            for model in plan.models:
-                targets += [(f"{task:6s} {model:9s} {plane:8s} seed {seed}", config(model, plane, task))
-                            for plane in planes]
-                if plan.fused and set(PLANES) <= set(planes):
-                    targets.append((f"{task:6s} {model:9s} fused    seed {seed}", config(model, "fused", task)))
-        for name in plan.ablations:
-            ablation = ABLATIONS.get(name)
-            base = config(ablation.model, ablation.plane, ablation.task)
-            targets += [(f"ablation {name} {label} seed {seed}", variant_config(base, overrides))
-                        for label, overrides in ablation.variants]
+            where = f"seed {seed}" + (f" fold {fold}" if fold is not None else "")
+            for task in plan.tasks:
+                planes = plan.planes if task == "liver" else tuple(p for p in plan.planes if p in plan.lesion_planes)
+                for model in plan.models:
+                    targets += [(f"{task:6s} {model:9s} {plane:8s} {where}", config(model, plane, task))
+                                for plane in planes]
+                    if plan.fused and set(PLANES) <= set(planes):
+                        targets.append((f"{task:6s} {model:9s} fused    {where}", config(model, "fused", task)))
+            for name in plan.ablations:
+                ablation = ABLATIONS.get(name)
+                base = config(ablation.model, ablation.plane, ablation.task)
+                targets += [(f"ablation {name} {label} {where}", variant_config(base, overrides))
+                            for label, overrides in ablation.variants]
     return targets
 
 
@@ -62,12 +71,15 @@ def run_study(profile: str, results: str, dataset: str = "phantom", root: str = 
               seeds: tuple[int, ...] = (0,), device: str = "cpu", plan: StudyPlan = StudyPlan(),
               progress: bool = True, say: Callable[[str], None] = print, workers: int = 0) -> dict[str, float]:
     """Train/evaluate everything the tables need; returns seconds per phase (prepare, runs)."""
-    from bench.datasets.cache import open_or_prepare
     from bench.engine.scheduler import default_workers, execute, plan as plan_jobs
+
+    from bench.datasets.cache import prepare_dataset
 
     jobs = plan_jobs(study_targets(profile, results, dataset, root, cache, seeds, device, plan))
     t0 = time.perf_counter()
-    open_or_prepare(jobs[0].cfg, progress=progress)  # the cache is built once, before any worker starts
+    first = jobs[0].cfg  # the cache and the split (with its folds) are made once, before any worker starts
+    prepare_dataset(first.dataset, first.root or None, first.cache, first.profile, first.splits or None,
+                    progress=progress, folds=plan.folds)
     timings = {"prepare": time.perf_counter() - t0}
     timings["runs"] = execute(jobs, workers=workers or default_workers(device), progress=progress, say=say)
     return timings

@@ -24,7 +24,7 @@ from bench.errors import BenchError, DataError
 # Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
 CONFIG_COLUMNS = (
     "dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
-    "reiter_stop", "max_reiterations", "input_size", "config_key", "run_id", "run_dir",
+    "reiter_stop", "max_reiterations", "input_size", "fold", "config_key", "run_id", "run_dir",
 )
 METRIC_COLUMNS = ("split", "class", "aggregation", "metric", "value", "n_cases", "n_excluded")
 REITER_COLUMNS = ("iteration", "split", "accuracy", "dice", "miou")
@@ -36,7 +36,7 @@ ABLATED_FIELDS = ("patch_levels", "multilevel_loss", "reiter_stop", "max_reitera
 
 # Fields that do not change what a run measures: two runs differing only in these (and the seed)
 # are repeats of one experiment and are averaged as seeds.
-_NON_EXPERIMENT_FIELDS = dict(seed=0, tag="", results="", cache="", device="", root="", splits="")
+_NON_EXPERIMENT_FIELDS = dict(seed=0, fold=None, tag="", results="", cache="", device="", root="", splits="")
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Results:
     per_case: pd.DataFrame  # one row per (run, split, case, class); score columns as in per_case.csv
     reiterations: pd.DataFrame  # one row per (run, iteration, split)
     notes: list[str] = field(default_factory=list)
+    folds: dict[str, str] = field(default_factory=dict)  # pooled run id -> each fold's run and test numbers
 
 
 def ablation_defaults(profile_name: str) -> dict[str, Any]:
@@ -77,6 +78,7 @@ def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
         "reiter_stop": str(cascade.reiter_stop),
         "max_reiterations": int(cascade.max_reiterations),
         "input_size": int(cfg.profile.input_size),
+        "fold": -1 if cfg.fold is None else int(cfg.fold),
         "config_key": experiment_key(cfg),
         "run_id": run_id,
         "run_dir": str(run_dir),
@@ -161,7 +163,7 @@ def load_results(results_root: str | os.PathLike) -> Results:
         )
         runs.append(row)
     run_cols = CONFIG_COLUMNS + ("has_metrics", "has_per_case", "has_reiteration", "examples")
-    return Results(
+    results = Results(
         root=str(root),
         runs=pd.DataFrame(runs, columns=list(run_cols)) if runs else _empty(run_cols),
         metrics=_concat(metrics, CONFIG_COLUMNS + METRIC_COLUMNS, numeric=("value", "n_cases", "n_excluded")),
@@ -169,6 +171,63 @@ def load_results(results_root: str | os.PathLike) -> Results:
         reiterations=_concat(reiter, CONFIG_COLUMNS + REITER_COLUMNS, numeric=REITER_COLUMNS[:1] + REITER_COLUMNS[2:]),
         notes=notes,
     )
+    return pool_folds(results)
+
+
+def pool_folds(results: Results) -> Results:
+    """Cross-validation: the fold runs of one experiment and seed become one pooled run.
+
+    Its per-case rows are every fold's rows (each patient is a test patient in exactly one fold,
+    so the test mean is the mean over all patients and the global score sums all their counts);
+    its metrics are recomputed from those rows by the one reduction (`bench.metrics.results`), its
+    reiteration rows are the mean over folds. Each fold's run and test numbers are kept in
+    ``Results.folds`` for the tables' provenance. Validation rows are pooled the same way (a
+    patient may validate several folds).
+    """
+    from bench.metrics.results import metrics_table, summarize
+
+    runs = results.runs
+    if runs.empty or not (runs["fold"] >= 0).any():
+        return results
+    folded = runs[runs["fold"] >= 0]
+    keep = runs[runs["fold"] < 0]
+    new_runs, metrics, per_case, reiter = [keep], [results.metrics[results.metrics["run_id"].isin(keep["run_id"])]], \
+        [results.per_case[results.per_case["run_id"].isin(keep["run_id"])]], \
+        [results.reiterations[results.reiterations["run_id"].isin(keep["run_id"])]]
+    for (_, _), group in folded.groupby(["config_key", "seed"], sort=True):
+        group = group.sort_values("fold")
+        first = group.iloc[0]
+        pooled_id = f"{first['run_id']} (folds {', '.join(str(int(f)) for f in group['fold'])})"
+        row = first.to_dict()
+        row.update(run_id=pooled_id, fold=-1, tag=str(first["tag"]).rsplit("~fold", 1)[0],
+                   has_reiteration=bool(group["has_reiteration"].all()))
+        pc = results.per_case[results.per_case["run_id"].isin(group["run_id"])]
+        lines = []
+        for _, fold_run in group.iterrows():
+            test = pc[(pc["run_id"] == fold_run["run_id"]) & (pc["split"] == "test")]
+            dice = pd.to_numeric(test["dice"], errors="coerce")
+            lines.append(f"fold {int(fold_run['fold'])}: {fold_run['run_id']}, test {', '.join(test['case'])}: "
+                         f"Dice {dice.mean():.4f}")
+        results.folds[pooled_id] = "; ".join(lines)
+        pc = pc.assign(run_id=pooled_id)
+        per_case.append(pc)
+        if not pc.empty and {"tp", "fp", "fn", "tn"} <= set(pc.columns):
+            table = metrics_table(summarize(pc.drop(columns=[c for c in CONFIG_COLUMNS if c in pc.columns])))
+            table = table[table["class"] == row["task"]]
+            metrics.append(_attach(table.copy(), {**row}))
+        rt = results.reiterations[results.reiterations["run_id"].isin(group["run_id"])]
+        if not rt.empty:
+            mean = rt.groupby(["iteration", "split"], as_index=False)[list(REITER_COLUMNS[2:])].mean()
+            reiter.append(_attach(mean, {**row}))
+        new_runs.append(pd.DataFrame([row]))
+    results.runs = pd.concat(new_runs, ignore_index=True)
+    results.metrics = _concat([m for m in metrics if not m.empty], CONFIG_COLUMNS + METRIC_COLUMNS,
+                              numeric=("value", "n_cases", "n_excluded"))
+    results.per_case = _concat([p for p in per_case if not p.empty], CONFIG_COLUMNS + PER_CASE_REQUIRED,
+                               numeric=("dice",))
+    results.reiterations = _concat([r for r in reiter if not r.empty], CONFIG_COLUMNS + REITER_COLUMNS,
+                                   numeric=REITER_COLUMNS[:1] + REITER_COLUMNS[2:])
+    return results
 
 
 def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:

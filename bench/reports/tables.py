@@ -428,4 +428,8 @@ def build_tables(results: Results, numbers: list[int], options: ReportOptions,
     out = [TABLES.get(str(n))(results, options) for n in numbers]
     if with_paired and any(n in (7, 8) for n in numbers):
         out.append(TABLES.get("paired")(results, options))
+    for table in out:  # cross-validation: each fold's run and test numbers behind a pooled cell
+        folds = {rid: results.folds[rid] for rid in table.provenance.get("runs", []) if rid in results.folds}
+        if folds:
+            table.provenance["folds"] = folds
     return out

@@ -91,6 +91,8 @@ class CascadeConfig:
     dilation_rates: tuple[int, ...] = (1, 2, 4, 8)  # parallel dilated convs in the first layer
     residual: bool = True
     patch_levels: int = 3  # levels 1..k receive image patches (Table 3); 0 = none
+    patch_mode: str = "tile"  # tile (3.4 read literally) | unshuffle (space-to-depth, coherent); see bench/models/patches.py
+    norm: str = "group"  # group | batch (the paper's Keras BatchNorm statistics) | none; see bench/models/cascade_blocks.py
     convbox: bool = True
     aspp: bool = True
     aspp_rates: tuple[int, ...] = (6, 12, 18)

@@ -29,8 +29,10 @@ from torch import Tensor, nn
 from bench.config import CascadeConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import register_model
+from bench.models.cascade_blocks import check_norm
 from bench.models.gradcam import grad_cam
 from bench.models.localization import LocalizationNet
+from bench.models.patches import check_patch_mode
 from bench.models.roi import box_prior, roi_from_heatmap
 from bench.models.tuning import MAX_PATCH_LEVELS, TuningNet, count_tuning_parameters
 
@@ -41,6 +43,8 @@ LESION_PRIORS = ("liver_mask", "liver_box")
 
 def validate_cascade_config(cfg: CascadeConfig) -> None:
     """Reject settings the networks cannot honour, before any training time is spent."""
+    check_patch_mode(cfg.patch_mode)
+    check_norm(cfg.norm)
     if cfg.gradcam_layer not in GRADCAM_LAYERS:
         raise ConfigError(f"unknown cascade.gradcam_layer {cfg.gradcam_layer!r} (known: {', '.join(GRADCAM_LAYERS)})")
     if not 0.0 < cfg.gradcam_threshold < 1.0:
@@ -163,15 +167,16 @@ class LesionCascade(nn.Module):
 
 
 def build_localizer(cfg: RunConfig) -> LocalizationNet:
-    """The localization network of ``cfg``'s profile (cascade.loc_base_channels, model.dropout)."""
+    """The localization network of ``cfg``'s profile (cascade.loc_base_channels, cascade.norm, model.dropout)."""
+    check_norm(cfg.profile.cascade.norm)
     return LocalizationNet(
         in_channels=1, base=cfg.profile.cascade.loc_base_channels, depth=LOCALIZER_DEPTH,
-        dropout=cfg.profile.model.dropout,
+        dropout=cfg.profile.model.dropout, norm=cfg.profile.cascade.norm,
     )
 
 
 def build_tuner(cfg: RunConfig) -> TuningNet:
-    """The tuning network of ``cfg``'s profile (cascade.*, model.dropout)."""
+    """The tuning network of ``cfg``'s profile (cascade.*, including patch_mode and norm; model.dropout)."""
     validate_cascade_config(cfg.profile.cascade)
     return TuningNet(cfg.profile.cascade, in_channels=1, dropout=cfg.profile.model.dropout)
 

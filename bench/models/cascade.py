@@ -23,18 +23,28 @@ would always exceed the threshold somewhere and put a box on slices without the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 
 from bench.config import CascadeConfig, RunConfig
 from bench.errors import ConfigError
-from bench.models import register_model
+from bench.models import get_model_spec, register_model
+from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows, register_card
 from bench.models.cascade_blocks import check_norm
 from bench.models.gradcam import grad_cam
 from bench.models.localization import LocalizationNet
 from bench.models.patches import check_patch_mode
 from bench.models.roi import box_prior, roi_from_heatmap
-from bench.models.tuning import MAX_PATCH_LEVELS, TuningNet, count_tuning_parameters
+from bench.models.tuning import (
+    MAX_PATCH_LEVELS,
+    PAPER_TUNING_NON_TRAINABLE,
+    PAPER_TUNING_PARAMS,
+    PAPER_TUNING_TRAINABLE,
+    TuningNet,
+    count_tuning_parameters,
+)
 
 LOCALIZER_DEPTH = 4
 GRADCAM_LAYERS = ("bottleneck",) + tuple(f"decoder{k}" for k in range(1, LOCALIZER_DEPTH + 1))
@@ -209,6 +219,51 @@ def count_localizer_parameters(cfg: RunConfig) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+NORM_DESCRIPTIONS = {
+    "group": "GroupNorm (no running statistics: 0 non-trainable); cascade.norm=batch reproduces BatchNorm statistics",
+    "batch": f"{BATCHNORM_NOTE}; cascade.norm=batch",
+    "none": "none (cascade.norm=none: convolutions carry a bias instead; 0 non-trainable)",
+}
+
+
+def cascade_card(cfg: RunConfig) -> ModelCard:
+    """Card of "ours": localizer, tuning network and the tuning network's parts (`TUNING_PARTS`).
+
+    The paper's Keras summary (3.4) is set beside the tuning network at the paper profile (it
+    gives no figure for the localizer). A lesion run (``task=lesion``) adds its second tuning
+    network; the liver cascade it reads its ROI from is the liver run's.
+    """
+    cc = cfg.profile.cascade
+    validate_cascade_config(cc)
+    with torch.device("meta"):
+        localizer = build_localizer(cfg)
+        tuners = {"tuning network": build_tuner(cfg)}
+        if cfg.task == "lesion":
+            tuners["lesion tuning network"] = build_tuner(cfg)
+    rows = module_rows({"localizer": localizer}, localizer)
+    paper = cfg.profile.name == "paper"
+    for name, tuner in tuners.items():
+        (row,) = module_rows({name: tuner}, tuner)
+        if paper:
+            row = replace(row, paper_total=PAPER_TUNING_PARAMS, paper_trainable=PAPER_TUNING_TRAINABLE,
+                          paper_non_trainable=PAPER_TUNING_NON_TRAINABLE)
+        rows += [row] + module_rows(tuner.parts(), tuner, level=1)
+    notes = [f"patch mode: cascade.patch_mode={cc.patch_mode} (same parameters in both modes)"]
+    if paper:
+        notes.append(f"paper figures: the tuning network's Keras summary (3.4: {PAPER_TUNING_PARAMS:,} total = "
+                     f"{PAPER_TUNING_TRAINABLE:,} trainable + {PAPER_TUNING_NON_TRAINABLE:,} non-trainable "
+                     "BatchNorm statistics); none is given for the localizer")
+    aspp = next((r for r in rows if r.level == 1 and r.name == "ASPP"), None)
+    if cc.norm == "batch" and aspp is not None:
+        notes.append(f"the ASPP alone holds {aspp.non_trainable:,} BatchNorm statistics "
+                     f"(the paper's non-trainable count: {PAPER_TUNING_NON_TRAINABLE:,})")
+    description = get_model_spec(cfg.model).description
+    return ModelCard(cfg.model, cfg.profile.name, description, NORM_DESCRIPTIONS[cc.norm], tuple(rows), tuple(notes))
+
+
+register_card("ours")(cascade_card)
+
+
 register_model(
     "ours", kind="cascade",
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
@@ -229,4 +284,5 @@ __all__ = [
     "build_cascade",
     "count_cascade_parameters",
     "count_localizer_parameters",
+    "cascade_card",
 ]

@@ -181,6 +181,10 @@ class CascadeConfig(_Checked):
     dilation_rates: tuple[int, ...] = field(default=(1, 2, 4, 8), metadata=_range(1, items=True))
     residual: bool = True
     patch_levels: int = field(default=3, metadata=_range(0, 3))  # levels 1..k receive image patches (Table 3)
+    # tile (3.4 read literally) | unshuffle (space-to-depth, spatially coherent); see bench/models/patches.py
+    patch_mode: Literal["tile", "unshuffle"] = "tile"
+    # group | batch (the paper's Keras BatchNorm statistics) | none; see bench/models/cascade_blocks.py
+    norm: Literal["group", "batch", "none"] = "group"
     convbox: bool = True
     aspp: bool = True
     aspp_rates: tuple[int, ...] = field(default=(6, 12, 18), metadata=_range(1, items=True))

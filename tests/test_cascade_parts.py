@@ -26,12 +26,15 @@ from bench.models.gradcam import grad_cam
 from bench.models.localization import LocalizationNet
 from bench.models.losses import MultiLevelLoss, bce_dice_loss
 from bench.models.patches import (
+    PATCH_MODES,
     area_ratio,
     extract_patches,
     level_patch_sizes,
+    level_patches,
     patch_grid,
     patch_grid_inverse,
     select_patches,
+    space_to_depth,
 )
 from bench.models.roi import box_prior, heat_to_prob, roi_from_heatmap
 from bench.models.tuning import PAPER_TUNING_PARAMS, TuningNet, count_tuning_parameters
@@ -190,6 +193,65 @@ def test_patch_grid_order_shapes_and_inverse() -> None:
     assert level_patch_sizes(512, (1, 2, 3)) == [256, 128, 64]
 
 
+def _numbered(b: int, c: int, h: int, w: int) -> torch.Tensor:
+    """Image whose every value is unique and says where it is: b*1e6 + c*1e4 + row*100 + col."""
+    bi, ci, ri, wi = torch.meshgrid(torch.arange(b), torch.arange(c), torch.arange(h), torch.arange(w), indexing="ij")
+    return (bi * 1_000_000 + ci * 10_000 + ri * 100 + wi).to(torch.float64)
+
+
+def _expected_pixel(mode: str, level: int, k: int, u: int, v: int, h: int, w: int) -> tuple[int, int, int]:
+    """(input channel, row, column) that output channel k at feature position (u, v) must hold."""
+    f = 2**level
+    c, rest = divmod(k, f * f)
+    i, j = divmod(rest, f)
+    if mode == "tile":  # tile (i, j) of the feature map's size, offset (u, v) inside it
+        return c, i * (h // f) + u, j * (w // f) + v
+    return c, u * f + i, v * f + j  # unshuffle: the f x f block under (u, v)
+
+
+def test_level_patches_hand_made_4x4() -> None:
+    x = _numbered(1, 1, 4, 4)  # value = row * 100 + col
+    tile, unshuffle = level_patches(x, 1, "tile"), level_patches(x, 1, "unshuffle")
+    assert tile.shape == unshuffle.shape == (1, 4, 2, 2)
+    # channel 1 = (i, j) = (0, 1); at (u, v) = (1, 0)
+    assert tile[0, 1, 1, 0] == 102  # tile: pixel (0*2 + 1, 1*2 + 0) = (1, 2)
+    assert unshuffle[0, 1, 1, 0] == 201  # unshuffle: pixel (1*2 + 0, 0*2 + 1) = (2, 1)
+    # channel 2 = (1, 0) at (0, 1)
+    assert tile[0, 2, 0, 1] == 201  # tile: pixel (1*2 + 0, 0*2 + 1) = (2, 1)
+    assert unshuffle[0, 2, 0, 1] == 102  # unshuffle: pixel (0*2 + 1, 1*2 + 0) = (1, 2)
+    # the four values stacked at one feature position: far apart (tile) vs one 2x2 block (unshuffle)
+    assert tile[0, :, 0, 0].tolist() == [0, 2, 200, 202]
+    assert unshuffle[0, :, 0, 0].tolist() == [0, 1, 100, 101]
+
+
+@pytest.mark.parametrize("mode", PATCH_MODES)
+@pytest.mark.parametrize("shape", [(16, 16), (16, 24), (24, 8)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_level_patches_every_channel_holds_its_pixel(mode: str, shape: tuple[int, int]) -> None:
+    h, w = shape
+    x = _numbered(2, 2, h, w)
+    for level in (1, 2, 3):
+        out = level_patches(x, level, mode)
+        f = 2**level
+        assert out.shape == (2, 2 * f * f, h // f, w // f)
+        for b in range(2):
+            for k in range(out.shape[1]):
+                for u in range(out.shape[2]):
+                    for v in range(out.shape[3]):
+                        c, r, col = _expected_pixel(mode, level, k, u, v, h, w)
+                        assert out[b, k, u, v] == b * 1_000_000 + c * 10_000 + r * 100 + col, (level, k, u, v)
+    assert torch.equal(level_patches(x, 0, mode), x)  # level 0: the image itself
+
+
+def test_level_patches_rejects_bad_input() -> None:
+    x = torch.zeros(1, 1, 12, 12)
+    with pytest.raises(ConfigError, match="tile, unshuffle"):
+        level_patches(x, 1, "tiles")
+    with pytest.raises(ConfigError, match="divisible"):
+        level_patches(x, 3, "unshuffle")  # 12 is not divisible by 8
+    with pytest.raises(ConfigError, match="divisible"):
+        space_to_depth(x, 5)
+
+
 def test_extract_and_select_patches() -> None:
     labels = torch.zeros(2, 8, 8, dtype=torch.uint8)
     labels[0, 0:4, 0:4] = 1  # patch (0,0,0): ratio 1.0 -> kept
@@ -277,6 +339,101 @@ def test_convbox_uses_the_prior_only_when_on() -> None:
         on(x, None)
     with pytest.raises(ConfigError, match="box prior"):
         on(x, full[:, 0])  # (B, H, W) is not (B, 1, H, W)
+
+
+@pytest.mark.parametrize("mode", PATCH_MODES)
+@pytest.mark.parametrize("size", [(32, 48), (20, 28), (24, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_tuning_net_patch_modes_forward_backward(mode: str, size: tuple[int, int]) -> None:
+    """Both patch modes train, on sides divisible by 16 or not (padded), square or not; and the
+    tensor each level's patch conv receives is exactly the mode's arrangement of the (padded) image."""
+    h, w = size
+    torch.manual_seed(0)
+    net = TuningNet(replace(TINY, patch_mode=mode), dropout=0.2)
+    seen: dict[int, torch.Tensor] = {}
+    for level in (1, 2, 3):
+        net.patch_proj[str(level)].register_forward_pre_hook(
+            lambda _m, args, level=level: seen.__setitem__(level, args[0].detach().clone()))
+    x = torch.randn(2, 1, h, w, dtype=torch.float32)
+    prior = torch.zeros(2, 1, h, w)
+    prior[:, :, 4:16, 4:16] = 1.0
+    outs = net(x, prior)
+    assert outs[-1].shape == (2, 1, h, w)
+    MultiLevelLoss()(outs, (torch.rand(2, 1, h, w) > 0.7).float()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    padded = torch.nn.functional.pad(x, (0, -w % 16, 0, -h % 16), mode="replicate")
+    ph, pw = padded.shape[-2:]
+    for level, got in seen.items():
+        f = 2**level
+        assert got.shape == (2, f * f, ph // f, pw // f)
+        for k in range(0, f * f, max(1, f * f // 8)):
+            for u, v in ((0, 0), (ph // f - 1, pw // f - 1), (1 % (ph // f), 0)):
+                _, r, col = _expected_pixel(mode, level, k, u, v, ph, pw)
+                assert got[1, k, u, v] == padded[1, 0, r, col], (level, k, u, v)
+
+
+def test_patch_modes_same_parameters_different_function() -> None:
+    paper = get_profile("paper").cascade
+    assert count_tuning_parameters(paper) == count_tuning_parameters(replace(paper, patch_mode="unshuffle"))
+    torch.manual_seed(0)
+    tile = TuningNet(TINY).eval()
+    unshuffle = TuningNet(replace(TINY, patch_mode="unshuffle")).eval()
+    unshuffle.load_state_dict(tile.state_dict())  # same parameter names and shapes
+    x, prior = torch.randn(1, 1, 32, 32), torch.ones(1, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(tile.predict(x, prior), unshuffle.predict(x, prior))
+        off = replace(TINY, patch_levels=0)
+        a, b = TuningNet(off).eval(), TuningNet(replace(off, patch_mode="unshuffle")).eval()
+        b.load_state_dict(a.state_dict())
+        assert torch.equal(a.predict(x, prior), b.predict(x, prior))  # no patches: the mode is moot
+
+
+@pytest.mark.parametrize("norm, layer", [("group", torch.nn.GroupNorm), ("batch", torch.nn.BatchNorm2d),
+                                         ("none", None)])
+def test_cascade_norm_reaches_both_networks(norm: str, layer: type | None) -> None:
+    cfg = _run_cfg(norm=norm)
+    for net in (build_localizer(cfg), build_tuner(cfg)):
+        norm_types = (torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
+        norms = {type(m) for m in net.modules() if isinstance(m, norm_types)}
+        if layer is None:
+            assert not norms
+        else:
+            assert norms and all(issubclass(k, layer) for k in norms)
+        assert all(m.bias is not None for m in net.modules() if isinstance(m, torch.nn.Conv2d)) == (norm == "none")
+
+
+def test_batch_norm_tuner_trains_at_batch_one_on_a_16px_patch() -> None:
+    """cascade.norm=batch: a 16x16 patch has a 1x1 bottleneck; at batch 1 plain BatchNorm raises."""
+    torch.manual_seed(0)
+    net = TuningNet(replace(TINY, norm="batch")).train()
+    outs = net(torch.randn(1, 1, 16, 16), torch.ones(1, 1, 16, 16))
+    MultiLevelLoss()(outs, torch.ones(1, 1, 16, 16)).backward()
+    assert all(p.grad is not None for p in net.parameters())
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        torch.nn.BatchNorm2d(4).train()(torch.randn(1, 4, 1, 1))
+
+
+def test_single_value_safe_batchnorm() -> None:
+    from bench.models.cascade_blocks import SingleValueSafeBatchNorm2d
+
+    bn = SingleValueSafeBatchNorm2d(3).train()
+    bn.running_mean.fill_(1.0)
+    bn.running_var.fill_(4.0)
+    x = torch.full((1, 3, 1, 1), 5.0)
+    assert torch.allclose(bn(x), torch.full_like(x, 2.0), atol=1e-3)  # (5 - 1) / sqrt(4)
+    assert bn.running_mean.tolist() == [1.0] * 3  # a single value does not update the statistics
+    bn(torch.randn(2, 3, 4, 4) + 10)
+    assert bn.running_mean.min() > 1.5  # ordinary batches do
+
+
+def test_cascade_config_rejects_unknown_patch_mode_and_norm() -> None:
+    with pytest.raises(ConfigError, match=r"patch_mode='tiles' is not one of tile, unshuffle; did you mean tile\?"):
+        CascadeConfig(patch_mode="tiles")
+    with pytest.raises(ConfigError, match=r"norm='bn' is not one of group, batch, none"):
+        CascadeConfig(norm="bn")
+    with pytest.raises(ConfigError, match="patch_mode"):
+        TuningNet(replace(TINY, patch_mode="shuffle"))
+    with pytest.raises(ConfigError, match="norm"):
+        build_localizer(_run_cfg(norm="layer"))
 
 
 def test_tuning_net_rejects_bad_settings() -> None:

@@ -1,8 +1,14 @@
-"""``bench ls datasets|models|profiles|ablations|tables``: what is registered."""
+"""``bench ls datasets|models|profiles|ablations|tables``: what is registered.
+
+``bench ls models --detail [--profile NAME] [--set KEY=VALUE]`` prints one model card per model
+(`bench.models.cards`: parameters by component, trainable vs non-trainable, the paper's figure
+beside ours, the normalisation used).
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -22,7 +28,11 @@ KINDS = {
 @app.command("ls")
 def ls(
     kind: str = typer.Argument("models", help="datasets | models | profiles | ablations | tables"),
-    detail: bool = typer.Option(False, "--detail", help="models: parameter counts at the paper profile"),
+    detail: bool = typer.Option(False, "--detail", help="models: a model card each (parameters by component)"),
+    profile: str = typer.Option("paper", "--profile", help="models --detail: the profile the cards count at"),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", help="models --detail: override a config field, e.g. --set cascade.norm=batch"
+    ),
 ) -> None:
     """List what is registered."""
     from bench.errors import ConfigError
@@ -31,16 +41,15 @@ def ls(
         raise ConfigError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     module, attr = KINDS[kind]
     registry = getattr(importlib.import_module(module), attr)
+    if detail and kind == "models":
+        from bench.models.cards import format_card, model_card
+
+        cards = [format_card(model_card(name, profile, set_)) for name in registry.names()]
+        typer.echo("\n\n".join(cards))
+        return
     table = Table(title=kind)
     table.add_column("name")
     table.add_column("description")
-    if detail and kind == "models":
-        table.add_column("parameters (paper profile)", justify="right")
     for name in registry.names():
-        row = [name, registry.help(name)]
-        if detail and kind == "models":
-            from bench.models import count_parameters
-
-            row.append(f"{count_parameters(name, 'paper'):,}")
-        table.add_row(*row)
+        table.add_row(name, registry.help(name))
     Console().print(table)

@@ -23,9 +23,10 @@ Choices the paper leaves open (also listed in README "Reproduction notes"):
   mostly padding; that is the architecture, not a bug, and it still trains.
 * The ASPP image-pooling branch normalises a 1x1 map; with batch 1 in train mode BatchNorm has
   one value per channel and PyTorch refuses. That branch's BatchNorm falls back to its running
-  statistics for such a batch (`_PooledBatchNorm2d`), so a last batch of one slice cannot crash
-  training. The ResNet encoders themselves still need batch >= 2 in train mode when the input
-  is 32x32 (their last stage is 1x1 there); eval mode works with any batch.
+  statistics for such a batch (`bench.models.cascade_blocks.SingleValueSafeBatchNorm2d`), so a
+  last batch of one slice cannot crash training. The ResNet encoders themselves still need
+  batch >= 2 in train mode when the input is 32x32 (their last stage is 1x1 there); eval mode
+  works with any batch.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPPPooling
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import nn
@@ -45,6 +45,7 @@ from torch import nn
 from bench.config import ModelConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import register_model
+from bench.models.cascade_blocks import SingleValueSafeBatchNorm2d
 
 UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 DEEPLAB_DECODER_CHANNELS = 256
@@ -196,20 +197,6 @@ def build_unet(cfg: RunConfig) -> nn.Module:
 # ---------------------------------------------------------------- DeepLabV3
 
 
-class _PooledBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm of the ASPP image-pooling branch, whose input is a 1x1 map.
-
-    With one value per channel (batch 1, train mode) batch statistics do not exist; that batch
-    is normalised with the running statistics (as in eval mode) and leaves them unchanged.
-    Every other batch is plain BatchNorm.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
-
-
 def _patch_aspp(model: nn.Module, dropout: float) -> None:
     """Set the ASPP projection dropout and make the pooling branch's BatchNorm batch-1 safe."""
     dropouts = [mod for mod in model.decoder.modules() if isinstance(mod, nn.Dropout)]
@@ -220,7 +207,7 @@ def _patch_aspp(model: nn.Module, dropout: float) -> None:
     pool = pools[0]
     for idx, child in enumerate(pool):
         if isinstance(child, nn.BatchNorm2d):
-            safe = _PooledBatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+            safe = SingleValueSafeBatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
             safe.load_state_dict(child.state_dict())
             pool[idx] = safe
 

@@ -30,11 +30,20 @@ from torch import Tensor, nn
 
 from bench.config import GRADCAM_LAYERS, LESION_PRIORS, CascadeConfig, RunConfig
 from bench.errors import ConfigError
-from bench.models import register_model
+from bench.models import get_model_spec, register_model
+from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows, register_card
+from bench.models.cascade_blocks import check_norm
 from bench.models.gradcam import grad_cam
 from bench.models.localization import LocalizationNet
 from bench.models.roi import box_prior, roi_from_heatmap
-from bench.models.tuning import MAX_PATCH_LEVELS, TuningNet, count_tuning_parameters
+from bench.models.tuning import (
+    MAX_PATCH_LEVELS,
+    PAPER_TUNING_NON_TRAINABLE,
+    PAPER_TUNING_PARAMS,
+    PAPER_TUNING_TRAINABLE,
+    TuningNet,
+    count_tuning_parameters,
+)
 
 LOCALIZER_DEPTH = 4
 
@@ -146,15 +155,16 @@ class LesionCascade(nn.Module):
 
 
 def build_localizer(cfg: RunConfig) -> LocalizationNet:
-    """The localization network of ``cfg``'s profile (cascade.loc_base_channels, model.dropout)."""
+    """The localization network of ``cfg``'s profile (cascade.loc_base_channels, cascade.norm, model.dropout)."""
+    check_norm(cfg.profile.cascade.norm)
     return LocalizationNet(
         in_channels=1, base=cfg.profile.cascade.loc_base_channels, depth=LOCALIZER_DEPTH,
-        dropout=cfg.profile.model.dropout,
+        dropout=cfg.profile.model.dropout, norm=cfg.profile.cascade.norm,
     )
 
 
 def build_tuner(cfg: RunConfig) -> TuningNet:
-    """The tuning network of ``cfg``'s profile (cascade.*, model.dropout)."""
+    """The tuning network of ``cfg``'s profile (cascade.*, including patch_mode and norm; model.dropout)."""
     validate_cascade_config(cfg.profile.cascade)
     return TuningNet(cfg.profile.cascade, in_channels=1, dropout=cfg.profile.model.dropout)
 
@@ -192,6 +202,51 @@ def liver_cascade_of(cfg: RunConfig) -> list[RunConfig]:
     return [replace(cfg, task="liver")] if cfg.task == "lesion" else []
 
 
+NORM_DESCRIPTIONS = {
+    "group": "GroupNorm (no running statistics: 0 non-trainable); cascade.norm=batch reproduces BatchNorm statistics",
+    "batch": f"{BATCHNORM_NOTE}; cascade.norm=batch",
+    "none": "none (cascade.norm=none: convolutions carry a bias instead; 0 non-trainable)",
+}
+
+
+def cascade_card(cfg: RunConfig) -> ModelCard:
+    """Card of "ours": localizer, tuning network and the tuning network's parts (`TUNING_PARTS`).
+
+    The paper's Keras summary (3.4) is set beside the tuning network at the paper profile (it
+    gives no figure for the localizer). A lesion run (``task=lesion``) adds its second tuning
+    network; the liver cascade it reads its ROI from is the liver run's.
+    """
+    cc = cfg.profile.cascade
+    validate_cascade_config(cc)
+    with torch.device("meta"):
+        localizer = build_localizer(cfg)
+        tuners = {"tuning network": build_tuner(cfg)}
+        if cfg.task == "lesion":
+            tuners["lesion tuning network"] = build_tuner(cfg)
+    rows = module_rows({"localizer": localizer}, localizer)
+    paper = cfg.profile.name == "paper"
+    for name, tuner in tuners.items():
+        (row,) = module_rows({name: tuner}, tuner)
+        if paper:
+            row = replace(row, paper_total=PAPER_TUNING_PARAMS, paper_trainable=PAPER_TUNING_TRAINABLE,
+                          paper_non_trainable=PAPER_TUNING_NON_TRAINABLE)
+        rows += [row] + module_rows(tuner.parts(), tuner, level=1)
+    notes = [f"patch mode: cascade.patch_mode={cc.patch_mode} (same parameters in both modes)"]
+    if paper:
+        notes.append(f"paper figures: the tuning network's Keras summary (3.4: {PAPER_TUNING_PARAMS:,} total = "
+                     f"{PAPER_TUNING_TRAINABLE:,} trainable + {PAPER_TUNING_NON_TRAINABLE:,} non-trainable "
+                     "BatchNorm statistics); none is given for the localizer")
+    aspp = next((r for r in rows if r.level == 1 and r.name == "ASPP"), None)
+    if cc.norm == "batch" and aspp is not None:
+        notes.append(f"the ASPP alone holds {aspp.non_trainable:,} BatchNorm statistics "
+                     f"(the paper's non-trainable count: {PAPER_TUNING_NON_TRAINABLE:,})")
+    description = get_model_spec(cfg.model).description
+    return ModelCard(cfg.model, cfg.profile.name, description, NORM_DESCRIPTIONS[cc.norm], tuple(rows), tuple(notes))
+
+
+register_card("ours")(cascade_card)
+
+
 register_model(
     "ours", recipe="cascade",
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
@@ -215,4 +270,5 @@ __all__ = [
     "build_cascade",
     "count_cascade_parameters",
     "count_localizer_parameters",
+    "cascade_card",
 ]

@@ -1,22 +1,30 @@
 """Building blocks shared by the localization and tuning networks (paper 3.3-3.7).
 
-Normalisation
--------------
+Normalisation (``cascade.norm``: group | batch | none, both networks)
+--------------------------------------------------------------------
 The paper's Keras summary (3,072 non-trainable parameters = running mean and variance of
-1,536 BatchNorm channels) fits BatchNorm only in a DeepLabV3 ASPP of width 256 (six branches
-x 256 channels); its convolution blocks appear to have no normalisation at all. We normalise
-every convolution with **GroupNorm** by default instead: the paper trains with batch 4, and
-Algorithm 1 trains on patches down to 16x16, where the bottleneck is 1x1 and BatchNorm's
-batch statistics are unreliable (and undefined for a batch of one). GroupNorm behaves the same
-in training and evaluation, so the self-labels Algorithm 1 predicts and the Grad-CAMs do not
-depend on the mode. ``norm="batch"`` and ``norm="none"`` (the paper's apparent choice for the
-conv blocks) are available for comparison.
+1,536 BatchNorm channels) fits BatchNorm in a DeepLabV3 ASPP of width 256 only (six BatchNorms
+x 256 channels; other layouts could sum to 1,536 channels too, but not BatchNorm after every
+convolution); its convolution blocks appear to have no normalisation at all. Measured with
+``cascade.norm=batch`` at the paper profile (`bench ls models --detail --set cascade.norm=batch`):
+our ASPP alone holds exactly those 3,072 statistics; BatchNorm after every convolution gives
+18,672 in the tuning network (and 5,888 in the localizer). We normalise every convolution with
+**GroupNorm** by default instead: the paper trains with batch 4, and Algorithm 1 trains on
+patches down to 16x16, where the bottleneck is 1x1 and BatchNorm's batch statistics are
+unreliable (and undefined for a batch of one). GroupNorm behaves the same in training and
+evaluation, so the self-labels Algorithm 1 predicts and the Grad-CAMs do not depend on the
+mode. ``norm="batch"`` (the paper's layer type; `SingleValueSafeBatchNorm2d`, so a batch of one
+1x1 map does not crash) and ``norm="none"`` (the paper's apparent choice for the conv blocks;
+convolutions then carry a bias) are there for comparison. GroupNorm and BatchNorm have the same
+two affine parameters per channel, so the trainable counts differ only by the ASPP's pooling
+branch, which is DeepLabV3's conv-BN under BatchNorm (+256 at the paper profile).
 """
 
 from __future__ import annotations
 
 import math
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
@@ -24,19 +32,40 @@ from bench.errors import ConfigError
 NORMS = ("group", "batch", "none")
 
 
+def check_norm(norm: str) -> None:
+    """One-line `ConfigError` for a ``cascade.norm`` outside `NORMS`."""
+    if norm not in NORMS:
+        raise ConfigError(f"unknown cascade.norm {norm!r} (known: {', '.join(NORMS)})")
+
+
 def group_count(channels: int) -> int:
     """GroupNorm groups: up to 32, at least 4 channels per group (1 group for tiny widths)."""
     return math.gcd(channels, max(1, min(32, channels // 4)))
 
 
+class SingleValueSafeBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d that survives a training batch with one value per channel.
+
+    A (1, C, 1, 1) batch -- the ASPP image-pooling branch at batch 1, or a 1x1 bottleneck of a
+    16x16 patch at batch 1 -- has no batch statistics; plain BatchNorm raises there. That batch is
+    normalised with the running statistics (as in eval mode) and leaves them unchanged; every
+    other batch is plain BatchNorm (same parameters, buffers and state-dict keys).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 def norm_layer(channels: int, norm: str = "group") -> nn.Module:
+    """``cascade.norm``: GroupNorm, BatchNorm (batch-1-safe) or nothing after a convolution."""
+    check_norm(norm)
     if norm == "group":
         return nn.GroupNorm(group_count(channels), channels)
     if norm == "batch":
-        return nn.BatchNorm2d(channels)
-    if norm == "none":
-        return nn.Identity()
-    raise ConfigError(f"unknown normalisation {norm!r} (known: {', '.join(NORMS)})")
+        return SingleValueSafeBatchNorm2d(channels)
+    return nn.Identity()
 
 
 class ConvNormAct(nn.Sequential):
@@ -98,8 +127,24 @@ def param_count(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
+def running_stat_count(module: nn.Module) -> int:
+    """BatchNorm running statistics counted as Keras counts them: mean + variance, 2 per channel.
+
+    In PyTorch they are buffers, not parameters (``module.parameters()`` never sees them), and
+    each BatchNorm also holds a ``num_batches_tracked`` counter, which Keras has no counterpart
+    for and which is not counted here. GroupNorm and Identity contribute 0.
+    """
+    return sum(
+        m.running_mean.numel() + m.running_var.numel()
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.running_mean is not None
+    )
+
+
 __all__ = [
     "NORMS",
+    "check_norm",
+    "SingleValueSafeBatchNorm2d",
     "group_count",
     "norm_layer",
     "ConvNormAct",
@@ -108,4 +153,5 @@ __all__ = [
     "conv_block",
     "check_divisible",
     "param_count",
+    "running_stat_count",
 ]

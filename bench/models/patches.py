@@ -2,11 +2,26 @@
 
 Two different uses of "patches" in the paper:
 
-* **Inside the tuning network** (`patch_grid`): "the original image is divided into patches
-  according to the size of the feature map in each encoder layer"; the patches are stacked as
-  channels, so at encoder level l (feature map H/2^l) a (B, C, H, W) image becomes
-  (B, C * 4^l, H/2^l, W/2^l). Channel order: input channel first, then patch row, then patch
-  column (row-major), i.e. channel ``c * nh * nw + i * nw + j`` holds patch (i, j) of channel c.
+* **Inside the tuning network** (`level_patches`): "the original image is divided into patches
+  according to the size of the feature map in each encoder layer", and the patches are stacked
+  as channels, so at encoder level l (feature map H/2^l x W/2^l) a (B, C, H, W) image becomes
+  (B, C * 4^l, H/2^l, W/2^l). The sentence admits two readings, both offered as
+  ``cascade.patch_mode`` (`PATCH_MODES`) with the same channel count, hence the same number of
+  parameters:
+
+  - ``tile`` (`patch_grid`, the literal reading and today's default): the image is cut into
+    4^l tiles the size of the feature map; channel ``c * 4^l + i * 2^l + j`` at feature position
+    (u, v) holds image pixel ``(i * H/2^l + u, j * W/2^l + v)`` -- tile (i, j), offset (u, v).
+    The 4^l values stacked at one feature position come from far-apart places of the image
+    (up to H - H/2^l pixels away), so the 1x1 conv that follows mixes anatomy that has nothing
+    to do with the feature it is concatenated to.
+  - ``unshuffle`` (`space_to_depth`, ``torch.nn.functional.pixel_unshuffle``): the image is cut
+    into 2^l x 2^l blocks, one per feature position; channel ``c * 4^l + i * 2^l + j`` at (u, v)
+    holds pixel ``(u * 2^l + i, v * 2^l + j)``. Every value stacked at (u, v) lies inside the
+    receptive field of the feature at (u, v): the spatially coherent reading, the only one that
+    can carry the "fine edge detail" the paper attributes to the patches.
+
+  Which is the default is decided from the patch-mode ablation; until then it stays ``tile``.
 * **Algorithm 1** (`extract_patches`, `area_ratio`, `select_patches`): every slice (with its label
   and box prior) is cut into non-overlapping size x size patches, which become extra training
   samples; a patch is kept only if its annotated area ratio ``mu = A / C`` (Eq. 7: foreground
@@ -20,9 +35,18 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bench.errors import ConfigError, DataError
+
+PATCH_MODES = ("tile", "unshuffle")
+
+
+def check_patch_mode(mode: str) -> None:
+    """One-line `ConfigError` for a ``cascade.patch_mode`` outside `PATCH_MODES`."""
+    if mode not in PATCH_MODES:
+        raise ConfigError(f"unknown cascade.patch_mode {mode!r} (known: {', '.join(PATCH_MODES)})")
 
 
 def patch_grid(x: Tensor, patch: int | tuple[int, int]) -> Tensor:
@@ -47,6 +71,34 @@ def patch_grid_inverse(x: Tensor, channels: int, height: int, width: int) -> Ten
     nh, nw = height // ph, width // pw
     x = x.reshape(b, channels, nh, nw, ph, pw).permute(0, 1, 2, 4, 3, 5)
     return x.reshape(b, channels, height, width)
+
+
+def space_to_depth(x: Tensor, factor: int) -> Tensor:
+    """(B, C, H, W) -> (B, C * factor^2, H/factor, W/factor), channel ``c*f*f + i*f + j`` at (u, v)
+    holding pixel ``(u*f + i, v*f + j)`` of channel c (``pixel_unshuffle``: spatially coherent)."""
+    if x.ndim != 4:
+        raise ConfigError(f"space_to_depth: expected (B, C, H, W), got {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if factor < 1 or h % factor or w % factor:
+        raise ConfigError(f"space_to_depth: {h}x{w} is not divisible into {factor}x{factor} blocks")
+    return F.pixel_unshuffle(x, factor)
+
+
+def level_patches(image: Tensor, level: int, mode: str = "tile") -> Tensor:
+    """The tuner's patch input at encoder level ``level``: (B, C, H, W) -> (B, C * 4^l, H/2^l, W/2^l).
+
+    ``mode`` is ``cascade.patch_mode`` (module docstring): ``tile`` stacks the 4^l tiles of the
+    feature map's size (`patch_grid`), ``unshuffle`` the 2^l x 2^l block under each feature
+    position (`space_to_depth`). H and W must be divisible by 2^l (the tuner pads to 16).
+    """
+    check_patch_mode(mode)
+    factor = 2**level
+    h, w = image.shape[-2:]
+    if level < 0 or h % factor or w % factor:
+        raise ConfigError(f"level_patches: {h}x{w} is not divisible by 2**{level}")
+    if mode == "unshuffle":
+        return space_to_depth(image, factor)
+    return patch_grid(image, (h // factor, w // factor))
 
 
 def level_patch_sizes(input_size: int, levels: tuple[int, ...] | list[int]) -> list[int]:
@@ -148,6 +200,10 @@ def select_patches(label_patches: Tensor, mu: float = 0.3) -> Tensor:
 
 
 __all__ = [
+    "PATCH_MODES",
+    "check_patch_mode",
+    "space_to_depth",
+    "level_patches",
     "patch_grid",
     "patch_grid_inverse",
     "level_patch_sizes",

@@ -11,20 +11,27 @@ Layout for a 512x512 slice (``base_channels`` b = 64; widths b, 2b, 4b, 8b, 16b)
 
 * **Blocks**: residual (Fig. 11) in the encoder and bottleneck when ``cfg.residual``, plain
   double convs otherwise; the decoder always uses double convs (the paper puts its residual
-  blocks in the contracting path). Dropout ``dropout`` inside every block.
+  blocks in the contracting path). Dropout ``dropout`` inside every block. Every conv is
+  followed by ``cfg.norm`` (GroupNorm by default; `bench.models.cascade_blocks` says why).
 * **Multi-level patches** (3.4, Table 3): at encoder level l <= ``cfg.patch_levels`` the original
-  image is cut into non-overlapping patches of that level's feature-map size, stacked as
-  channels (`bench.models.patches.patch_grid`: 4, 16, 64 channels at levels 1, 2, 3), mapped by a
+  (padded) image is rearranged into 4**l channels at the level's feature-map size
+  (`bench.models.patches.level_patches`: 4, 16, 64 channels at levels 1, 2, 3), mapped by a
   1x1 conv(-norm-ReLU) to the width of the pooled features ("the same features dimension as the
   output of previous layer") and concatenated with them; the level's block takes the doubled width.
+  ``cfg.patch_mode`` chooses the arrangement: ``tile`` (the literal reading: tiles of the feature
+  map's size stacked, spatially incoherent with the features) or ``unshuffle`` (space-to-depth:
+  the 2**l x 2**l block under each feature position); see `bench.models.patches`. Both have the
+  same parameters, so checkpoints and counts do not depend on the mode.
 * **ConvBox** (Fig. 12, after BB-UNet): per skip level, the box prior is max-pooled to the level's
   resolution and passed through three 3x3 convs (1 -> h -> h -> width, h = max(4, width/16)) and a
   sigmoid;
   the resulting location map **multiplies** the skip features ("the intersection between the
   unpooled map ... and the location feature map"). Off: skips unchanged, the prior unused.
 * **ASPP** (3.5, DeepLabV3): 1x1 branch, one 3x3 branch per rate, image-pooling branch, 1x1
-  projection, dropout. The pooling branch has no normalisation (a 1x1 map cannot be normalised
-  over space, and BatchNorm over a batch of one is undefined).
+  projection, dropout. With ``norm=batch`` the pooling branch is DeepLabV3's conv-BN-ReLU (its
+  BatchNorm uses the running statistics for a batch of one, where batch statistics do not
+  exist); with GroupNorm or none it is conv(+bias)-ReLU, unnormalised (a 1x1 map gives
+  GroupNorm a handful of values per group).
 * **Deep supervision** (3.6): a 1x1 conv side output at every decoder level. ``forward`` returns
   the side logits **deepest first, full resolution last** (4 tensors at H/8, H/4, H/2, H), or
   only the full-resolution one when ``cfg.deep_supervision`` is off. The prediction
@@ -34,18 +41,28 @@ Layout for a 512x512 slice (``base_channels`` b = 64; widths b, 2b, 4b, 8b, 16b)
   prior: zeros) and every output is cropped back (side output at scale s: ceil(H/s)), so
   Algorithm 1 may train on patches as small as 8x8; level l always sees 4**l image patches.
 
-Parameter count at the paper profile (512, b = 64, everything on): **39,756,832** trainable,
-+4.5 % against the paper's 38,059,141 (its summary, 3.4; the paper publishes no layer table, so
-an exact match is not possible). Breakdown: dilated stem 19,328; encoder blocks 6,270,720;
-patch 1x1 convs 19,584; bottleneck block 14,686,208; ASPP (width 256) 7,932,672; ConvBoxes
-209,820; up-convs 1,213,376; decoder blocks 9,404,160; side heads 964. The widths are the
-classic U-Net's (64 ... 1024) and DeepLabV3's ASPP width (256) -- the paper's 3,072 Keras
-non-trainable parameters are exactly the BatchNorm statistics of such an ASPP (6 x 256
-channels). Most of the excess is the patch concatenation (levels 1-3 take twice the width:
+Parameter count at the paper profile (512, b = 64, everything on; `bench ls models --detail`,
+which counts BatchNorm running statistics as non-trainable the way Keras does, 2 per channel)::
+
+  cascade.norm      trainable    non-trainable  total
+  group (default)   39,756,832   0              39,756,832
+  batch             39,757,088   18,672         39,775,760
+  none              39,747,752   0              39,747,752
+  paper (3.4)       38,056,069   3,072          38,059,141
+
++4.5 % against the paper's total (the paper publishes no layer table, so an exact match is not
+possible). Breakdown (group): dilated stem 19,328; encoder blocks 6,270,720; patch 1x1 convs
+19,584; bottleneck block 14,686,208; ASPP (width 256) 7,932,672; ConvBoxes 209,820; up-convs
+1,213,376; decoder blocks 9,404,160; side heads 964. The widths are the classic U-Net's
+(64 ... 1024) and DeepLabV3's ASPP width (256). With ``norm=batch`` the ASPP alone holds
+exactly 3,072 running statistics (six BatchNorms x 256 channels x 2), the paper's whole
+non-trainable count, while BatchNorm everywhere gives 18,672: the paper's count is consistent
+with BatchNorm in its ASPP only (other layouts could also sum to 1,536 channels). Most of the
+excess in trainable parameters is the patch concatenation (levels 1-3 take twice the width:
 +1.39 M; with ``patch_levels=0`` the count is 38,362,784, +0.8 %) and the residual shortcuts'
 1x1 projections (+0.53 M). GroupNorm has the same two affine parameters per channel as
-BatchNorm but no running statistics, so our "non-trainable" count is 0 where Keras reports
-3,072. ConvBox's hidden width is ``max(4, width // 16)`` (the paper gives none).
+BatchNorm but no running statistics, hence 0 non-trainable. ConvBox's hidden width is
+``max(4, width // 16)`` (the paper gives none).
 """
 
 from __future__ import annotations
@@ -58,13 +75,26 @@ from torch import Tensor, nn
 
 from bench.config import CascadeConfig
 from bench.errors import ConfigError
-from bench.models.cascade_blocks import ConvNormAct, DoubleConv, conv_block, param_count
-from bench.models.patches import patch_grid
+from bench.models.cascade_blocks import ConvNormAct, DoubleConv, check_norm, conv_block, param_count
+from bench.models.patches import check_patch_mode, level_patches
 
 DEPTH = 4  # encoder levels 0..3 + bottleneck: 512 -> 256 -> 128 -> 64 -> 32
 MAX_PATCH_LEVELS = DEPTH - 1
 PAPER_TUNING_PARAMS = 38_059_141  # paper 3.4, total (trainable 38,056,069 + 3,072 BN statistics)
 PAPER_TUNING_TRAINABLE = 38_056_069
+PAPER_TUNING_NON_TRAINABLE = PAPER_TUNING_PARAMS - PAPER_TUNING_TRAINABLE  # 3,072
+# The tuning network's parts, as its model card lists them: (label, attribute of TuningNet)
+TUNING_PARTS = (
+    ("dilated stem", "stem"),
+    ("encoder blocks", "encoders"),
+    ("patch convs", "patch_proj"),
+    ("bottleneck", "bottleneck"),
+    ("ASPP", "aspp"),
+    ("ConvBoxes", "convbox"),
+    ("up-convs", "ups"),
+    ("decoder blocks", "decoders"),
+    ("side heads", "heads"),
+)
 
 
 class DilatedStem(nn.Module):
@@ -91,7 +121,10 @@ class ASPP(nn.Module):
         self.branches = nn.ModuleList(
             [ConvNormAct(in_ch, out_ch, 1, norm=norm)] + [ConvNormAct(in_ch, out_ch, 3, dilation=r, norm=norm) for r in rates]
         )
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, 1), nn.ReLU(inplace=True))
+        if norm == "batch":  # DeepLabV3's pooling branch: conv-BN-ReLU (batch-1 safe, see norm_layer)
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvNormAct(in_ch, out_ch, 1, norm=norm))
+        else:  # group/none: no norm on the pooled 1x1 map (GroupNorm would see a handful of values per group)
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, 1), nn.ReLU(inplace=True))
         self.project = nn.Sequential(
             ConvNormAct((len(rates) + 2) * out_ch, out_ch, 1, norm=norm),
             nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
@@ -122,8 +155,11 @@ class ConvBox(nn.Module):
 class TuningNet(nn.Module):
     """The cascade's second network; see the module docstring for the layout and choices."""
 
-    def __init__(self, cfg: CascadeConfig, in_channels: int = 1, dropout: float = 0.2, norm: str = "group") -> None:
+    def __init__(self, cfg: CascadeConfig, in_channels: int = 1, dropout: float = 0.2) -> None:
         super().__init__()
+        check_patch_mode(cfg.patch_mode)
+        check_norm(cfg.norm)
+        norm = cfg.norm
         if not 0 <= cfg.patch_levels <= MAX_PATCH_LEVELS:
             raise ConfigError(f"cascade.patch_levels must lie in 0..{MAX_PATCH_LEVELS}, got {cfg.patch_levels}")
         if cfg.base_channels < 1:
@@ -134,6 +170,7 @@ class TuningNet(nn.Module):
         self.in_channels = in_channels
         self.widths = widths
         self.patch_levels = cfg.patch_levels
+        self.patch_mode = cfg.patch_mode
         self.use_convbox = cfg.convbox
         self.deep_supervision = cfg.deep_supervision
 
@@ -206,7 +243,7 @@ class TuningNet(nn.Module):
         for level in range(1, DEPTH):
             x = self.pool(x)
             if level <= self.patch_levels:
-                patches = patch_grid(image, (x.shape[-2], x.shape[-1]))
+                patches = level_patches(image, level, self.patch_mode)
                 x = torch.cat([x, self.patch_proj[str(level)](patches)], dim=1)
             x = self.encoders[level](x)
             skips.append(x)
@@ -228,6 +265,10 @@ class TuningNet(nn.Module):
         """Full-resolution logits ``(B, 1, H, W)``: the top output."""
         return self.forward(image, prior)[-1]
 
+    def parts(self) -> dict[str, nn.Module]:
+        """The network's parts by `TUNING_PARTS` label (every parameter lies in exactly one)."""
+        return {label: getattr(self, attr) for label, attr in TUNING_PARTS}
+
 
 def _crop(side: Tensor, h: int, w: int, padded_h: int) -> Tensor:
     """Crop a side output of a padded input back to the unpadded extent at its own scale."""
@@ -247,6 +288,8 @@ __all__ = [
     "MAX_PATCH_LEVELS",
     "PAPER_TUNING_PARAMS",
     "PAPER_TUNING_TRAINABLE",
+    "PAPER_TUNING_NON_TRAINABLE",
+    "TUNING_PARTS",
     "DilatedStem",
     "ASPP",
     "ConvBox",

@@ -149,6 +149,11 @@ class TrainConfig(_Checked):
     foreground_fraction: float = field(default=0.0, metadata=_range(0, 1))
     val_max_cases: int = field(default=0, metadata=_range(0))  # 0 = every validation case
     grad_clip: float = field(default=0.0, metadata=_range(0))  # max global gradient norm; 0 = off
+    # "epochs": every model trains its own epochs; "matched": as many optimiser steps as the
+    # budget_reference model's run on the same data (the cascade has several stages, so its
+    # total exceeds a baseline's `epochs`; a fair comparison gives every model the same budget)
+    budget: Literal["epochs", "matched"] = "epochs"
+    budget_reference: str = "ours"
     amp: bool = True  # only acts on CUDA (bf16 where supported, fp16 + scaler otherwise)
     channels_last: bool = True  # only acts on CUDA
     compile: bool = False

@@ -25,6 +25,7 @@ RECORD = "config.json"
 SUMMARY = "summary.json"
 PER_CASE = "per_case.csv"
 METRICS = "metrics.csv"
+RAW_SUFFIX = "_raw"  # per_case_raw.csv, metrics_raw.csv, summary_raw.json: scores without post-processing
 HISTORY = "history.csv"
 REITERATION = "reiteration.csv"
 EXAMPLES = "examples.npz"

@@ -21,6 +21,7 @@ def report(
     format: str = typer.Option("md,csv,tex", "--format", help="any of md, csv, tex"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
     aggregation: str = typer.Option("mean", "--aggregation", help="mean (over cases) | global (summed counts)"),
+    scores: str = typer.Option("post", "--scores", help="post (after the one post-processing rule, default) | raw"),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="data set to report (default: the one with most runs)"),
     profile: Optional[str] = typer.Option(None, "--profile", help="profile to report (default: the one with most runs)"),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw Figs. 16-18 and the Dice box plots"),
@@ -36,7 +37,7 @@ def report(
     console = Console()
     if update_golden and check is None:
         raise ConfigError("--update-golden needs --check GOLDEN_DIR (the folder to rewrite)")
-    options = ReportOptions(aggregation=aggregation, dataset=dataset, profile=profile)
+    options = ReportOptions(aggregation=aggregation, dataset=dataset, profile=profile, scores=scores)
     numbers = parse_table_spec(tables)
     if check is not None:
         _check(console, Path(check), results, numbers, options, update_golden)
@@ -76,7 +77,8 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
             source = f"ran: {run_golden_command(command, root)}"
         built = build_tables(load_results(root), numbers, options, with_paired=False)
     if update:
-        opts = {"aggregation": options.aggregation, "dataset": options.dataset, "profile": options.profile}
+        opts = {"aggregation": options.aggregation, "dataset": options.dataset, "profile": options.profile,
+                "scores": options.scores}
         files = write_golden(golden_dir, built, command=command, report_options=opts, source=source,
                              tolerances=manifest["tolerances"] if manifest else None)
         console.print(f"[yellow]golden updated[/yellow]: {len(files)} files in {golden_dir} ({source})",

@@ -9,6 +9,9 @@ network's input size. Fused = mean of the three planes' probability volumes (sof
 Eq. 8), computed case by case so no probability volume is ever stored. Every score goes
 through the one evaluation engine (`bench.metrics`).
 
+Scores are stored with and without the post-processing (``per_case.csv``/``metrics.csv`` with,
+``per_case_raw.csv``/``metrics_raw.csv`` without), so a table can show either and say which.
+
 Evaluating some splits keeps the rows of the others: ``bench evaluate --split val`` updates the
 validation rows of per_case.csv and leaves the test rows as they were.
 """
@@ -26,7 +29,7 @@ import torch
 
 from bench.config import PLANE_AXIS, PLANES, RunConfig
 from bench.errors import ConfigError, DataError
-from bench.paths import EXAMPLES, PER_CASE, checkpoint_path, run_dir
+from bench.paths import EXAMPLES, PER_CASE, RAW_SUFFIX, checkpoint_path, run_dir
 
 SlicePredictor = Callable[[torch.Tensor], torch.Tensor]  # (B,1,S,S) preprocessed -> (B,1,S,S) probabilities
 EVALUATION_SPLITS = ("val", "test")
@@ -66,15 +69,12 @@ def postprocess_rule(cfg: RunConfig) -> tuple[str, int]:
     return rule.mode(cfg.task), rule.min_voxels
 
 
-def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
+def score_mask(mask: np.ndarray, reference: np.ndarray, device: torch.device,
                spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict:
-    """Counts and scores of one case after the run's post-processing (surface metrics in mm when ``surface``)."""
-    from bench.engine.infer import postprocess
+    """Counts and scores of one binary mask against its reference (surface metrics in mm when ``surface``)."""
     from bench.metrics.counts import binary_counts
     from bench.metrics.scores import scores_from_counts
 
-    mode, min_voxels = postprocess_rule(cfg)
-    mask = postprocess(prob_volume > 0.5, mode, min_voxels)
     counts = binary_counts(torch.from_numpy(mask).to(device), torch.from_numpy(reference).to(device))
     row = {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
     row.update(scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn))
@@ -83,6 +83,25 @@ def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, d
 
         row.update(surface_metrics(mask, reference, spacing))
     return row
+
+
+def score_case_variants(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
+                        spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict[str, dict]:
+    """{"post": scores after the run's post-processing, "raw": scores of the thresholded probabilities}."""
+    from bench.engine.infer import postprocess
+
+    raw = prob_volume > 0.5
+    mode, min_voxels = postprocess_rule(cfg)
+    post = postprocess(raw, mode, min_voxels)
+    out = {"post": score_mask(post, reference, device, spacing, surface)}
+    out["raw"] = out["post"] if mode == "none" else score_mask(raw, reference, device, spacing, surface)
+    return out
+
+
+def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
+               spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict:
+    """Counts and scores of one case after the run's post-processing (the number tables show by default)."""
+    return score_case_variants(prob_volume, reference, cfg, device, spacing, surface)["post"]
 
 
 def _split_cases(splits: dict, names: Iterable[str]) -> list[tuple[str, str]]:
@@ -94,11 +113,11 @@ def _split_cases(splits: dict, names: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str]) -> pd.DataFrame:
+def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str], suffix: str = "") -> pd.DataFrame:
     """New rows for the scored splits plus the existing rows of every other split."""
     from bench.metrics.results import read_per_case
 
-    path = folder / PER_CASE
+    path = folder / PER_CASE.replace(".csv", f"{suffix}.csv")
     if not path.is_file():
         return rows
     old = read_per_case(path)
@@ -108,12 +127,18 @@ def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str]) -> pd
     return pd.concat([kept, rows], ignore_index=True)
 
 
-def _write(folder: Path, rows: list[dict], scored: Iterable[str], surface: bool) -> None:
+def _write(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str], surface: bool, cfg: RunConfig) -> None:
+    """Write the post-processed and the raw results (each merged with the other splits' old rows)."""
     from bench.metrics.results import evaluation_policy, write_evaluation
 
-    frame = _merge_splits(folder, pd.DataFrame(rows), scored)
-    frame = frame.sort_values("split", key=lambda s: s.map({"val": 0, "test": 1}), kind="stable")
-    write_evaluation(folder, frame, with_splits=True, policy=evaluation_policy(surface=surface))
+    mode, min_voxels = postprocess_rule(cfg)
+    for variant, suffix in (("post", ""), ("raw", RAW_SUFFIX)):
+        frame = _merge_splits(folder, pd.DataFrame(rows[variant]), scored, suffix)
+        frame = frame.sort_values("split", key=lambda s: s.map({"val": 0, "test": 1}), kind="stable")
+        policy = evaluation_policy(surface=surface)
+        policy["postprocess"] = (f"{mode} (min {min_voxels} voxels) for {cfg.task}, the same rule for every model"
+                                 if variant == "post" else "none: the thresholded probabilities as predicted")
+        write_evaluation(folder, frame, with_splits=True, policy=policy, suffix=suffix)
 
 
 def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_SPLITS, progress: bool = True,
@@ -132,7 +157,8 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     cache, splits = open_or_prepare(cfg, progress=progress)
     adapter = get_dataset(cfg.dataset, root=cfg.root or None)
     predict, model = load_predictor(cfg, device)
-    rows, example_rows, n_slices, t_infer = [], [], 0, 0.0
+    rows: dict[str, list[dict]] = {"post": [], "raw": []}
+    example_rows, n_slices, t_infer = [], 0, 0.0
     pairs = _split_cases(splits, scored)
     with progress_bar(f"evaluate {cfg.run_tag} {cfg.task} {cfg.plane}", len(pairs), progress) as bar:
         for split, case in pairs:
@@ -141,13 +167,14 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
             t_infer += time.perf_counter() - t0
             n_slices += probs.shape[PLANE_AXIS[cfg.plane]]
             loaded = adapter.load(case)
-            row = score_case(probs, loaded.mask(cfg.task), cfg, device, loaded.spacing, surface)
-            rows.append({"split": split, "case": case, "class": cfg.task, **row})
+            scores = score_case_variants(probs, loaded.mask(cfg.task), cfg, device, loaded.spacing, surface)
+            for variant, row in scores.items():
+                rows[variant].append({"split": split, "case": case, "class": cfg.task, **row})
             bar.step()
-            bar.say(f"{split} case {case}: Dice {row['dice']:.4f}")
+            bar.say(f"{split} case {case}: Dice {scores['post']['dice']:.4f} (raw {scores['raw']['dice']:.4f})")
             if examples and split == "test":
                 example_rows.append(_example(model, cache, case, cfg, device))
-    _write(folder, rows, scored, surface)
+    _write(folder, rows, scored, surface, cfg)
     if example_rows:
         _write_examples(folder / EXAMPLES, example_rows)
     update_record(folder, inference_s_per_slice=t_infer / max(n_slices, 1), wall_time_s={"evaluate": t_infer})
@@ -179,19 +206,20 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     splits = open_or_prepare(base, progress=False)[1]
     adapter = get_dataset(base.dataset, root=base.root or None)
     fused_cfg = replace(base, plane="fused")
-    rows = []
+    rows: dict[str, list[dict]] = {"post": [], "raw": []}
     t0 = time.perf_counter()
     pairs = _split_cases(splits, scored)
     with progress_bar(f"evaluate {cfg.run_tag} {cfg.task} fused", len(pairs), progress) as bar:
         for split, case in pairs:
             vols = [case_probability_volume(predictors[p], caches[p], case, p, device, plane_cfgs[p]) for p in PLANES]
             loaded = adapter.load(case)
-            row = score_case(fuse_soft(vols), loaded.mask(base.task), base, device, loaded.spacing, surface)
-            rows.append({"split": split, "case": case, "class": base.task, **row})
+            scores = score_case_variants(fuse_soft(vols), loaded.mask(base.task), base, device, loaded.spacing, surface)
+            for variant, row in scores.items():
+                rows[variant].append({"split": split, "case": case, "class": base.task, **row})
             bar.step()
-            bar.say(f"{split} case {case}: Dice {row['dice']:.4f}")
+            bar.say(f"{split} case {case}: Dice {scores['post']['dice']:.4f} (raw {scores['raw']['dice']:.4f})")
     folder = run_dir(fused_cfg)
-    _write(folder, rows, scored, surface)
+    _write(folder, rows, scored, surface, base)
     record = run_record(fused_cfg, device, fingerprint=run_fingerprint(fused_cfg), status="complete",
                         sources=[str(run_dir(cfg, p)) for p in PLANES], fusion="soft voting (Eq. 8)",
                         wall_time_s={"evaluate": time.perf_counter() - t0})

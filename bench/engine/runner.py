@@ -120,8 +120,11 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         wall = time.perf_counter() - t1
         if info.is_main:
             pd.DataFrame(trained.history).to_csv(folder / HISTORY, index=False)
+            spent = budget(trained.stages)
+            if "budget_matched_to" in trained.extra:
+                spent["matched_to"] = trained.extra.pop("budget_matched_to")
             record = run_record(cfg, device, fingerprint=run_fingerprint(cfg), status="trained",
-                                wall_time_s={"prepare": t_prepare, "train": wall}, budget=budget(trained.stages),
+                                wall_time_s={"prepare": t_prepare, "train": wall}, budget=spent,
                                 training={**trained.stages, **trained.extra},
                                 parameters=sum(p.numel() for p in trained.model.parameters()),
                                 world_size=info.world, splits={k: len(v) for k, v in splits.items()})

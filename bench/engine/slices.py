@@ -33,5 +33,35 @@ def train_on_slices(ctx: TrainContext) -> Trained:
         best_name=BEST,
         last_name=LAST,
     )
+    extra = {}
+    if cfg.profile.train.budget == "matched":
+        extra["budget_matched_to"] = match_budget(stage, cfg)
     summary = fit(stage, cfg, ctx.device, ctx.info, resume=ctx.resume, progress=ctx.progress)
-    return Trained(model=model, history=stage.history, stages={"model": summary})
+    return Trained(model=model, history=stage.history, stages={"model": summary}, extra=extra)
+
+
+def match_budget(stage: Stage, cfg) -> dict:
+    """``train.budget=matched``: as many optimiser steps as the reference run spent (its record).
+
+    The epochs are stretched to cover the steps (at the profile's steps per epoch) and training
+    stops at exactly that many steps; early stopping still applies. Returns what the record keeps.
+    """
+    import math
+
+    from bench.engine.records import read_record
+    from bench.models import budget_reference
+    from bench.paths import run_dir
+
+    ref = budget_reference(cfg)
+    record = read_record(run_dir(ref))
+    steps = int((record.get("budget") or {}).get("steps") or 0)
+    if steps < 1:
+        from bench.errors import DataError
+
+        raise DataError(f"{run_dir(ref)}: its record has no training budget to match (retrain it)")
+    train = cfg.profile.train
+    per_epoch = train.steps_per_epoch or max(1, len(stage.train_set) // train.batch_size)
+    stage.epochs = max(1, math.ceil(steps / per_epoch))
+    stage.max_steps = steps
+    return {"run": str(run_dir(ref)), "fingerprint": record.get("fingerprint"), "steps": steps,
+            "epochs": stage.epochs}

@@ -136,6 +136,7 @@ class Stage:
     epochs: int
     checkpoint_dir: Path
     lr: float | None = None  # None = the profile's
+    max_steps: int = 0  # > 0: stop after this many optimiser steps in all (a matched budget)
     best_name: str = ""
     last_name: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -224,6 +225,8 @@ class Trainer:
         self.train_model.train()
         losses = []
         for batch in self.loader:
+            if self.stage.max_steps and state.steps >= self.stage.max_steps:
+                break
             losses.append(self.train_step(batch, epoch))
             state.steps += 1
             bar.step()
@@ -291,6 +294,9 @@ def fit(stage: Stage, cfg: RunConfig, device: torch.device, info: DistInfo = Dis
         for epoch in range(state.epoch, stage.epochs):
             if state.best_epoch >= 0 and state.bad_epochs >= patience:
                 stop_reason = "early stopping"
+                break
+            if stage.max_steps and state.steps >= stage.max_steps:
+                stop_reason = f"budget of {stage.max_steps} steps"
                 break
             t_epoch = time.perf_counter()
             train_loss = trainer.train_epoch(epoch, state, bar)

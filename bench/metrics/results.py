@@ -168,11 +168,13 @@ def write_evaluation(
     with_splits: bool = True,
     policy: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    suffix: str = "",
 ) -> dict[str, Any]:
     """Write per_case.csv, metrics.csv and summary.json into ``out_dir``; return the summary.
 
     ``with_splits=False`` (`bench score`) needs a single split and writes the summary without the
     "splits" level. ``extra`` adds top-level keys to summary.json (e.g. n_missing, inputs).
+    ``suffix`` names a second set of files (``per_case_raw.csv`` ...: scores without post-processing).
     """
     out = Path(out_dir)
     df = per_case_frame(per_case)
@@ -188,9 +190,9 @@ def write_evaluation(
         summary.update(extra)
     summary = _json_clean(summary)
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "per_case.csv", df)
-    _write_csv(out / "metrics.csv", metrics_table(by_split))
-    write_json(out / "summary.json", summary)
+    _write_csv(out / f"per_case{suffix}.csv", df)
+    _write_csv(out / f"metrics{suffix}.csv", metrics_table(by_split))
+    write_json(out / f"summary{suffix}.json", summary)
     return summary
 
 

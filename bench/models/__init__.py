@@ -91,16 +91,37 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def requirements(cfg: RunConfig) -> list[RunConfig]:
-    """The runs that must be complete before ``cfg`` can run (fused: its three planes)."""
+    """The runs that must be complete before ``cfg`` can run.
+
+    Fused: its three planes. A matched training budget: the reference model's run on the same
+    data, plane, task, seed and fold (its recorded optimiser steps are the budget). Then the
+    model's own needs (the lesion cascade: the liver cascade).
+    """
     if cfg.plane == "fused":
         return [replace(cfg, plane=p) for p in PLANES]
     spec = MODELS.get(cfg.model)
-    return list(spec.needs(cfg)) if spec.needs is not None else []
+    out = [budget_reference(cfg)] if cfg.profile.train.budget == "matched" else []
+    return out + (list(spec.needs(cfg)) if spec.needs is not None else [])
+
+
+def budget_reference(cfg: RunConfig) -> RunConfig:
+    """The run whose steps a ``train.budget=matched`` run gets: the reference model, trained by epochs."""
+    from bench.paths import seed_tag
+
+    train = replace(cfg.profile.train, budget="epochs")
+    ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=replace(cfg.profile, train=train), tag="")
+    tag = seed_tag(ref.model, "", ref.seed, ref.fold)
+    return replace(ref, tag=tag if tag != ref.model else "")
 
 
 def check_run_config(cfg: RunConfig) -> None:
     """Refuse, in one line, a config the model cannot run (unknown model, input size, options)."""
     spec = MODELS.get(cfg.model)
+    if cfg.profile.train.budget == "matched":
+        reference = MODELS.get(cfg.profile.train.budget_reference).name
+        if reference == cfg.model:
+            raise ConfigError(f"train.budget=matched: {cfg.model} is the budget reference (train.budget_reference); "
+                              f"it trains by its own epochs")
     multiple = spec.input_multiple(cfg) if spec.input_multiple is not None else 1
     if cfg.profile.input_size % multiple:
         raise ConfigError(f"input_size={cfg.profile.input_size}: {cfg.model} needs a multiple of {multiple}")

@@ -27,6 +27,9 @@ CONFIG_COLUMNS = (
     "reiter_stop", "max_reiterations", "input_size", "fold", "config_key", "run_id", "run_dir",
 )
 METRIC_COLUMNS = ("split", "class", "aggregation", "metric", "value", "n_cases", "n_excluded")
+# scores after the run's post-processing (metrics.csv, per_case.csv) and without it (*_raw.csv)
+VARIANTS = ("post", "raw")
+_VARIANT_SUFFIX = {"post": "", "raw": "_raw"}
 REITER_COLUMNS = ("iteration", "split", "accuracy", "dice", "miou")
 PER_CASE_REQUIRED = ("split", "case", "class", "dice")
 
@@ -50,6 +53,13 @@ class Results:
     reiterations: pd.DataFrame  # one row per (run, iteration, split)
     notes: list[str] = field(default_factory=list)
     folds: dict[str, str] = field(default_factory=dict)  # pooled run id -> each fold's run and test numbers
+
+    def variant(self, name: str) -> "Results":
+        """The same results with the scores of one variant: ``post`` (post-processed) or ``raw``."""
+        if name not in VARIANTS:
+            raise ValueError(f"unknown score variant {name!r} (known: {', '.join(VARIANTS)})")
+        pick = (lambda f: f[f["variant"] == name].reset_index(drop=True) if "variant" in f.columns else f)
+        return dataclasses.replace(self, metrics=pick(self.metrics), per_case=pick(self.per_case))
 
 
 def ablation_defaults(profile_name: str) -> dict[str, Any]:
@@ -141,16 +151,19 @@ def load_results(results_root: str | os.PathLike) -> Results:
             notes.append(f"{run_id}: status {status!r}, not 'complete'; skipped")
             continue
         row = _run_row(cfg, run_id, run_dir)
-        m = _read_csv(run_dir / "metrics.csv", METRIC_COLUMNS, notes, run_id)
-        if m is None and not (run_dir / "metrics.csv").is_file():
+        if not (run_dir / "metrics.csv").is_file():
             notes.append(f"{run_id}: no metrics.csv; its cells show as missing")
-        if m is not None:
-            m = m[m["class"] == cfg.task].copy()
-            metrics.append(_attach(m[list(METRIC_COLUMNS)], row))
-        pc = _read_csv(run_dir / "per_case.csv", PER_CASE_REQUIRED, notes, run_id)
-        if pc is not None:
-            pc = pc[pc["class"] == cfg.task].copy()
-            per_case.append(_attach(pc, row))
+        m = pc = None
+        for variant, suffix in _VARIANT_SUFFIX.items():
+            mv = _read_csv(run_dir / f"metrics{suffix}.csv", METRIC_COLUMNS, notes, run_id)
+            if mv is not None:
+                mv = mv[mv["class"] == cfg.task][list(METRIC_COLUMNS)].assign(variant=variant)
+                metrics.append(_attach(mv, row))
+                m = mv if m is None else m
+            pv = _read_csv(run_dir / f"per_case{suffix}.csv", PER_CASE_REQUIRED, notes, run_id)
+            if pv is not None:
+                per_case.append(_attach(pv[pv["class"] == cfg.task].assign(variant=variant), row))
+                pc = pv if pc is None else pc
         rt = _read_csv(run_dir / "reiteration.csv", REITER_COLUMNS, notes, run_id)
         if rt is not None:
             reiter.append(_attach(rt, row))
@@ -166,8 +179,8 @@ def load_results(results_root: str | os.PathLike) -> Results:
     results = Results(
         root=str(root),
         runs=pd.DataFrame(runs, columns=list(run_cols)) if runs else _empty(run_cols),
-        metrics=_concat(metrics, CONFIG_COLUMNS + METRIC_COLUMNS, numeric=("value", "n_cases", "n_excluded")),
-        per_case=_concat(per_case, CONFIG_COLUMNS + PER_CASE_REQUIRED, numeric=("dice",)),
+        metrics=_concat(metrics, CONFIG_COLUMNS + METRIC_COLUMNS + ("variant",), numeric=("value", "n_cases", "n_excluded")),
+        per_case=_concat(per_case, CONFIG_COLUMNS + PER_CASE_REQUIRED + ("variant",), numeric=("dice",)),
         reiterations=_concat(reiter, CONFIG_COLUMNS + REITER_COLUMNS, numeric=REITER_COLUMNS[:1] + REITER_COLUMNS[2:]),
         notes=notes,
     )
@@ -204,26 +217,29 @@ def pool_folds(results: Results) -> Results:
         pc = results.per_case[results.per_case["run_id"].isin(group["run_id"])]
         lines = []
         for _, fold_run in group.iterrows():
-            test = pc[(pc["run_id"] == fold_run["run_id"]) & (pc["split"] == "test")]
+            test = pc[(pc["run_id"] == fold_run["run_id"]) & (pc["split"] == "test") & (pc["variant"] == "post")]
             dice = pd.to_numeric(test["dice"], errors="coerce")
             lines.append(f"fold {int(fold_run['fold'])}: {fold_run['run_id']}, test {', '.join(test['case'])}: "
                          f"Dice {dice.mean():.4f}")
         results.folds[pooled_id] = "; ".join(lines)
         pc = pc.assign(run_id=pooled_id)
         per_case.append(pc)
-        if not pc.empty and {"tp", "fp", "fn", "tn"} <= set(pc.columns):
-            table = metrics_table(summarize(pc.drop(columns=[c for c in CONFIG_COLUMNS if c in pc.columns])))
-            table = table[table["class"] == row["task"]]
-            metrics.append(_attach(table.copy(), {**row}))
+        for variant in VARIANTS:
+            part = pc[pc["variant"] == variant]
+            if not part.empty and {"tp", "fp", "fn", "tn"} <= set(part.columns):
+                table = metrics_table(summarize(part.drop(columns=[c for c in CONFIG_COLUMNS + ("variant",)
+                                                                   if c in part.columns])))
+                table = table[table["class"] == row["task"]].assign(variant=variant)
+                metrics.append(_attach(table.copy(), {**row}))
         rt = results.reiterations[results.reiterations["run_id"].isin(group["run_id"])]
         if not rt.empty:
             mean = rt.groupby(["iteration", "split"], as_index=False)[list(REITER_COLUMNS[2:])].mean()
             reiter.append(_attach(mean, {**row}))
         new_runs.append(pd.DataFrame([row]))
     results.runs = pd.concat(new_runs, ignore_index=True)
-    results.metrics = _concat([m for m in metrics if not m.empty], CONFIG_COLUMNS + METRIC_COLUMNS,
+    results.metrics = _concat([m for m in metrics if not m.empty], CONFIG_COLUMNS + METRIC_COLUMNS + ("variant",),
                               numeric=("value", "n_cases", "n_excluded"))
-    results.per_case = _concat([p for p in per_case if not p.empty], CONFIG_COLUMNS + PER_CASE_REQUIRED,
+    results.per_case = _concat([p for p in per_case if not p.empty], CONFIG_COLUMNS + PER_CASE_REQUIRED + ("variant",),
                                numeric=("dice",))
     results.reiterations = _concat([r for r in reiter if not r.empty], CONFIG_COLUMNS + REITER_COLUMNS,
                                    numeric=REITER_COLUMNS[:1] + REITER_COLUMNS[2:])
@@ -236,7 +252,7 @@ def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], numeric: tuple
     out = pd.concat(frames, ignore_index=True)
     for col in numeric:
         out[col] = pd.to_numeric(out[col], errors="coerce")
-    for col in ("split", "class", "aggregation", "metric", "case"):
+    for col in ("split", "class", "aggregation", "metric", "case", "variant"):
         if col in out.columns:
             out[col] = out[col].astype(str)
     return out

@@ -79,7 +79,7 @@ def write_report(results: Results, out_dir: str | os.PathLike, numbers: Sequence
     if figures:
         from bench.reports.figures import write_figures
 
-        report.figures, fig_notes = write_figures(results, options, out / "figures")
+        report.figures, fig_notes = write_figures(results.variant(options.scores), options, out / "figures")
         report.notes += fig_notes
     write_text(out / "index.md", index_markdown(results, options, tables, report.figures, report.notes, out))
     report.files += report.figures + [out / "index.md"]

@@ -21,20 +21,30 @@ from bench.errors import ConfigError
 from bench.reports.collect import ABLATED_FIELDS, Results, ablation_defaults
 
 AGGREGATIONS = ("mean", "global")
+SCORE_VARIANTS = ("post", "raw")
+SCORE_TEXT = {
+    "post": "after post-processing (largest 3-D component for the liver, components of at least min_voxels "
+            "for lesions; the same rule for every model)",
+    "raw": "without post-processing (the thresholded probabilities as predicted)",
+}
 ANY = object()  # a fixed ablation value that matches anything (e.g. max_reiterations for Table 5)
 
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """How tables are built: aggregation over cases and an optional (data set, profile) filter."""
+    """How tables are built: aggregation over cases, which scores (post-processed or raw), and an
+    optional (data set, profile) filter."""
 
     aggregation: str = "mean"
     dataset: str | None = None
     profile: str | None = None
+    scores: str = "post"  # post: after the run's post-processing (one rule for every model) | raw
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise ConfigError(f"unknown aggregation {self.aggregation!r} (known: {', '.join(AGGREGATIONS)})")
+        if self.scores not in SCORE_VARIANTS:
+            raise ConfigError(f"unknown scores {self.scores!r} (known: {', '.join(SCORE_VARIANTS)})")
 
 
 @dataclass(frozen=True)

@@ -425,10 +425,14 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
 def build_tables(results: Results, numbers: list[int], options: ReportOptions,
                  with_paired: bool = True) -> list[TableResult]:
     """The requested tables in order, plus the paired comparison when Tables 7 or 8 are asked for."""
+    from bench.reports.select import SCORE_TEXT
+
+    results = results.variant(options.scores)
     out = [TABLES.get(str(n))(results, options) for n in numbers]
     if with_paired and any(n in (7, 8) for n in numbers):
         out.append(TABLES.get("paired")(results, options))
     for table in out:  # cross-validation: each fold's run and test numbers behind a pooled cell
+        table.provenance["scores"] = SCORE_TEXT[options.scores]
         folds = {rid: results.folds[rid] for rid in table.provenance.get("runs", []) if rid in results.folds}
         if folds:
             table.provenance["folds"] = folds

@@ -47,6 +47,20 @@ ABLATIONS.add("iterations", Ablation(
 ), help="Table 5: reiterations N = 0..7, Val and Test (axial, liver)")
 
 
+ABLATIONS.add("patch-mode", Ablation(
+    name="patch-mode", table=3,
+    description="Patches at levels 1-3 as tiles (3.4 read literally) vs space-to-depth (spatially coherent); axial liver",
+    variants=(("tile", (("profile.cascade.patch_mode", "tile"),)),
+              ("unshuffle", (("profile.cascade.patch_mode", "unshuffle"),))),
+), help="patch mode: tile vs unshuffle (axial, liver; Table 3 layout)")
+ABLATIONS.add("patch-scale", Ablation(
+    name="patch-scale", table=5,
+    description="Algorithm 1's patches zoomed to the input size vs at their native size; all iterations, axial liver",
+    variants=(("zoom", (("profile.cascade.patch_scale", "zoom"), ("profile.cascade.reiter_stop", "none"))),
+              ("native", (("profile.cascade.patch_scale", "native"), ("profile.cascade.reiter_stop", "none")))),
+), help="Algorithm 1 patch scale: zoom vs native, every iteration recorded (axial, liver)")
+
+
 def variant_config(base: RunConfig, overrides: tuple[tuple[str, object], ...]) -> RunConfig:
     """Apply a variant; a config that differs from the base gets its own results folder."""
     cfg = override(base, dict(overrides))

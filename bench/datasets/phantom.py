@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,6 +125,59 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int, int], coarse:
 # ---------------------------------------------------------------- the generator
 
 
+class _T:
+    """Codes of the tissue map: structures are painted in order (later ones win); `_hu_table` gives their HU."""
+
+    AIR, FAT, MUSCLE, BOWEL, VFAT, BONE, MARROW, DISC, CSF, AORTA, IVC = range(11)
+    KCORTEX, KMEDULLA, SPLEEN, SWALL, SCONTENT, SAIR, LUNG, MYO, BLOOD, GALL, LIVER, VESSEL, LESION = range(11, 24)
+    PANCREAS, LOOPS = 24, 25
+    COUNT = LOOPS + 1
+
+
+@dataclass(frozen=True)
+class _Trunk:
+    """The frame every organ is placed in: the grid, the body outline and the abdominal cavity."""
+
+    g: _Grid
+    center: tuple[float, float]  # (y, x) mm of the body outline
+    axes: tuple[float, float]  # its (y, x) semi-axes, mm
+    body: np.ndarray  # (Z, Y, X) inside the skin
+    cavity: np.ndarray  # (Z, Y, X) inside the abdominal wall: where the viscera may go
+
+    @property
+    def vox(self) -> float:
+        """The coarsest voxel side: thin structures (stomach wall, lesions) are kept at least this thick."""
+        return max(self.g.spacing)
+
+
+@dataclass(frozen=True)
+class _Spine:
+    """The vertebral column: the posterior landmark that kidneys, great vessels and pancreas are placed from."""
+
+    center: tuple[float, float]  # (y, x) mm of the vertebral body
+    radius: float  # its antero-posterior semi-axis, mm
+    body: np.ndarray  # (Z, Y, X) the vertebral body (kept out of the lungs)
+
+
+@dataclass(frozen=True)
+class _LiverShape:
+    """The liver's outline, drawn before its neighbours (placed against it) and painted after them."""
+
+    hu: float  # parenchyma HU of this case; liver-like neighbours are drawn relative to it
+    z: float  # craniocaudal centre of the right lobe, mm
+    right_c: tuple[float, float, float]  # right lobe centre (z, y, x), mm
+    right_a: tuple[float, float, float]  # right lobe semi-axes, mm
+    left_c: tuple[float, float, float]
+    left_a: tuple[float, float, float]
+    noise: np.ndarray  # the smooth field that makes its surface irregular (reused for the spleen)
+    mask: np.ndarray  # (Z, Y, X) the outline inside the cavity, before the diaphragm cuts its top
+
+    @property
+    def top(self) -> float:
+        """z (mm) of the right lobe's dome, where the right hemidiaphragm sits."""
+        return self.right_c[0] + self.right_a[0]
+
+
 def generate_case(
     seed: int,
     size: int = DEFAULT_SIZE,
@@ -132,122 +186,273 @@ def generate_case(
     case_id: str | None = None,
     noise_hu: tuple[float, float] = (10.0, 20.0),
 ) -> Case:
-    """One synthetic abdominal CT (HU int16, (Z, Y, X)) with its 0/1/2 label; same seed, same case."""
+    """One synthetic abdominal CT (HU int16, (Z, Y, X)) with its 0/1/2 label; same seed, same case.
+
+    The recipe: paint the anatomy into a tissue map, outside in and later structures winning
+    (body wall, gut, spine, then the organs placed around the liver, the liver last with its
+    interior and lesions); the label follows the liver; each tissue gets a per-case HU; then the
+    scanner's blur and noise. The steps draw from one random stream in this order; reordering them (or any draw inside)
+    changes every case, which is a new GENERATOR_VERSION (tests/test_phantom.py pins the output).
+    """
     if size < 16 or slices < 8:
         raise ValueError(f"phantom grid {slices}x{size}x{size} is too small (need size >= 16, slices >= 8)")
     rng = np.random.default_rng(seed)
     spacing = phantom_spacing(size, slices)
     shape = (slices, size, size)
     g = _Grid(shape, spacing)
-    u = rng.uniform
-    vox = max(spacing)  # the coarsest voxel side: structures are kept at least this thick
-
-    # Tissue map: painted in order, later structures win; `hu` below gives each tissue its HU.
     tissue = np.zeros(shape, dtype=np.uint8)
-    AIR, FAT, MUSCLE, BOWEL, VFAT, BONE, MARROW, DISC, CSF, AORTA, IVC = range(11)
-    KCORTEX, KMEDULLA, SPLEEN, SWALL, SCONTENT, SAIR, LUNG, MYO, BLOOD, GALL, LIVER, VESSEL, LESION = range(11, 24)
-    PANCREAS, LOOPS = 24, 25
 
-    # Body: a slightly boxy ellipse, a little larger in the middle of the z range.
-    body_c = (u(5, 15), u(-8, 8))
-    body_a = (u(105, 125), u(150, 175))
+    trunk = _body_wall(rng, g, tissue)
+    mix = _mesentery(rng, trunk, tissue)
+    spine = _spine(rng, trunk, tissue)
+    aorta, ivc = _great_vessels(rng, g, spine)
+    liver_shape = _liver_geometry(rng, trunk)
+    _kidneys(rng, trunk, spine, liver_shape, tissue)
+    spleen_hu, stomach_iso, stomach = _spleen_and_stomach(rng, trunk, liver_shape, tissue)
+    pancreas_hu = _pancreas(rng, trunk, spine, liver_shape, stomach, mix, tissue)
+    dome = _chest(rng, trunk, spine, liver_shape, tissue)
+    liver = _liver_interior(rng, trunk, liver_shape, dome, aorta, ivc, tissue)
+    lesions, lesion_info = _place_lesions(rng, g, liver, trunk.vox)
+    tissue[lesions > 0] = _T.LESION
+
+    label = np.zeros(shape, dtype=np.uint8)
+    label[liver] = 1
+    label[lesions > 0] = 2
+
+    hu = _hu_table(rng, liver_shape.hu, spleen_hu, pancreas_hu, stomach_iso)
+    image = _attenuation(tissue, hu, lesions, lesion_info, mix)
+    image, noise_sd = _scan(rng, image, spacing, noise_hu)
+
+    params = {
+        "seed": int(seed), "size": size, "slices": slices, "generator_version": GENERATOR_VERSION,
+        "liver_hu": round(float(liver_shape.hu), 1), "spleen_hu": round(float(spleen_hu), 1),
+        "stomach_iso": bool(stomach_iso), "noise_sd_hu": round(float(noise_sd), 1),
+        "lesions": [{"radius_mm": round(i["radius_mm"], 1), "hu": round(float(i["hu"]), 1)} for i in lesion_info],
+    }
+    return Case(id=case_id or str(seed), image=image, label=label, spacing=spacing, meta={"phantom": params})
+
+
+def _body_wall(rng: np.random.Generator, g: _Grid, tissue: np.ndarray) -> _Trunk:
+    """Skin outline, subcutaneous fat, abdominal wall muscle; returns the cavity they enclose.
+
+    An abdomen's cross-section is wider than deep and rather boxy, hence a superellipse (power
+    2.4) of semi-axes ~115 x 160 mm, slightly off-centre; it tapers a little towards the top and
+    bottom of the field. Fat (12-30 mm, ~-100 HU) and wall muscle (8-13 mm, ~50 HU) are concentric
+    shells, so the cavity inside keeps the body's shape.
+    """
+    u = rng.uniform
+    center = (u(5, 15), u(-8, 8))
+    axes = (u(105, 125), u(150, 175))
     zt = (g.z / Z_EXTENT_MM - 0.5)  # -0.5 (bottom) .. 0.5 (top)
     taper = 1.0 - 0.06 * (2 * zt) ** 2
-    r_body = g.radius2d(body_c, body_a, power=2.4) / taper
+    r_body = g.radius2d(center, axes, power=2.4) / taper
     fat_t = u(12, 30)  # subcutaneous fat thickness, mm
     wall_t = u(8, 13)  # abdominal wall muscle, mm
     body = r_body < 1
-    r_inner = g.radius2d(body_c, (body_a[0] - fat_t, body_a[1] - fat_t), power=2.4) / taper
-    r_cavity = g.radius2d(body_c, (body_a[0] - fat_t - wall_t, body_a[1] - fat_t - wall_t), power=2.4) / taper
-    tissue[body] = FAT
-    tissue[(r_inner < 1) & body] = MUSCLE
-    cavity = np.broadcast_to(r_cavity < 1, shape)
+    r_inner = g.radius2d(center, (axes[0] - fat_t, axes[1] - fat_t), power=2.4) / taper
+    r_cavity = g.radius2d(center, (axes[0] - fat_t - wall_t, axes[1] - fat_t - wall_t), power=2.4) / taper
+    tissue[body] = _T.FAT
+    tissue[(r_inner < 1) & body] = _T.MUSCLE
+    cavity = np.broadcast_to(r_cavity < 1, g.shape)
+    return _Trunk(g=g, center=center, axes=axes, body=body, cavity=cavity)
 
-    # Mesentery: bowel and visceral fat mixed by a smooth field.
+
+def _mesentery(rng: np.random.Generator, trunk: _Trunk, tissue: np.ndarray) -> np.ndarray:
+    """Fill the cavity with bowel and visceral fat, plus enhancing small-bowel loops; returns the mixing field.
+
+    What the organs do not occupy is gut in its mesenteric fat: a smooth random field splits the
+    cavity into bowel (~35 HU) and fat (~-85 HU) patches. Thin bands where a second field is
+    near zero become enhancing small-bowel loops (wall and contrast-filled lumen) a little darker
+    than the liver, so a liver-HU window also picks up tubular structures all over the abdomen.
+    The mixing field is returned because the pancreas outline and the tissue inhomogeneity reuse it.
+    """
+    u = rng.uniform
+    shape, cavity = trunk.g.shape, trunk.cavity
     mix = _smooth_field(rng, shape, (6, 10, 10))
-    tissue[cavity] = BOWEL
-    tissue[cavity & (mix > u(0.2, 0.7))] = VFAT
-    # Enhancing small-bowel loops (walls and contrast-filled lumen) of near-liver attenuation.
+    tissue[cavity] = _T.BOWEL
+    tissue[cavity & (mix > u(0.2, 0.7))] = _T.VFAT
     loops = _smooth_field(rng, shape, (8, 12, 12))
-    tissue[cavity & (tissue == BOWEL) & (np.abs(loops) < u(0.25, 0.4))] = LOOPS
+    tissue[cavity & (tissue == _T.BOWEL) & (np.abs(loops) < u(0.25, 0.4))] = _T.LOOPS
+    return mix
 
-    # Spine: vertebral body (cortex, marrow, discs), canal, posterior arch; paraspinal muscle.
+
+def _spine(rng: np.random.Generator, trunk: _Trunk, tissue: np.ndarray) -> _Spine:
+    """Lumbar spine: vertebral body, discs, canal and posterior arch, with the paraspinal muscles.
+
+    The vertebral body (radius 17-22 mm) sits 50-60 mm in front of the back skin. A ~3 mm
+    cortical shell (~750 HU) surrounds cancellous bone (~250 HU); every 28-34 mm an
+    intervertebral disc (~80 HU, at least 7 mm or one slice thick) interrupts it. Behind it the
+    canal (CSF ~10 HU) inside the bony arch, and on either side the erector spinae muscles.
+    Bone gives the volume its only voxels far above the liver, as in a real scan.
+    """
+    u = rng.uniform
+    g, body_c, body_a, shape = trunk.g, trunk.center, trunk.axes, trunk.g.shape
     back = body_c[0] + body_a[0]
     vert_c = (back - u(50, 60), body_c[1] + u(-4, 4))
     vert_r = u(17, 22)
     r_vert = g.radius2d(vert_c, (vert_r, vert_r * 1.1))
     disc_period, disc_phase = u(28, 34), u(0, 30)
-    disc = (np.mod(g.z + disc_phase, disc_period) < max(7.0, spacing[0])) * np.ones((1, 1, 1), bool)
+    disc = (np.mod(g.z + disc_phase, disc_period) < max(7.0, g.spacing[0])) * np.ones((1, 1, 1), bool)
     para = (g.radius2d((vert_c[0] + 25, vert_c[1] - 35), (30, 22)) < 1) | (
         g.radius2d((vert_c[0] + 25, vert_c[1] + 35), (30, 22)) < 1
     )
-    tissue[np.broadcast_to(para & body, shape)] = MUSCLE
+    tissue[np.broadcast_to(para & trunk.body, shape)] = _T.MUSCLE
     canal_c = (vert_c[0] + vert_r + 10, vert_c[1])
     arch = g.radius2d(canal_c, (15, 14)) < 1
-    tissue[np.broadcast_to(arch & body, shape)] = BONE
-    tissue[np.broadcast_to(g.radius2d(canal_c, (8, 8)) < 1, shape)] = CSF
+    tissue[np.broadcast_to(arch & trunk.body, shape)] = _T.BONE
+    tissue[np.broadcast_to(g.radius2d(canal_c, (8, 8)) < 1, shape)] = _T.CSF
     vb = np.broadcast_to(r_vert < 1, shape)
-    tissue[vb] = BONE
-    tissue[vb & (np.broadcast_to(r_vert, shape) < 1 - 3.0 / vert_r)] = MARROW
-    tissue[vb & disc] = DISC
+    tissue[vb] = _T.BONE
+    tissue[vb & (np.broadcast_to(r_vert, shape) < 1 - 3.0 / vert_r)] = _T.MARROW
+    tissue[vb & disc] = _T.DISC
+    return _Spine(center=vert_c, radius=vert_r, body=vb)
 
-    # Great vessels: aorta left-anterior of the spine, IVC right-anterior (liver-like HU).
+
+def _great_vessels(rng: np.random.Generator, g: _Grid, spine: _Spine) -> tuple[np.ndarray, np.ndarray]:
+    """(aorta, IVC) masks: straight cylinders in front of the spine, painted later over the liver.
+
+    The aorta (radius 10-13 mm, ~170 HU) runs just left-anterior of the vertebral body, the IVC
+    (an ellipse 10-13 x 12-16 mm) right-anterior, along the back of the liver. In the
+    portal-venous phase the IVC enhances like the liver, so it is a liver-like structure that
+    touches the liver and must not be labelled liver.
+    """
+    u = rng.uniform
+    vert_c, vert_r = spine.center, spine.radius
     aorta_r = u(10, 13)
-    aorta = np.broadcast_to(g.radius2d((vert_c[0] - vert_r - aorta_r - 2, vert_c[1] + 14), (aorta_r, aorta_r)) < 1, shape)
+    aorta = np.broadcast_to(
+        g.radius2d((vert_c[0] - vert_r - aorta_r - 2, vert_c[1] + 14), (aorta_r, aorta_r)) < 1, g.shape
+    )
     ivc_c = (vert_c[0] - vert_r - 8, vert_c[1] - u(22, 30))
-    ivc = np.broadcast_to(g.radius2d(ivc_c, (u(10, 13), u(12, 16))) < 1, shape)
+    ivc = np.broadcast_to(g.radius2d(ivc_c, (u(10, 13), u(12, 16))) < 1, g.shape)
+    return aorta, ivc
 
-    # Liver geometry first (other organs are placed against it), painted after them.
+
+def _liver_geometry(rng: np.random.Generator, trunk: _Trunk) -> _LiverShape:
+    """The liver's outline and HU, drawn first because the other organs are placed against it.
+
+    Two ellipsoids: the large right lobe in the patient's right upper quadrant (semi-axes ~70 mm
+    craniocaudal, centred at 52-60 % of the field so liver-free slices remain above and below),
+    and the smaller left lobe, higher, anterior and reaching across the midline. Their union is
+    roughened by a smooth field, so size, position and shape vary per case (learnable from shape
+    and position, not from a template). Parenchyma 95-130 HU, as in the portal-venous phase.
+    """
+    u = rng.uniform
+    g, body_c = trunk.g, trunk.center
     liver_hu = u(95, 130)
     lz = Z_EXTENT_MM * u(0.52, 0.60)
     right_c = (lz, body_c[0] + u(-12, 8), body_c[1] - u(50, 70))
     right_a = (u(62, 76), u(55, 68), u(50, 64))
     left_c = (lz + u(5, 20), body_c[0] - u(28, 42), body_c[1] + u(5, 25))
     left_a = (u(28, 40), u(24, 34), u(45, 62))
-    shape_noise = _smooth_field(rng, shape, (5, 7, 7))
+    shape_noise = _smooth_field(rng, g.shape, (5, 7, 7))
     r_liver = np.minimum(g.radius(right_c, right_a), g.radius(left_c, left_a)) + 0.14 * shape_noise
-    liver = (r_liver < 1) & cavity
-    liver_top = right_c[0] + right_a[0]
+    mask = (r_liver < 1) & trunk.cavity
+    return _LiverShape(
+        hu=liver_hu, z=lz, right_c=right_c, right_a=right_a, left_c=left_c, left_a=left_a, noise=shape_noise, mask=mask
+    )
 
-    # Kidneys: the right one lower, touching the liver's posterior-inferior surface.
+
+def _kidneys(
+    rng: np.random.Generator, trunk: _Trunk, spine: _Spine, liver: _LiverShape, tissue: np.ndarray
+) -> None:
+    """Both kidneys beside the spine; the right one lower, against the liver's posterior-inferior surface.
+
+    The liver pushes the right kidney down, so its centre is tied to the right lobe's bottom,
+    while the left one hangs 25-40 mm below the liver's centre. Ellipsoids ~50 x 27 x 29 mm with
+    a ~7 mm cortex (~160 HU, brighter than the liver) around the medulla (~60 HU, darker).
+    """
+    u = rng.uniform
+    g, vert_c = trunk.g, spine.center
+    right_c, right_a, lz = liver.right_c, liver.right_a, liver.z
     for side, zc in ((-1, right_c[0] - right_a[0] * u(0.6, 0.8)), (1, lz - u(25, 40))):
         kc = (zc, vert_c[0] - u(0, 10), vert_c[1] + side * u(55, 68))
         ka = (u(45, 55), u(24, 30), u(26, 32))
         rk = g.radius(kc, ka)
-        kid = (rk < 1) & cavity
-        tissue[kid] = KCORTEX
-        tissue[kid & (rk < 1 - 7.0 / min(ka))] = KMEDULLA
+        kid = (rk < 1) & trunk.cavity
+        tissue[kid] = _T.KCORTEX
+        tissue[kid & (rk < 1 - 7.0 / min(ka))] = _T.KMEDULLA
 
-    # Spleen: posterior left, high; stomach: left upper quadrant, wrapped against the left lobe.
-    spleen_hu = liver_hu + u(-8, 15)
+
+def _spleen_and_stomach(
+    rng: np.random.Generator, trunk: _Trunk, liver: _LiverShape, tissue: np.ndarray
+) -> tuple[float, bool, np.ndarray]:
+    """Spleen (posterior left, high) and stomach (left upper quadrant, against the left lobe).
+
+    Both are classic confusers of a liver model: in the portal-venous phase the spleen enhances
+    like the liver (-8..+15 HU from it), and the stomach wall does too (-12..+5); the stomach
+    sits right behind the left lobe, the spleen further back and left.
+    The stomach holds food of liver-like attenuation in 60 % of cases (water-like ~15 HU
+    otherwise) and, in 60 % of cases, an air cap at its anterior top, where gas rises in a
+    supine patient. The spleen's outline shares the liver's roughness field.
+    Returns (spleen HU, whether the contents are liver-like, the stomach mask).
+    """
+    u = rng.uniform
+    g, body_c, cavity = trunk.g, trunk.center, trunk.cavity
+    lz, left_c, left_a = liver.z, liver.left_c, liver.left_a
+    spleen_hu = liver.hu + u(-8, 15)
     sp_c = (lz + u(0, 20), left_c[1] + left_a[1] + u(15, 30), body_c[1] + u(75, 95))
     sp_a = (u(45, 58), u(38, 48), u(24, 32))
-    spleen = (g.radius(sp_c, sp_a) + 0.1 * shape_noise < 1) & cavity
+    spleen = (g.radius(sp_c, sp_a) + 0.1 * liver.noise < 1) & cavity
     st_c = (left_c[0] - u(10, 25), left_c[1] + left_a[1] * u(0.9, 1.3), left_c[2] + u(15, 35))
     st_a = (u(45, 60), u(32, 42), u(38, 50))
     r_st = g.radius(st_c, st_a)
     stomach = (r_st < 1) & cavity
-    wall_frac = 1 - max(5.0, 1.2 * vox) / min(st_a)
+    wall_frac = 1 - max(5.0, 1.2 * trunk.vox) / min(st_a)
     iso_contents = rng.random() < 0.6  # food of liver-like attenuation in most cases
-    tissue[stomach] = SWALL
-    tissue[stomach & (r_st < wall_frac)] = SCONTENT
+    tissue[stomach] = _T.SWALL
+    tissue[stomach & (r_st < wall_frac)] = _T.SCONTENT
     if rng.random() < 0.6:  # an air cap at the anterior top of the stomach
-        tissue[stomach & (r_st < wall_frac) & (g.y < st_c[1] - 0.45 * st_a[1]) & (g.z > st_c[0])] = SAIR
-    tissue[spleen] = SPLEEN
+        tissue[stomach & (r_st < wall_frac) & (g.y < st_c[1] - 0.45 * st_a[1]) & (g.z > st_c[0])] = _T.SAIR
+    tissue[spleen] = _T.SPLEEN
+    return spleen_hu, iso_contents, stomach
 
-    # Pancreas: head by the liver's visceral surface, body over the aorta, tail at the splenic hilum.
-    pan_hu = liver_hu + u(-20, 0)
-    pz = lz - u(25, 40)
-    py = vert_c[0] - vert_r - u(28, 38)
+
+def _pancreas(
+    rng: np.random.Generator,
+    trunk: _Trunk,
+    spine: _Spine,
+    liver: _LiverShape,
+    stomach: np.ndarray,
+    mix: np.ndarray,
+    tissue: np.ndarray,
+) -> float:
+    """The pancreas across the upper abdomen, below the liver's centre; returns its HU.
+
+    Three ellipsoids in a row: the head on the right by the liver's visceral surface, the body
+    crossing in front of the aorta, the tail rising and running back towards the splenic hilum.
+    It enhances almost like the liver (0-20 HU darker), never overlaps the stomach, and its
+    outline is lobulated by the mesentery's field.
+    """
+    u = rng.uniform
+    g, body_c = trunk.g, trunk.center
+    pan_hu = liver.hu + u(-20, 0)
+    pz = liver.z - u(25, 40)
+    py = spine.center[0] - spine.radius - u(28, 38)
     r_pan = np.minimum.reduce([
         g.radius((pz - 8, py + 5, body_c[1] - u(30, 45)), (u(16, 22), u(14, 18), u(18, 24))),
         g.radius((pz, py, body_c[1] + 5), (u(12, 16), u(9, 12), u(32, 40))),
         g.radius((pz + 10, py + 18, body_c[1] + u(50, 65)), (u(12, 16), u(9, 12), u(24, 32))),
     ])
-    pancreas = (r_pan + 0.1 * mix < 1) & cavity & ~stomach
-    tissue[pancreas] = PANCREAS
+    pancreas = (r_pan + 0.1 * mix < 1) & trunk.cavity & ~stomach
+    tissue[pancreas] = _T.PANCREAS
+    return pan_hu
 
-    # Chest: lung bases and the heart above the diaphragm, two domes whose right one caps the liver.
+
+def _chest(
+    rng: np.random.Generator, trunk: _Trunk, spine: _Spine, liver: _LiverShape, tissue: np.ndarray
+) -> np.ndarray:
+    """Diaphragm, lung bases and heart in the top slices; returns the diaphragm height map (z, mm).
+
+    Each hemidiaphragm is an ellipsoidal dome: the right one sits 4 mm above the right lobe's top
+    and follows its footprint (so it caps the liver), the left one is lower and further left.
+    Above the domes: aerated lung (~-850 HU) either side of the spine and the heart resting on
+    the diaphragm, anterior and to the left, with a 12 mm myocardium of liver-like attenuation
+    around the bright blood pool (~155 HU) -- another liver-like neighbour at the liver's dome.
+    """
+    u = rng.uniform
+    g, body_c, cavity = trunk.g, trunk.center, trunk.cavity
+    right_c, right_a = liver.right_c, liver.right_a
+    liver_top = liver.top
     dome_r = _dome(g, (right_c[1], right_c[2]), (right_a[1] * 1.3, right_a[2] * 1.2), liver_top + 4, u(50, 70))
     dome_l = _dome(g, (body_c[0], body_c[1] + u(50, 70)), (right_a[1] * 1.6, 110.0), liver_top - u(0, 15), u(40, 60))
     dome = np.maximum(dome_r, dome_l)
@@ -256,64 +461,130 @@ def generate_case(
     heart_a = (u(60, 75), u(55, 65), u(60, 75))
     rh = g.radius(heart_c, heart_a)
     heart = chest & (rh < 1)
-    lungs = chest & ~heart & (np.abs(g.x - vert_c[1]) > vert_r + 5)
-    tissue[lungs & ~vb] = LUNG
-    tissue[heart] = MYO
-    tissue[heart & (rh < 1 - 12.0 / min(heart_a))] = BLOOD
+    lungs = chest & ~heart & (np.abs(g.x - spine.center[1]) > spine.radius + 5)
+    tissue[lungs & ~spine.body] = _T.LUNG
+    tissue[heart] = _T.MYO
+    tissue[heart & (rh < 1 - 12.0 / min(heart_a))] = _T.BLOOD
+    return dome
 
-    # Liver and its interior: vessels (bright, labelled liver), gallbladder (carved out).
-    liver &= ~(np.broadcast_to(g.z, shape) > dome - 4)
-    tissue[liver] = LIVER
+
+def _liver_interior(
+    rng: np.random.Generator,
+    trunk: _Trunk,
+    liver: _LiverShape,
+    dome: np.ndarray,
+    aorta: np.ndarray,
+    ivc: np.ndarray,
+    tissue: np.ndarray,
+) -> np.ndarray:
+    """Paint the liver under the diaphragm with its vessels; carve out IVC, aorta, gallbladder. Returns label 1.
+
+    The liver stops 4 mm below the diaphragm. Portal and hepatic vessels (~160 HU) are where two
+    independent smooth fields are both near zero: thin branching tubes, brighter than the
+    parenchyma and labelled liver, as LiTS labels them. The IVC and aorta are painted over it and
+    removed from the label. In 70 % of cases a gallbladder (bile ~10 HU, not liver) is carved
+    out of the right lobe's anterior-inferior, medial part; otherwise it is absent (resected or
+    contracted).
+    """
+    u = rng.uniform
+    g, shape = trunk.g, trunk.g.shape
+    right_c, right_a = liver.right_c, liver.right_a
+    mask = liver.mask & ~(np.broadcast_to(g.z, shape) > dome - 4)
+    tissue[mask] = _T.LIVER
     f1 = _smooth_field(rng, shape, (6, 9, 9))
     f2 = _smooth_field(rng, shape, (6, 9, 9))
     width = 0.10
-    vessels = liver & (np.abs(f1) < width) & (np.abs(f2) < width * 2.5)
-    tissue[vessels] = VESSEL
-    tissue[ivc] = IVC
-    tissue[aorta] = AORTA
-    liver &= ~ivc & ~aorta
+    vessels = mask & (np.abs(f1) < width) & (np.abs(f2) < width * 2.5)
+    tissue[vessels] = _T.VESSEL
+    tissue[ivc] = _T.IVC
+    tissue[aorta] = _T.AORTA
+    mask &= ~ivc & ~aorta
     if rng.random() < 0.7:
         gb_c = (right_c[0] - right_a[0] * u(0.3, 0.5), right_c[1] - right_a[1] * u(0.35, 0.55), right_c[2] + u(10, 30))
         gb = g.radius(gb_c, (u(25, 35), u(13, 18), u(13, 18))) < 1
-        liver &= ~gb
-        tissue[gb & cavity] = GALL
+        mask &= ~gb
+        tissue[gb & trunk.cavity] = _T.GALL
+    return mask
 
-    lesions, lesion_info = _place_lesions(rng, g, liver, vox)
-    tissue[lesions > 0] = LESION
 
-    label = np.zeros(shape, dtype=np.uint8)
-    label[liver] = 1
-    label[lesions > 0] = 2
+def _hu_table(
+    rng: np.random.Generator, liver_hu: float, spleen_hu: float, pancreas_hu: float, stomach_iso: bool
+) -> np.ndarray:
+    """HU of every tissue code for this case (portal-venous phase), each jittered per case.
 
-    hu = np.zeros(LOOPS + 1, dtype=np.float32)
-    hu[AIR], hu[FAT], hu[MUSCLE], hu[BOWEL], hu[VFAT] = -1000, u(-110, -90), u(45, 60), u(25, 45), u(-95, -75)
-    hu[BONE], hu[MARROW], hu[DISC], hu[CSF] = u(650, 850), u(200, 300), u(70, 95), u(5, 15)
-    hu[AORTA], hu[IVC], hu[KCORTEX], hu[KMEDULLA] = u(150, 190), liver_hu + u(-5, 10), u(145, 175), u(45, 75)
-    hu[SPLEEN], hu[SWALL], hu[SAIR] = spleen_hu, liver_hu + u(-12, 5), -950
-    hu[SCONTENT] = (liver_hu + u(-10, 10)) if iso_contents else u(5, 25)
-    hu[LUNG], hu[MYO], hu[BLOOD], hu[GALL] = u(-880, -820), liver_hu + u(-15, 0), u(140, 170), u(0, 20)
-    hu[LIVER], hu[VESSEL], hu[PANCREAS], hu[LOOPS] = liver_hu, u(150, 175), pan_hu, liver_hu + u(-25, -5)
+    The liver-like structures (IVC, stomach wall and food, myocardium, bowel loops; spleen and
+    pancreas, drawn with their organs) are set relative to this case's liver, so they stay
+    within ~25 HU of it whatever the liver's own value: no fixed window isolates the liver.
+    """
+    u = rng.uniform
+    values = {  # a dict literal is evaluated top to bottom: this is the order of the draws
+        _T.AIR: -1000,
+        _T.FAT: u(-110, -90),
+        _T.MUSCLE: u(45, 60),
+        _T.BOWEL: u(25, 45),
+        _T.VFAT: u(-95, -75),
+        _T.BONE: u(650, 850),  # cortical
+        _T.MARROW: u(200, 300),  # cancellous
+        _T.DISC: u(70, 95),
+        _T.CSF: u(5, 15),
+        _T.AORTA: u(150, 190),
+        _T.IVC: liver_hu + u(-5, 10),
+        _T.KCORTEX: u(145, 175),
+        _T.KMEDULLA: u(45, 75),
+        _T.SPLEEN: spleen_hu,
+        _T.SWALL: liver_hu + u(-12, 5),
+        _T.SAIR: -950,
+        _T.SCONTENT: (liver_hu + u(-10, 10)) if stomach_iso else u(5, 25),  # food, or water-like
+        _T.LUNG: u(-880, -820),
+        _T.MYO: liver_hu + u(-15, 0),
+        _T.BLOOD: u(140, 170),
+        _T.GALL: u(0, 20),
+        _T.LIVER: liver_hu,
+        _T.VESSEL: u(150, 175),
+        _T.PANCREAS: pancreas_hu,
+        _T.LOOPS: liver_hu + u(-25, -5),
+    }
+    hu = np.zeros(_T.COUNT, dtype=np.float32)  # LESION stays 0: `_attenuation` shades each lesion
+    for code, value in values.items():
+        hu[code] = value
+    return hu
+
+
+def _attenuation(
+    tissue: np.ndarray, hu: np.ndarray, lesions: np.ndarray, lesion_info: list[dict[str, Any]], mix: np.ndarray
+) -> np.ndarray:
+    """The noiseless HU map (float32): tissue HU, lesion shading, low-frequency inhomogeneity.
+
+    Lesions are hypodense (~30-60 HU) and darken by up to 10 HU towards their centre (a less
+    enhancing, often necrotic core, as in metastases); every soft tissue gets a ~4 HU smooth variation (the
+    mesentery's field), so no organ is perfectly flat.
+    """
     image = hu[tissue]
     for i, info in enumerate(lesion_info):  # hypodense, darker towards the centre
         m = lesions == i + 1
         image[m] = info["hu"] - 10.0 * (1 - np.clip(info["r"][m[info["box"]]], 0, 1))
-    image += 4.0 * mix * (tissue > AIR)  # low-frequency tissue inhomogeneity
+    image += 4.0 * mix * (tissue > _T.AIR)  # low-frequency tissue inhomogeneity
+    return image
+
+
+def _scan(
+    rng: np.random.Generator, image: np.ndarray, spacing: tuple[float, float, float], noise_hu: tuple[float, float]
+) -> tuple[np.ndarray, float]:
+    """Image formation: partial-volume blur, correlated noise, int16 HU; returns (image, noise SD).
+
+    The blur is ~0.7 voxel in-plane and thinner along z for thick slices (a voxel then already
+    averages across its thickness). Noise of SD drawn from ``noise_hu`` is white along z but
+    correlated in-plane, as the reconstruction kernel makes CT noise. Values are rounded and
+    clipped to the 12-bit CT range [-1024, 3071].
+    """
     sigma_pv = (0.6 * min(1.0, 2.5 / spacing[0]), 0.7, 0.7)  # partial volume, in voxels
     image = ndimage.gaussian_filter(image, sigma_pv, mode="nearest")
-    noise_sd = u(*noise_hu)
-    noise = rng.standard_normal(shape, dtype=np.float32)
+    noise_sd = rng.uniform(*noise_hu)
+    noise = rng.standard_normal(image.shape, dtype=np.float32)
     noise = ndimage.gaussian_filter(noise, (0.0, 0.6, 0.6), mode="wrap")  # CT noise is correlated in-plane
     noise *= noise_sd / max(float(noise.std()), 1e-6)
     image += noise
-    image = np.clip(np.rint(image), -1024, 3071).astype(np.int16)
-
-    params = {
-        "seed": int(seed), "size": size, "slices": slices, "generator_version": GENERATOR_VERSION,
-        "liver_hu": round(float(liver_hu), 1), "spleen_hu": round(float(spleen_hu), 1),
-        "stomach_iso": bool(iso_contents), "noise_sd_hu": round(float(noise_sd), 1),
-        "lesions": [{"radius_mm": round(i["radius_mm"], 1), "hu": round(float(i["hu"]), 1)} for i in lesion_info],
-    }
-    return Case(id=case_id or str(seed), image=image, label=label, spacing=spacing, meta={"phantom": params})
+    return np.clip(np.rint(image), -1024, 3071).astype(np.int16), noise_sd
 
 
 def _place_lesions(

@@ -219,6 +219,11 @@ class CascadeConfig(_Checked):
     # Algorithm 1's patches: "zoom" = resized to the input size (homogeneous batches, magnified
     # anatomy); "native" = at their own size, batched by size (the tuning net is fully convolutional)
     patch_scale: Literal["zoom", "native"] = "zoom"
+    # share of Algorithm 1's fine-tuning draws taken from the patches P; 0 = uniform over X u P (the
+    # union read literally: thousands of patches then crowd out the few hundred full slices)
+    patch_share: float = field(default=0.0, metadata=_range(0, 1, high_open=True))
+    # learning rate of Algorithm 1's fine-tuning relative to the profile's (1 = the same)
+    reiter_lr_scale: float = field(default=1.0, metadata=_range(0, low_open=True))
 
     def __post_init__(self) -> None:
         super().__post_init__()

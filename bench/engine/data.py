@@ -96,6 +96,24 @@ def epoch_order(n_items: int, foreground: np.ndarray, epoch: int, seed: int, ste
     return rng.permutation(order)
 
 
+def mixed_order(dataset: "Joined", share: float, epoch: int, seed: int, steps: int, batch_size: int,
+                foreground_fraction: float) -> np.ndarray:
+    """An epoch over `Joined` parts where the parts after the first get a fixed ``share`` of the draws.
+
+    Algorithm 1's X u P: when the patches far outnumber the slices, a uniform draw over the union
+    would train almost only on patches and the network would lose the full-slice view it is used
+    with at inference. Here the slices keep their own epoch (`epoch_order`, with its foreground
+    rule) and the patches add ``share / (1 - share)`` as many draws, uniformly.
+    """
+    first = len(dataset.datasets[0])
+    slices = epoch_order(first, dataset.foreground[:first], epoch, seed, steps, batch_size, foreground_fraction)
+    n_rest = len(dataset) - first
+    n_extra = int(round(len(slices) * share / (1.0 - share))) if n_rest else 0
+    rng = np.random.default_rng([seed, epoch, 2])
+    extra = first + rng.choice(n_rest, size=n_extra, replace=n_rest < n_extra) if n_extra else np.zeros(0, int)
+    return rng.permutation(np.concatenate([slices, extra]))
+
+
 class EpochBatches(torch.utils.data.Sampler):
     """Batch sampler over `epoch_order`, sharded by rank for data-parallel training.
 
@@ -122,8 +140,12 @@ class EpochBatches(torch.utils.data.Sampler):
         self.epoch = epoch
 
     def _batches(self) -> list[np.ndarray]:
-        order = epoch_order(len(self.dataset), self.dataset.foreground, self.epoch, self.seed, self.steps,
-                            self.batch_size, self.fraction)
+        share = float(getattr(self.dataset, "second_share", 0.0) or 0.0)
+        if share > 0:
+            order = mixed_order(self.dataset, share, self.epoch, self.seed, self.steps, self.batch_size, self.fraction)
+        else:
+            order = epoch_order(len(self.dataset), self.dataset.foreground, self.epoch, self.seed, self.steps,
+                                self.batch_size, self.fraction)
         groups = getattr(self.dataset, "size_groups", None)
         if groups is None:
             batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -160,8 +182,10 @@ class Joined(torch.utils.data.ConcatDataset):
     `EpochBatches` batches each side separately; parts of one side batch as one set.
     """
 
-    def __init__(self, parts: Sequence[Dataset]) -> None:
+    def __init__(self, parts: Sequence[Dataset], second_share: float = 0.0) -> None:
+        """``second_share`` > 0: the parts after the first get that share of each epoch (`mixed_order`)."""
         super().__init__([p for p in parts if len(p)])
+        self.second_share = second_share if len(self.datasets) > 1 and len(parts[0]) else 0.0
         self.foreground = np.concatenate([np.asarray(p.foreground, dtype=bool) for p in self.datasets])
         sides = [int(getattr(p, "side", 0)) for p in self.datasets]
         self.size_groups = None

@@ -273,9 +273,10 @@ def reiterate(ctx, tuner: Tuner, data: TunerData) -> Reiteration:
                                              ctx.device, cfg.profile.train.batch_size)
         ctx.info.barrier()
         sets = patch_sets(folder, sizes, cfg.profile.input_size, cc.patch_scale)  # reopen with the new labels
-        enlarged = Joined([data.train, *sets])
+        enlarged = Joined([data.train, *sets], second_share=cc.patch_share)
         stage = Stage(name=f"reiter{n}", model=tuner.model, loss=tuner.loss, predict=tuner.predict,
-                      train_set=enlarged, val_set=data.val, epochs=epochs, checkpoint_dir=checkpoint_dir(cfg))
+                      train_set=enlarged, val_set=data.val, epochs=epochs, checkpoint_dir=checkpoint_dir(cfg),
+                      lr=cfg.profile.train.lr * cc.reiter_lr_scale)
         out.stages[stage.name] = fit(stage, cfg, ctx.device, ctx.info, resume=ctx.resume, progress=ctx.progress)
         out.history += stage.history
         val_dice = record(n, len(enlarged), {s.size: len(s) for s in sets} or counts, label_dice)

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench golden clean
+.PHONY: venv demo test test-all bench golden golden-inputs clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BENCH) demo --profile demo --results results
 
+# the tests, then every golden layer under results/golden: exact (fixed inputs, seconds) and train (minutes)
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile
 	$(BENCH) report --check results/golden
@@ -31,8 +32,13 @@ test-all: venv
 bench: venv
 	$(PY) benchmarks/run_all.py
 
+# rewrite the golden tables of every layer, or of one: make golden LAYER=exact
 golden: venv
-	$(BENCH) report --check results/golden --update-golden
+	$(BENCH) report --check results/golden$(if $(LAYER),/$(LAYER)) --update-golden
+
+# rewrite the exact layer's fixed inputs (only after a deliberate change of their generator), then: make golden LAYER=exact
+golden-inputs: venv
+	$(PY) -m bench.reports.golden_inputs --regenerate results/golden/exact/inputs
 
 clean:
 	rm -rf results/demo cache data/phantom

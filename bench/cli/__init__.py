@@ -38,7 +38,7 @@ for _name in _COMMAND_MODULES:
 def main() -> None:
     """Console entry point with one-line errors."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns (not raises) a typer.Exit's code in this mode
     except BenchError as exc:
         from rich.console import Console
 
@@ -55,3 +55,4 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -15,8 +14,8 @@ from bench.cli import app
 
 @app.command("report")
 def report(
-    results: Optional[str] = typer.Option(None, "--results", help="results folder (default: results; "
-                                          "with --check: run the golden manifest's command instead)"),
+    results: Optional[str] = typer.Option(None, "--results", help="results folder (default: results; with "
+                                          "--check on one layer: use these results instead of building them)"),
     tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7"),
     format: str = typer.Option("md,csv,tex", "--format", help="any of md, csv, tex"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
@@ -25,8 +24,10 @@ def report(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="data set to report (default: the one with most runs)"),
     profile: Optional[str] = typer.Option(None, "--profile", help="profile to report (default: the one with most runs)"),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw Figs. 16-18 and the Dice box plots"),
-    check: Optional[str] = typer.Option(None, "--check", help="golden folder to compare with (e.g. results/golden)"),
-    update_golden: bool = typer.Option(False, "--update-golden", help="with --check: rewrite the golden tables"),
+    check: Optional[str] = typer.Option(None, "--check", help="golden folder: results/golden checks every layer "
+                                        "(exact, train), results/golden/exact one; exit 1 on any difference"),
+    update_golden: bool = typer.Option(False, "--update-golden", help="with --check: rewrite the golden tables "
+                                       "of the layer(s)"),
 ) -> None:
     """Write the paper's tables (md/csv/tex), figures and index.md; or check them against golden tables."""
     from bench.errors import ConfigError
@@ -56,41 +57,41 @@ def report(
 
 def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: list[int],
            options, update: bool) -> None:
-    """Build the golden tables (from --results, else by running the manifest's command) and compare/update."""
-    from bench.reports.collect import load_results
-    from bench.reports.golden import (DEFAULT_COMMAND, MANIFEST, compare_tables, read_manifest, run_golden_command,
-                                      write_golden)
-    from bench.reports.select import ReportOptions
-    from bench.reports.tables import build_tables
+    """Check (or rewrite) every golden layer under ``golden_dir``, or the one layer it is.
 
-    manifest = read_manifest(golden_dir) if (golden_dir / MANIFEST).is_file() or not update else None
-    command = manifest["command"] if manifest else DEFAULT_COMMAND
-    if manifest and not update:
-        options = ReportOptions(**manifest.get("report_options", {}))
-        numbers = [int(n) for n in manifest["tables"]]
-    with tempfile.TemporaryDirectory(prefix="bench-golden-") as tmp:
-        if results is not None:
-            root, source = Path(results), f"tables built from --results {results}"
+    Mismatch lines first, then one verdict line per layer; exit status 1 when any layer differs.
+    """
+    from rich.markup import escape
+
+    from bench.engine.golden import check_layer
+    from bench.errors import ConfigError
+    from bench.reports.golden import find_layers
+
+    layers = find_layers(golden_dir, update=update)
+    if results is not None and len(layers) > 1:
+        raise ConfigError(f"--results gives one layer's results; name the layer folder "
+                          f"({', '.join(str(p) for p in layers)}), not {golden_dir}")
+    opts = {"aggregation": options.aggregation, "dataset": options.dataset, "profile": options.profile,
+            "scores": options.scores}
+    failed = []
+    for folder in layers:
+        out = check_layer(folder, results=results, update=update, numbers=numbers, options=opts,
+                          say=lambda text: console.print(escape(text), highlight=False, soft_wrap=True))
+        what = f"{out.n_cells} cells (tables {', '.join(n.removeprefix('table') for n in out.names)})"
+        if update:
+            console.print(f"[yellow]golden updated ({out.layer} layer)[/yellow]: {len(out.updated)} files, {what} "
+                          f"in {escape(str(folder))} ({escape(out.source)})", highlight=False, soft_wrap=True)
+            continue
+        for m in out.mismatches:
+            console.print(f"[red]MISMATCH[/red] {out.layer}: {escape(str(m))}", highlight=False, soft_wrap=True)
+        rule = ("equal to {} (counts exact, other numbers within 1e-9, text equal)" if out.layer == "exact"
+                else "within tolerance of {}")
+        if out.mismatches:
+            failed.append(folder)
+            console.print(f"[red]golden check failed ({out.layer} layer)[/red]: {len(out.mismatches)} difference(s) "
+                          f"in {what} vs {escape(str(folder))}", highlight=False, soft_wrap=True)
         else:
-            root = Path(tmp) / "results"
-            console.print(f"golden: running {command.replace('{results}', str(root))}", highlight=False)
-            source = f"ran: {run_golden_command(command, root)}"
-        built = build_tables(load_results(root), numbers, options, with_paired=False)
-    if update:
-        opts = {"aggregation": options.aggregation, "dataset": options.dataset, "profile": options.profile,
-                "scores": options.scores}
-        files = write_golden(golden_dir, built, command=command, report_options=opts, source=source,
-                             tolerances=manifest["tolerances"] if manifest else None)
-        console.print(f"[yellow]golden updated[/yellow]: {len(files)} files in {golden_dir} ({source})",
-                      highlight=False, soft_wrap=True)
-        return
-    mismatches = compare_tables(golden_dir, built)
-    n_cells = sum(len(t.frame) for t in built)
-    if mismatches:
-        for m in mismatches:
-            console.print(f"[red]MISMATCH[/red] {m}", highlight=False, soft_wrap=True)
-        console.print(f"[red]golden check failed[/red]: {len(mismatches)} difference(s) outside tolerance in "
-                      f"{n_cells} cells vs {golden_dir}", highlight=False)
+            console.print(f"[green]golden check OK ({out.layer} layer)[/green]: {what} {rule.format(escape(str(folder)))}",
+                          highlight=False, soft_wrap=True)
+    if failed:
         raise typer.Exit(1)
-    console.print(f"[green]golden check OK[/green]: {n_cells} cells of tables "
-                  f"{','.join(str(n) for n in numbers)} within tolerance of {golden_dir}", highlight=False)

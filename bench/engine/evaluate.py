@@ -127,7 +127,7 @@ def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str], suffi
     return pd.concat([kept, rows], ignore_index=True)
 
 
-def _write(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str], surface: bool, cfg: RunConfig) -> None:
+def write_scores(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str], surface: bool, cfg: RunConfig) -> None:
     """Write the post-processed and the raw results (each merged with the other splits' old rows)."""
     from bench.metrics.results import evaluation_policy, write_evaluation
 
@@ -174,7 +174,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
             bar.say(f"{split} case {case}: Dice {scores['post']['dice']:.4f} (raw {scores['raw']['dice']:.4f})")
             if examples and split == "test":
                 example_rows.append(_example(model, cache, case, cfg, device))
-    _write(folder, rows, scored, surface, cfg)
+    write_scores(folder, rows, scored, surface, cfg)
     if example_rows:
         _write_examples(folder / EXAMPLES, example_rows)
     update_record(folder, inference_s_per_slice=t_infer / max(n_slices, 1), wall_time_s={"evaluate": t_infer})
@@ -219,7 +219,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
             bar.step()
             bar.say(f"{split} case {case}: Dice {scores['post']['dice']:.4f} (raw {scores['raw']['dice']:.4f})")
     folder = run_dir(fused_cfg)
-    _write(folder, rows, scored, surface, base)
+    write_scores(folder, rows, scored, surface, base)
     record = run_record(fused_cfg, device, fingerprint=run_fingerprint(fused_cfg), status="complete",
                         sources=[str(run_dir(cfg, p)) for p in PLANES], fusion="soft voting (Eq. 8)",
                         wall_time_s={"evaluate": time.perf_counter() - t0})

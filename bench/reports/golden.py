@@ -1,10 +1,16 @@
-"""Golden tables: regenerate Tables 3-8 from a small deterministic run and compare them cell by cell.
+"""Golden tables: rebuild the tables of a golden *layer* and compare them cell by cell.
 
-A golden folder holds ``table3.csv`` ... ``table8.csv`` (the tidy cells written by the report)
-and ``manifest.json``: the command that regenerates the results, the report options, and the
-tolerance of every compared column *with the reason for it* (lm-eval / nnU-Net practice: a
-tolerance without its origin is a number nobody dares to change). Golden files change only
-through ``bench report --check DIR --update-golden``.
+``results/golden/`` holds one folder per layer (``exact``, ``train``), each with its tidy table
+CSVs (``table3.csv`` ... written by the report; the exact layer also ``paired.csv`` and the
+per-case/per-run frames ``cases.csv``/``metrics.csv``) and its own ``manifest.json``: the layer,
+how its results are built, the report options, and the tolerance of every compared column *with
+the reason for it* (lm-eval / nnU-Net practice: a tolerance without its origin is a number nobody
+dares to change). Golden files change only through ``bench report --check DIR --update-golden``.
+
+* exact layer: every column is compared (``"*"`` in its tolerances): counts exactly, every other
+  number to 1e-9 absolute, every text (status, runs, metric) exactly; a column or cell on one
+  side only is a mismatch. Built by `bench.engine.golden` from committed inputs, no training.
+* train layer: the columns named in its tolerances, with calibrated tolerances.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from bench.atomic import write_json, write_text
@@ -29,6 +36,7 @@ from bench.errors import BenchError, DataError
 from bench.reports.tables import TableResult
 
 MANIFEST = "manifest.json"
+LAYERS = ("exact", "train")  # each a folder under results/golden/ with its own manifest.json
 # --workers is fixed: the thread count per run changes float summation order
 DEFAULT_COMMAND = "bench demo --profile golden --results {results} --lesion-planes axial,coronal,sagittal --workers 2 --no-report"
 KEY_COLUMNS = ("group", "row", "col_group", "col")
@@ -57,6 +65,28 @@ DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
 }
 
 
+# The exact layer: tables 3-8, the paired comparison and the per-case / per-run frames.
+EXACT_NAMES = ("3", "4", "5", "6", "7", "8", "paired", "cases", "metrics")
+_WHY_EXACT_FLOAT = (
+    "the exact layer involves no training: the same committed integer labels and float16 probabilities go "
+    "through the same thresholding, post-processing and integer counting on every machine, so counts are "
+    "identical and every other number is a few float64 operations on them (divisions, means over <= 8 cases, "
+    "a seeded bootstrap). Those can differ only in the last bits (summation order of a numpy/pandas build, "
+    "~1e-16 relative), which can at most flip the 10th significant digit metrics.csv stores (~1e-10); 1e-9 "
+    "absorbs that, while the smallest real change, one voxel of a 9216-voxel case, moves a case's accuracy by "
+    "1.1e-4 and a mean over 3 cases by 3.6e-5, more than four orders of magnitude above the tolerance"
+)
+EXACT_TOLERANCES: dict[str, dict[str, Any]] = {
+    "*": {"abs": 1e-9, "why": _WHY_EXACT_FLOAT + "; text columns (status, runs, metric, split) must be equal"},
+    **{c: {"abs": 0, "why": "integer voxel counts of fixed inputs: exact"} for c in ("tp", "fp", "fn", "tn")},
+    "n_cases": {"abs": 0, "why": "cases per split follow from the committed split file: exact"},
+    "n_excluded": {"abs": 0, "why": "empty-reference-and-prediction cases (the NaN rule) of fixed inputs: exact"},
+    "n_seeds": {"abs": 0, "why": "runs behind a cell are fixed by the inputs: exact"},
+    "paper": {"abs": 0.0, "why": "constants transcribed from the paper (bench/reports/paper.py): any change "
+              "is an edit of the transcription and must be deliberate"},
+}
+
+
 @dataclass(frozen=True)
 class Mismatch:
     """One golden cell that differs from the regenerated one (or exists on one side only)."""
@@ -70,13 +100,16 @@ class Mismatch:
 
     def __str__(self) -> str:
         where = " / ".join(k for k in self.key if k)
-        if self.column == "(cell)":
+        if self.column in ("(cell)", "(key)"):
             return f"{self.table} [{where}]: {self.golden} in golden, {self.new} now"
+        if not self.key or not any(self.key):  # a whole column or table
+            return f"{self.table} {self.column}: {self.golden} in golden, {self.new} now"
         if self.tolerance is None:
             return f"{self.table} [{where}] {self.column}: golden {self.golden!r}, now {self.new!r}"
         g, n = _numeric(self.golden), _numeric(self.new)
         delta = "one side NaN" if math.isnan(g) != math.isnan(n) else f"|diff| {abs(n - g):.4g}"
-        return (f"{self.table} [{where}] {self.column}: golden {g:.6g}, now {n:.6g} "
+        digits = 6 if self.tolerance >= 1e-6 else 15  # enough to see a 1e-9 difference
+        return (f"{self.table} [{where}] {self.column}: golden {g:.{digits}g}, now {n:.{digits}g} "
                 f"({delta} > tol {self.tolerance:g})")
 
 
@@ -93,12 +126,43 @@ def read_manifest(golden_dir: str | os.PathLike) -> dict[str, Any]:
     for key in ("command", "tables", "tolerances"):
         if key not in manifest:
             raise DataError(f"{path}: manifest lacks {key!r}")
+    if manifest.get("layer", "train") not in LAYERS:
+        raise DataError(f"{path}: unknown layer {manifest['layer']!r} (known: {', '.join(LAYERS)})")
     return manifest
 
 
+def layer_kind(manifest: Mapping[str, Any] | None, folder: str | os.PathLike) -> str:
+    """``exact`` or ``train``: the manifest says; a folder without one is exact when it holds ``inputs/``."""
+    if manifest is not None:
+        return str(manifest.get("layer", "train"))
+    return "exact" if (Path(folder) / "inputs").is_dir() else "train"
+
+
+def find_layers(golden_dir: str | os.PathLike, update: bool = False) -> list[Path]:
+    """The layer folders to check: ``golden_dir`` itself when it is one, else its sub-folders that are.
+
+    A folder is a layer when it holds manifest.json (or, with ``update``, an exact layer's ``inputs/``
+    whose golden tables are still to be written).
+    """
+    root = Path(golden_dir)
+
+    def is_layer(folder: Path) -> bool:
+        return (folder / MANIFEST).is_file() or (update and (folder / "inputs").is_dir())
+
+    if is_layer(root):
+        return [root]
+    layers = sorted(p for p in root.iterdir() if p.is_dir() and is_layer(p)) if root.is_dir() else []
+    if layers:
+        return layers
+    if update and not root.exists():
+        return [root]  # a new training layer at this path
+    raise DataError(f"{root / MANIFEST} not found, nor a layer folder with one below {root}; create the golden "
+                    f"tables with `bench report --check {root} --update-golden` (make golden)")
+
+
 def tolerance_for(tolerances: Mapping[str, Any], column: str, metric: str) -> float | None:
-    """Tolerance of ``column`` for a cell of ``metric`` ("col:metric" beats "col"); None = not compared."""
-    for key in (f"{column}:{metric}", column):
+    """Tolerance of ``column`` for a cell of ``metric`` ("col:metric" beats "col" beats "*"); None = not compared."""
+    for key in (f"{column}:{metric}", column, "*"):
         if key in tolerances:
             spec = tolerances[key]
             return float(spec["abs"] if isinstance(spec, Mapping) else spec)
@@ -121,14 +185,50 @@ def _numeric(value: Any) -> float:
         return math.nan
 
 
+def _number_or_none(value: Any) -> float | None:
+    """A float for numbers and blanks (NaN), None for text: decides how a cell is compared."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "nan", "NaN")):
+        return math.nan
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _text(value: Any) -> str:
+    return "" if _number_or_none(value) is not None and math.isnan(_number_or_none(value)) else str(value)
+
+
 def compare_frames(table: str, golden: pd.DataFrame, new: pd.DataFrame,
-                   tolerances: Mapping[str, Any]) -> list[Mismatch]:
-    """Cell-by-cell comparison of two tidy tables; NaN equals NaN, missing vs present is a mismatch."""
+                   tolerances: Mapping[str, Any], exact: Sequence[str] = EXACT_COLUMNS) -> list[Mismatch]:
+    """Cell-by-cell comparison of two tidy tables; NaN equals NaN, missing vs present is a mismatch.
+
+    Compared: the ``exact`` columns for equality, and the columns named in ``tolerances`` within their
+    tolerance. With a ``"*"`` tolerance every other column is compared too: numbers within the
+    tolerance, text for equality, and a column present on one side only is a mismatch.
+    """
     g, n = _normalise(golden), _normalise(new)
+    out: list[Mismatch] = []
+    for side, frame in (("golden", g), ("now", n)):
+        present = [k for k in KEY_COLUMNS if k in frame.columns]
+        dup = frame[frame.duplicated(present, keep="first")] if present else frame.iloc[:0]
+        for _, r in dup.iterrows():
+            key = tuple(r[k] for k in present)
+            out.append(Mismatch(table, key, "(key)", "duplicate key" if side == "golden" else "unique key",
+                                "duplicate key" if side == "now" else "unique key"))
     g_rows = {tuple(r[k] for k in KEY_COLUMNS): r for _, r in g.iterrows()}
     n_rows = {tuple(r[k] for k in KEY_COLUMNS): r for _, r in n.iterrows()}
-    columns = sorted({key.split(":")[0] for key in tolerances})
-    out: list[Mismatch] = []
+    columns = sorted({key.split(":")[0] for key in tolerances} - {"*"})
+    if "*" in tolerances:
+        skip = set(KEY_COLUMNS) | set(exact)
+        both = [c for c in dict.fromkeys(list(g.columns) + list(n.columns)) if c not in skip]
+        for c in both:
+            if (c in g.columns) != (c in n.columns):
+                out.append(Mismatch(table, (), c, "column present" if c in g.columns else "column absent",
+                                    "column present" if c in n.columns else "column absent"))
+        columns = [c for c in both if c in g.columns and c in n.columns]
     for key in list(g_rows) + [k for k in n_rows if k not in g_rows]:
         if key not in n_rows:
             out.append(Mismatch(table, key, "(cell)", "present", "absent"))
@@ -137,13 +237,17 @@ def compare_frames(table: str, golden: pd.DataFrame, new: pd.DataFrame,
             out.append(Mismatch(table, key, "(cell)", "absent", "present"))
             continue
         a, b = g_rows[key], n_rows[key]
-        for col in EXACT_COLUMNS:
+        for col in exact:
             if col in a and col in b and a[col] != b[col]:
                 out.append(Mismatch(table, key, col, a[col], b[col]))
         metric = str(a.get("metric", ""))
         for col in columns:
             tol = tolerance_for(tolerances, col, metric)
             if tol is None or (col not in a and col not in b):
+                continue
+            if "*" in tolerances and (_number_or_none(a.get(col)) is None or _number_or_none(b.get(col)) is None):
+                if _text(a.get(col)) != _text(b.get(col)):
+                    out.append(Mismatch(table, key, col, _text(a.get(col)), _text(b.get(col))))
                 continue
             x, y = _numeric(a.get(col)), _numeric(b.get(col))
             if math.isnan(x) and math.isnan(y):
@@ -165,18 +269,52 @@ def compare_tables(golden_dir: str | os.PathLike, new_tables: Mapping[str, pd.Da
     golden_dir = Path(golden_dir)
     manifest = read_manifest(golden_dir)
     tolerances = manifest["tolerances"] if tolerances is None else tolerances
+    exact = tuple(manifest.get("compare", {}).get("exact", EXACT_COLUMNS))
     frames = _table_frames(new_tables)
     out: list[Mismatch] = []
-    for number in manifest["tables"]:
-        name = f"table{number}"
+    names = [table_name(entry) for entry in manifest["tables"]]
+    for name in names:
         path = golden_dir / f"{name}.csv"
         if not path.is_file():
             raise DataError(f"{path} is named in {golden_dir / MANIFEST} but does not exist")
         golden = pd.read_csv(path, keep_default_na=False, dtype=str)  # status "nan" stays a word
         if name not in frames:
-            out.append(Mismatch(name, ("",), "(cell)", "table present", "table not built"))
+            out.append(Mismatch(name, (), "(table)", "present", "not built"))
             continue
-        out += compare_frames(name, golden, frames[name], tolerances)
+        out += compare_frames(name, golden, frames[name], tolerances, exact)
+    if "*" in tolerances:  # the exact layer: a table built but not in golden is a difference too
+        out += [Mismatch(name, (), "(table)", "absent", "built") for name in frames if name not in names]
+    return out
+
+
+def table_name(entry: Any) -> str:
+    """A manifest ``tables`` entry as a file stem: "7" -> "table7", "paired" -> "paired"."""
+    text = str(entry)
+    return f"table{text}" if text.isdigit() else text
+
+
+def result_frames(results: Any) -> list[TableResult]:
+    """The collected per-case rows and per-run metrics as tidy keyed frames (exact-layer golden files).
+
+    ``cases``: one row per (run, case, split, class) with TP/FP/FN/TN and every per-case score;
+    ``metrics``: one row per (run, split, aggregation, metric) with value, n_cases, n_excluded. They pin
+    what the tables do not show (foreground IoU, surface metrics, the global reduction, each case's counts).
+    """
+    from bench.reports.collect import CONFIG_COLUMNS
+
+    out = []
+    run_cols = [c for c in CONFIG_COLUMNS if c != "run_id"]
+    for name, frame, keys in (("cases", results.per_case, ("run_id", "case", "split", "class")),
+                              ("metrics", results.metrics, ("run_id", "split", "aggregation", "metric"))):
+        f = frame.drop(columns=[c for c in run_cols if c in frame.columns] + (["class"] if name == "metrics" else []))
+        if "variant" in f.columns:  # post-processed and raw scores of one run are separate rows
+            f = f.assign(run_id=f["run_id"] + " [" + f["variant"] + "]").drop(columns=["variant"])
+        f = f.rename(columns=dict(zip(keys, KEY_COLUMNS)))
+        rest = [c for c in f.columns if c not in KEY_COLUMNS]
+        f = f[list(KEY_COLUMNS) + rest].sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+        f.insert(0, "table", name)
+        title = "per-case counts and scores of every run" if name == "cases" else "metrics.csv of every run"
+        out.append(TableResult(name, title, f, {"table": title, "source": "bench.reports.collect.load_results"}))
     return out
 
 
@@ -203,8 +341,12 @@ def _versions() -> dict[str, str]:
 
 def write_golden(golden_dir: str | os.PathLike, tables: Sequence[TableResult], *, command: str,
                  report_options: Mapping[str, Any], source: str,
-                 tolerances: Mapping[str, Any] | None = None) -> list[Path]:
-    """(Re)write the golden CSVs and manifest; only ``bench report --update-golden`` calls this."""
+                 tolerances: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> list[Path]:
+    """(Re)write the golden CSVs and manifest; only ``bench report --update-golden`` calls this.
+
+    ``extra`` adds manifest keys first (``layer`` and how the layer is built); table CSVs of an
+    earlier version that are no longer written are removed, so the folder holds what is compared.
+    """
     golden_dir = Path(golden_dir)
     written = []
     numbers = []
@@ -212,7 +354,10 @@ def write_golden(golden_dir: str | os.PathLike, tables: Sequence[TableResult], *
         write_text(golden_dir / f"{t.name}.csv", t.frame.to_csv(index=False))
         written.append(golden_dir / f"{t.name}.csv")
         numbers.append(t.name.removeprefix("table"))
+    for stale in set(golden_dir.glob("*.csv")) - set(written):
+        stale.unlink()
     manifest = {
+        **dict(extra or {}),
         "command": command,
         "source": source,
         "tables": numbers,
@@ -220,7 +365,10 @@ def write_golden(golden_dir: str | os.PathLike, tables: Sequence[TableResult], *
         "tolerances": dict(tolerances or DEFAULT_TOLERANCES),
         "compare": {"keys": list(KEY_COLUMNS), "exact": list(EXACT_COLUMNS),
                     "rule": "NaN equals NaN; a cell present on one side only is a mismatch; "
-                            "columns without a tolerance (runs, ci_*) are not compared"},
+                            + ("every column is compared ('*'): numbers within their tolerance, text equal, a "
+                               "column or table on one side only is a mismatch"
+                               if "*" in (tolerances or {}) else
+                               "columns without a tolerance (runs, ci_*) are not compared")},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }

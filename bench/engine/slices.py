@@ -73,7 +73,7 @@ def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[dict[str, A
     record = read_record(run_dir(liver_cfg))
     facts = {"liver_prior": {
         "mode": ctx.cfg.profile.model.liver_prior,
-        "equals": f"cascade.lesion_prior={model.lesion_prior}",
+        "equals": f"cascade.lesion_prior={model.prior_kind}",
         "run": str(run_dir(liver_cfg)),
         "fingerprint": record.get("fingerprint"),
         "finished": record.get("finished"),

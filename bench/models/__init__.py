@@ -105,16 +105,22 @@ def requirements(cfg: RunConfig) -> list[RunConfig]:
 
 
 def check_run_config(cfg: RunConfig) -> None:
-    """Refuse, in one line, a config the model cannot run (unknown model, input size, options)."""
+    """Refuse, in one line, a config the model cannot run (unknown model, input size, options), or
+    one whose prerequisite runs could not run (checked the same way, before any time is spent)."""
     spec = MODELS.get(cfg.model)
     multiple = spec.input_multiple(cfg) if spec.input_multiple is not None else 1
     if cfg.profile.input_size % multiple:
         raise ConfigError(f"input_size={cfg.profile.input_size}: {cfg.model} needs a multiple of {multiple}")
     from bench.models.crf import require_crf
-    from bench.models.liver_prior import check_liver_prior
 
     require_crf(cfg.profile.cascade.crf)
-    check_liver_prior(cfg, spec.liver_prior)
+    prior = cfg.profile.model.liver_prior
+    if prior != "none" and not spec.liver_prior:
+        takers = ", ".join(n for n in MODELS.names() if MODELS.get(n).liver_prior)
+        raise ConfigError(f"model.liver_prior={prior}: {cfg.model} takes no liver prior (a setting of the lesion "
+                          f"baselines: {takers}; ours reads its liver through cascade.lesion_prior)")
+    for dep in requirements(cfg):  # e.g. the liver cascade behind a liver prior, at this input size
+        check_run_config(dep)
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:

@@ -18,8 +18,8 @@ cascade that ours reads (the "ours" liver run of the same plane, seed, fold, pro
               maps back to the original grid exactly as the plain baseline's does. One channel.
 
 Rules: only the lesion task has a liver prior; ``liver_prior != none`` with ``task=liver`` is
-refused in one line, as it is on a model that does not take it ("ours" reads its liver through
-``cascade.lesion_prior``) (`check_liver_prior`).
+refused in one line (`liver_prior_run`), as it is on a model whose spec does not take it ("ours"
+reads its liver through ``cascade.lesion_prior``; `bench.models.check_run_config`).
 
 `LiverPriorNet` holds the trained liver cascade (frozen: no gradients, always in eval mode) and
 the baseline network. Its ``state_dict`` holds both, so a run's ``best.pt`` rebuilds with
@@ -60,8 +60,8 @@ class LiverPriorNet(nn.Module):
         self.mode = mode
 
     @property
-    def lesion_prior(self) -> str:
-        """The `LesionCascade` prior this mode equals (``liver_mask`` | ``liver_box``)."""
+    def prior_kind(self) -> str:
+        """The ``cascade.lesion_prior`` this mode equals (``liver_mask`` | ``liver_box``)."""
         return MODES[self.mode][0]
 
     def train(self, mode: bool = True) -> "LiverPriorNet":
@@ -72,7 +72,7 @@ class LiverPriorNet(nn.Module):
 
     def prior(self, x: Tensor) -> Tensor:
         """(B,1,H,W) 0/1 prior of the liver cascade (`CascadeNet.lesion_prior`), in x's dtype."""
-        return self.liver.lesion_prior(x, self.lesion_prior)
+        return self.liver.lesion_prior(x, self.prior_kind)
 
     def inputs(self, x: Tensor, prior: Tensor) -> Tensor:
         """What the baseline network sees: (x, prior) as two channels, or x masked to the box."""
@@ -100,33 +100,19 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
     ``bench train ours`` and the study give that seed and fold (`bench.paths.seed_tag`: ``""``
     at seed 0 without a fold, else ``ours~seedK~foldI``), never derived from the baseline's own
     tag (``unet+liver~seed1`` needs ``ours~seed1``); ``model.liver_prior`` is reset to none, so
-    the config, and with it the fingerprint, is exactly the plain "ours" run's.
+    the config, and with it the fingerprint, is exactly the plain "ours" run's. A liver prior on
+    the liver task is refused here in one line (``check_run_config`` and the scheduler ask first).
     """
-    if cfg.profile.model.liver_prior == "none" or cfg.task != "lesion":
+    mode = cfg.profile.model.liver_prior
+    if mode == "none":
         return []
+    if cfg.task != "lesion":
+        raise ConfigError(f"model.liver_prior={mode} is for --task lesion only (the prior is the liver cascade's "
+                          f"liver mask); the {cfg.task} task takes model.liver_prior=none")
     tag = seed_tag(LIVER_PRIOR_MODEL, "", cfg.seed, cfg.fold)
     profile = replace(cfg.profile, model=replace(cfg.profile.model, liver_prior="none"))
     return [replace(cfg, model=LIVER_PRIOR_MODEL, task="liver", tag="" if tag == LIVER_PRIOR_MODEL else tag,
                     profile=profile)]
-
-
-def check_liver_prior(cfg: RunConfig, takes_prior: bool) -> None:
-    """Refuse, in one line, a liver prior on a model without one or on the liver task; check the liver run."""
-    mode = cfg.profile.model.liver_prior
-    if mode == "none":
-        return
-    if not takes_prior:
-        from bench.models import MODELS
-
-        takers = ", ".join(n for n in MODELS.names() if MODELS.get(n).liver_prior)
-        raise ConfigError(f"model.liver_prior={mode}: {cfg.model} takes no liver prior (a setting of the lesion "
-                          f"baselines: {takers}; ours reads its liver through cascade.lesion_prior)")
-    if cfg.task != "lesion":
-        raise ConfigError(f"model.liver_prior={mode} is for --task lesion only (the prior is the liver cascade's "
-                          f"liver mask); the {cfg.task} task takes model.liver_prior=none")
-    from bench.models import check_run_config
-
-    check_run_config(liver_prior_run(cfg)[0])  # e.g. an input size the liver cascade cannot take
 
 
 def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
@@ -142,14 +128,13 @@ def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
         mode = cfg.profile.model.liver_prior
         if mode == "none":
             return make(cfg)
-        from bench.models import get_model_spec
         from bench.models.cascade import build_liver_cascade
 
-        check_liver_prior(cfg, get_model_spec(cfg.model).liver_prior)
-        liver = build_liver_cascade(liver_prior_run(cfg)[0])
+        (liver_cfg,) = liver_prior_run(cfg)
+        liver = build_liver_cascade(liver_cfg)
         return LiverPriorNet(liver, make(cfg, in_channels=MODES[mode][1]), mode)
 
     return build
 
 
-__all__ = ["LIVER_PRIOR_MODEL", "MODES", "LiverPriorNet", "liver_prior_run", "check_liver_prior", "with_liver_prior"]
+__all__ = ["LIVER_PRIOR_MODEL", "MODES", "LiverPriorNet", "liver_prior_run", "with_liver_prior"]

@@ -173,6 +173,10 @@ class ModelConfig(_Checked):
     # DeepLabV3 encoder output stride: 8 is the published setting (smp's default); 16 halves its
     # cost at small inputs (DeepLabV3's own training setting), used by the CPU-sized profiles.
     output_stride: Literal[8, 16] = 8
+    # lesion task, baselines only: the liver prior ours gets (its liver cascade's predicted mask) as a
+    # second input channel ("channel") or the slice masked to that mask's boxes ("crop"), so Table 8
+    # can separate "cascade" from "architecture"; see bench/models/liver_prior.py
+    liver_prior: Literal["none", "channel", "crop"] = "none"
 
 
 @dataclass(frozen=True)

@@ -19,22 +19,20 @@ Every prior used for validation and test comes from the networks, never from the
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import RunConfig, to_dict
+from bench.config import to_dict
 from bench.engine.data import SliceDataset
+from bench.engine.priors import PriorReader, load_liver_cascade, write_run_priors
 from bench.engine.recipe import RECIPES, TrainContext, Trained
 from bench.engine.reiterate import Tuner, TunerData, reiterate
 from bench.engine.train import Stage, fit
 from bench.paths import REITERATION, checkpoint_dir, checkpoint_path, priors_dir, run_dir
-
-PriorReader = Callable[[str, str], np.ndarray]  # (case, plane) -> (N, S, S) uint8 box prior
 
 
 @dataclass
@@ -50,12 +48,12 @@ class RoiSource:
 
 def locate(ctx: TrainContext) -> RoiSource:
     """Stage 1: the network that says where the organ is (trained localizer, or the liver cascade)."""
-    from bench.models.cascade import CascadeNet, LesionCascade, build_localizer, build_tuner
+    from bench.models.cascade import CascadeNet, LesionCascade, build_localizer, build_tuner, liver_cascade_of
     from bench.models.losses import bce_dice_loss
 
     cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
     if cfg.task == "lesion":
-        liver = load_liver_cascade(cfg, ctx.device)
+        liver = load_liver_cascade(liver_cascade_of(cfg)[0], ctx.device)
         lesion = LesionCascade(liver, build_tuner(cfg), cc).to(ctx.device).eval()
         return RoiSource(lesion.lesion_prior, None, liver, {}, [])
     localizer = build_localizer(cfg)
@@ -72,35 +70,6 @@ def locate(ctx: TrainContext) -> RoiSource:
     return RoiSource(lambda x: roi_model.roi(x)[0], localizer, None, {"localizer": summary}, stage.history)
 
 
-def load_liver_cascade(cfg: RunConfig, device: torch.device) -> torch.nn.Module:
-    """The same-plane liver cascade a lesion run reads (a complete prerequisite run)."""
-    from bench.engine.checkpoint import load_weights
-    from bench.engine.records import stored_config
-    from bench.models.cascade import build_liver_cascade
-
-    liver_cfg = stored_config(replace(cfg, task="liver"))
-    model = build_liver_cascade(liver_cfg)
-    load_weights(model, checkpoint_path(liver_cfg), device)
-    return model.to(device).eval()
-
-
-def compute_priors(prior_fn: Callable[[torch.Tensor], torch.Tensor], cache, case_ids: list[str], plane: str,
-                   folder: Path, device: torch.device, batch_size: int = 16) -> None:
-    """Write the (N, S, S) uint8 box prior of every slice of ``case_ids`` to ``folder/<case>.npy``."""
-    from bench.atomic import atomic_path
-    from bench.engine.infer import predict_slices
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for case in case_ids:
-        path = folder / f"{case}.npy"
-        if path.exists():
-            continue
-        prior = predict_slices(prior_fn, cache.images(case, plane), batch_size, device).numpy().astype(np.uint8)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, prior)
-
-
 def roi_coverage(cache, case_ids: list[str], plane: str, task: str, prior_of: PriorReader) -> float:
     """Share of the reference foreground inside the box priors (1.0 = the ROI never cuts the organ).
 
@@ -115,13 +84,6 @@ def roi_coverage(cache, case_ids: list[str], plane: str, task: str, prior_of: Pr
         inside += int((truth & (np.asarray(prior_of(case, plane)) > 0)).sum())
         total += int(truth.sum())
     return inside / total if total else float("nan")
-
-
-def _saved_prior_reader(folder: Path) -> PriorReader:
-    def read(case: str, plane: str) -> np.ndarray:
-        return np.load(folder / f"{case}.npy", mmap_mode="r")
-
-    return read
 
 
 def _truth_box_reader(cache, task: str, margin: float, min_area: float) -> PriorReader:
@@ -148,12 +110,7 @@ class Priors:
 def write_priors(ctx: TrainContext, roi: RoiSource) -> Priors:
     """Stage 2: box priors of every cached slice (train, val, test) from the networks; ROI coverage."""
     cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
-    folder = priors_dir(cfg)
-    cases = list(ctx.splits["train"]) + list(ctx.splits["val"]) + list(ctx.splits["test"])
-    if ctx.info.is_main:
-        compute_priors(roi.prior_fn, ctx.cache, cases, cfg.plane, folder, ctx.device, cfg.profile.train.batch_size)
-    ctx.info.barrier()
-    inference = _saved_prior_reader(folder)
+    inference = write_run_priors(ctx, roi.prior_fn, priors_dir(cfg))
     coverage = roi_coverage(ctx.cache, list(ctx.splits["val"]), cfg.plane, cfg.task, inference)
     if coverage < 0.5:
         warnings.warn(f"{cfg.run_tag} {cfg.plane}: the box priors cover only {coverage:.0%} of the validation "

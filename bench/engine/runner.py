@@ -126,7 +126,8 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
             record = run_record(cfg, device, fingerprint=run_fingerprint(cfg), status="trained",
                                 wall_time_s={"prepare": t_prepare, "train": wall}, budget=spent,
                                 training={**trained.stages, **trained.extra},
-                                parameters=sum(p.numel() for p in trained.model.parameters()),
+                                # trainable only: a frozen prerequisite (a baseline's liver prior) is not the model's
+                                parameters=sum(p.numel() for p in trained.model.parameters() if p.requires_grad),
                                 world_size=info.world, splits={k: len(v) for k, v in splits.items()})
             write_json(folder / "config.json", record)
         info.barrier()

@@ -2,9 +2,19 @@
 
 Loss: BCE + Dice, the paper's per-level loss with alpha = beta = 1, so the comparison with the
 cascade isolates architecture and training scheme rather than the loss.
+
+With ``model.liver_prior`` (lesion task, `bench.models.liver_prior`) the model is a
+`LiverPriorNet`: the trained "ours" liver cascade of the same plane, seed and fold (loaded from
+its run folder, frozen) and the baseline network. Its priors are computed once per case with the
+cascade's own function (`bench.engine.priors.write_run_priors`) into ``<run>/priors/``, and the
+network trains and validates on ``forward(slice, prior)``; the optimiser only ever receives
+gradients for the baseline network (the liver cascade's parameters do not require them).
+config.json names the liver run the prior came from (``training.liver_prior``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -21,24 +31,57 @@ def train_on_slices(ctx: TrainContext) -> Trained:
 
     cfg = ctx.cfg
     model = build_model(cfg)
+    extra: dict[str, Any] = {}
+    facts: dict[str, Any] = {}
+    if cfg.profile.model.liver_prior != "none":
+        extra, facts = _liver_prior(ctx, model)
+
+    def logits(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        return m(b["image"], b["prior"]) if extra else m(b["image"])
+
     stage = Stage(
         name="model",
         model=model,
-        loss=lambda m, b: bce_dice_loss(m(b["image"]), b["target"]),
-        predict=lambda m, b: torch.sigmoid(m(b["image"])),
-        train_set=SliceDataset(ctx.cache, ctx.splits["train"], cfg.plane, cfg.task),
-        val_set=SliceDataset(ctx.cache, ctx.val_ids, cfg.plane, cfg.task),
+        loss=lambda m, b: bce_dice_loss(logits(m, b), b["target"]),
+        predict=lambda m, b: torch.sigmoid(logits(m, b)),
+        train_set=SliceDataset(ctx.cache, ctx.splits["train"], cfg.plane, cfg.task, extra=extra),
+        val_set=SliceDataset(ctx.cache, ctx.val_ids, cfg.plane, cfg.task, extra=extra),
         epochs=cfg.profile.train.epochs,
         checkpoint_dir=checkpoint_dir(cfg),
         best_name=BEST,
         last_name=LAST,
     )
-    extra = {}
     if cfg.profile.train.budget == "matched":
-        extra["budget_matched_to"] = match_budget(stage, cfg)
+        facts["budget_matched_to"] = match_budget(stage, cfg)
     summary = fit(stage, cfg, ctx.device, ctx.info, resume=ctx.resume, progress=ctx.progress)
-    return Trained(model=model, history=stage.history, stages={"model": summary}, extra=extra)
+    return Trained(model=model, history=stage.history, stages={"model": summary}, extra=facts)
 
+
+def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load the liver run's cascade into ``model`` (a `LiverPriorNet`), write the priors of every case.
+
+    Returns the dataset extra (``prior``) and the record of where the prior came from.
+    """
+    from bench.engine.priors import load_liver_cascade, write_run_priors
+    from bench.engine.records import read_record
+    from bench.models.liver_prior import liver_prior_run
+    from bench.paths import priors_dir, run_dir
+
+    (liver_cfg,) = liver_prior_run(ctx.cfg)
+    liver = load_liver_cascade(liver_cfg, ctx.device)
+    model.liver.load_state_dict(liver.state_dict())
+    model.to(ctx.device)
+    reader = write_run_priors(ctx, model.prior, priors_dir(ctx.cfg))
+    record = read_record(run_dir(liver_cfg))
+    facts = {"liver_prior": {
+        "mode": ctx.cfg.profile.model.liver_prior,
+        "equals": f"cascade.lesion_prior={model.prior_kind}",
+        "run": str(run_dir(liver_cfg)),
+        "fingerprint": record.get("fingerprint"),
+        "finished": record.get("finished"),
+        "frozen_parameters": sum(p.numel() for p in model.liver.parameters()),
+    }}
+    return {"prior": reader}, facts
 
 def match_budget(stage: Stage, cfg) -> dict:
     """``train.budget=matched``: as many optimiser steps as the reference run spent (its record).

@@ -16,7 +16,9 @@ slices, the baselines; ``cascade`` = the proposed method's stages and Algorithm 
 runs must exist first* (``needs``: the lesion cascade needs the same-plane liver cascade). The
 engine maps a recipe name to its training code and asks `requirements` for the run graph, so no
 code outside a spec branches on a model's name or kind. `requirements` adds the one rule every
-model shares: a fused row needs its three planes.
+model shares: a fused row needs its three planes. A spec with ``liver_prior=True`` (the
+baselines) takes ``model.liver_prior`` on the lesion task (`bench.models.liver_prior`): its
+build wraps the network with the liver cascade's prior and its ``needs`` names that liver run.
 
 Registering a model::
 
@@ -48,6 +50,7 @@ class ModelSpec:
     networks) report its own parameter total; when None, the module from ``build`` is counted.
     ``needs(cfg)`` lists the runs this run reads (beyond its own data); ``input_multiple(cfg)``
     the number its input side must be a multiple of (checked before any training time is spent).
+    ``liver_prior``: the model takes ``model.liver_prior`` (`bench.models.liver_prior`); others refuse it.
     """
 
     name: str
@@ -58,6 +61,7 @@ class ModelSpec:
     needs: Callable[[RunConfig], list[RunConfig]] | None = None
     input_multiple: Callable[[RunConfig], int] | None = None
     relative_cost: float = 1.0  # training time relative to SegNet's (scheduling only: longest first)
+    liver_prior: bool = False
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -71,6 +75,7 @@ def register_model(
     needs: Callable[[RunConfig], list[RunConfig]] | None = None,
     input_multiple: Callable[[RunConfig], int] | None = None,
     relative_cost: float = 1.0,
+    liver_prior: bool = False,
 ) -> Callable[[Callable[[RunConfig], torch.nn.Module]], Callable[[RunConfig], torch.nn.Module]]:
     """Decorator for a build function ``RunConfig -> nn.Module``; returns the function unchanged."""
     if recipe not in RECIPES:
@@ -80,7 +85,8 @@ def register_model(
         doc = (build.__doc__ or "").strip()
         text = description or (doc.splitlines()[0] if doc else "")
         MODELS.add(name, ModelSpec(name=name, build=build, recipe=recipe, description=text, count=count,
-                                   needs=needs, input_multiple=input_multiple, relative_cost=relative_cost), help=text)
+                                   needs=needs, input_multiple=input_multiple, relative_cost=relative_cost,
+                                   liver_prior=liver_prior), help=text)
         return build
 
     return decorator
@@ -115,7 +121,8 @@ def budget_reference(cfg: RunConfig) -> RunConfig:
 
 
 def check_run_config(cfg: RunConfig) -> None:
-    """Refuse, in one line, a config the model cannot run (unknown model, input size, options)."""
+    """Refuse, in one line, a config the model cannot run (unknown model, input size, options), or
+    one whose prerequisite runs could not run (checked the same way, before any time is spent)."""
     spec = MODELS.get(cfg.model)
     if cfg.profile.train.budget == "matched":
         reference = MODELS.get(cfg.profile.train.budget_reference).name
@@ -128,6 +135,13 @@ def check_run_config(cfg: RunConfig) -> None:
     from bench.models.crf import require_crf
 
     require_crf(cfg.profile.cascade.crf)
+    prior = cfg.profile.model.liver_prior
+    if prior != "none" and not spec.liver_prior:
+        takers = ", ".join(n for n in MODELS.names() if MODELS.get(n).liver_prior)
+        raise ConfigError(f"model.liver_prior={prior}: {cfg.model} takes no liver prior (a setting of the lesion "
+                          f"baselines: {takers}; ours reads its liver through cascade.lesion_prior)")
+    for dep in requirements(cfg):  # e.g. the liver cascade behind a liver prior, at this input size
+        check_run_config(dep)
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:

@@ -10,7 +10,9 @@ Choices the paper leaves open (also listed in README "Reproduction notes"):
   ones); smp cannot scale an encoder's width, so small profiles pick a smaller encoder.
   Weights are never downloaded: the encoder starts random (``encoder_weights=None``) unless
   ``model.encoder_weights`` names a local ``.pth`` state dict, which is then loaded into it
-  (`load_encoder_weights`; a 3-channel first convolution is summed to 1 channel, smp's rule).
+  (`load_encoder_weights`; a 3-channel first convolution is summed to 1 channel, smp's rule;
+  with ``model.liver_prior=channel`` the prior's extra input channel starts at zero, so the
+  loaded filters see the CT exactly as in the one-channel baseline).
 * ``model.width`` scales the decoders: U-Net ``decoder_channels = (256,128,64,32,16) * width``,
   DeepLabV3 ``decoder_channels = 256 * width`` (each at least 8).
 * Dropout (Table 2: 0.2, ``model.dropout``):
@@ -46,6 +48,7 @@ from bench.config import ModelConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import register_model
 from bench.models.cascade_blocks import SingleValueSafeBatchNorm2d
+from bench.models.liver_prior import liver_prior_run, with_liver_prior
 
 UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 DEEPLAB_DECODER_CHANNELS = 256
@@ -103,6 +106,14 @@ def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A grey or RGB first convolution for ``in_channels`` inputs: channel 0 (the CT) gets the
+    sum over the file's channels (smp's rule for one channel); any further channel (a liver
+    prior) starts at zero."""
+    ct = weight.sum(dim=1, keepdim=True)
+    return torch.cat([ct, ct.new_zeros((ct.shape[0], in_channels - 1) + tuple(ct.shape[2:]))], dim=1)
+
+
 def load_encoder_weights(encoder: nn.Module, path_str: str) -> None:
     """Load a local ``.pth`` state dict into ``encoder`` (strict=False, reported).
 
@@ -126,8 +137,8 @@ def load_encoder_weights(encoder: nn.Module, path_str: str) -> None:
         target = own.get(key)
         if target is None:
             continue
-        if value.ndim == 4 and target.ndim == 4 and value.shape[1] != target.shape[1] and target.shape[1] == 1:
-            value = value.sum(dim=1, keepdim=True)  # RGB first conv -> 1 channel, as smp does
+        if value.ndim == 4 and target.ndim == 4 and value.shape[1] in (1, 3) and value.shape[1] != target.shape[1]:
+            value = _first_conv(value, target.shape[1])
             state[key] = value
         if value.shape != target.shape:
             raise ConfigError(
@@ -177,8 +188,9 @@ class UNet(smp.Unet):
 
 
 @register_model("unet", description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)",
-                relative_cost=1.3)
-def build_unet(cfg: RunConfig) -> nn.Module:
+                relative_cost=1.3, liver_prior=True, needs=liver_prior_run)
+@with_liver_prior
+def build_unet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "unet")
     _check_encoder(m.encoder, "unet")
@@ -186,7 +198,7 @@ def build_unet(cfg: RunConfig) -> nn.Module:
         dropout=m.dropout,
         encoder_name=m.encoder,
         encoder_weights=None,
-        in_channels=1,
+        in_channels=in_channels,
         classes=1,
         decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS),
     )
@@ -213,15 +225,17 @@ def _patch_aspp(model: nn.Module, dropout: float) -> None:
 
 
 @register_model("deeplabv3", description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)",
-                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5)
-def build_deeplabv3(cfg: RunConfig) -> nn.Module:
+                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5, liver_prior=True,
+                needs=liver_prior_run)
+@with_liver_prior
+def build_deeplabv3(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "deeplabv3")
     _check_encoder(m.encoder, "deeplabv3")
     model = smp.DeepLabV3(
         encoder_name=m.encoder,
         encoder_weights=None,
-        in_channels=1,
+        in_channels=in_channels,
         classes=1,
         decoder_channels=scaled(DEEPLAB_DECODER_CHANNELS, m.width),
         encoder_output_stride=m.output_stride,

@@ -1,0 +1,140 @@
+"""Lesion baselines given the cascade's liver prior (``model.liver_prior``): "cascade" vs "architecture".
+
+Why: "ours" segments lesions with its liver cascade's predicted liver mask as a prior
+(`bench.models.cascade.LesionCascade`, ``cascade.lesion_prior=liver_mask``), while a baseline
+segments lesions from whole slices, so Table 8 mixes two effects (real data: U-Net lesion Dice
+0.00, ours 0.078). This setting gives a baseline the *same* prior, from the same trained liver
+cascade that ours reads (the "ours" liver run of the same plane, seed, fold, profile and data,
+`liver_prior_run`); the scheduler trains it first. Values:
+
+* ``none``    the plain baseline (one CT channel);
+* ``channel`` ``net(cat(x, liver_mask(x)))``: the liver cascade's predicted liver mask as a
+              second input channel, exactly the prior `LesionCascade` gives ours with
+              ``cascade.lesion_prior=liver_mask`` (`CascadeNet.lesion_prior`);
+* ``crop``    ``net(where(box, x, min(x)))``: the slice masked to that mask's boxes (ours'
+              ``cascade.lesion_prior=liver_box``, same margin and minimum area); outside the box
+              every pixel takes the slice's minimum (the HU window's floor, the value padding
+              uses). Masked on the slice's own grid, not cut out and resized, so the prediction
+              maps back to the original grid exactly as the plain baseline's does. One channel.
+
+Rules: only the lesion task has a liver prior; ``liver_prior != none`` with ``task=liver`` is
+refused in one line (`liver_prior_run`), as it is on a model whose spec does not take it ("ours"
+reads its liver through ``cascade.lesion_prior``; `bench.models.check_run_config`).
+
+`LiverPriorNet` holds the trained liver cascade (frozen: no gradients, always in eval mode) and
+the baseline network. Its ``state_dict`` holds both, so a run's ``best.pt`` rebuilds with
+`bench.models.build_model` and evaluates and predicts like any model; ``forward(x)`` computes the
+prior from the slice. Training (`bench.engine.slices`) precomputes the priors once per case with
+the cascade's own function and passes them as ``forward(x, prior)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import RunConfig
+from bench.errors import ConfigError
+from bench.paths import seed_tag
+
+LIVER_PRIOR_MODEL = "ours"  # the model whose liver cascade gives the prior
+# model.liver_prior -> (the LesionCascade prior it equals, input channels of the baseline network)
+MODES: dict[str, tuple[str, int]] = {"channel": ("liver_mask", 2), "crop": ("liver_box", 1)}
+
+NetBuilder = Callable[..., nn.Module]  # (cfg, in_channels=1) -> the baseline network
+
+
+class LiverPriorNet(nn.Module):
+    """A baseline network fed the liver cascade's prior: ``forward(x (B,1,H,W)) -> (B,1,H,W)`` logits."""
+
+    def __init__(self, liver: nn.Module, net: nn.Module, mode: str) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ConfigError(f"model.liver_prior={mode!r}: a LiverPriorNet needs one of {', '.join(MODES)}")
+        self.liver = liver.requires_grad_(False).eval()  # a prerequisite's weights: never trained here
+        self.net = net
+        self.mode = mode
+
+    @property
+    def prior_kind(self) -> str:
+        """The ``cascade.lesion_prior`` this mode equals (``liver_mask`` | ``liver_box``)."""
+        return MODES[self.mode][0]
+
+    def train(self, mode: bool = True) -> "LiverPriorNet":
+        """Train mode reaches the baseline network only: the liver cascade stays in eval mode."""
+        super().train(mode)
+        self.liver.eval()
+        return self
+
+    def prior(self, x: Tensor) -> Tensor:
+        """(B,1,H,W) 0/1 prior of the liver cascade (`CascadeNet.lesion_prior`), in x's dtype."""
+        return self.liver.lesion_prior(x, self.prior_kind)
+
+    def inputs(self, x: Tensor, prior: Tensor) -> Tensor:
+        """What the baseline network sees: (x, prior) as two channels, or x masked to the box."""
+        prior = prior.to(device=x.device, dtype=x.dtype)
+        if self.mode == "channel":
+            return torch.cat([x, prior], dim=1)
+        floor = x.amin(dim=(-2, -1), keepdim=True)
+        return torch.where(prior > 0, x, floor)
+
+    def forward(self, x: Tensor, prior: Tensor | None = None) -> Tensor:
+        """Logits; ``prior`` (precomputed with `prior`, as training does) skips the liver cascade."""
+        return self.net(self.inputs(x, self.prior(x) if prior is None else prior))
+
+    def roi(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(prior, liver probability)`` for figures, as `LesionCascade.roi` gives them."""
+        with torch.no_grad():
+            liver = torch.sigmoid(self.liver(x))
+        return self.prior(x), liver
+
+
+def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
+    """The liver run whose cascade gives ``cfg``'s prior (a spec's ``needs``); [] without a prior.
+
+    It is ours' own liver run for ``cfg``'s plane, seed, fold, data and profile: the tag is what
+    ``bench train ours`` and the study give that seed and fold (`bench.paths.seed_tag`: ``""``
+    at seed 0 without a fold, else ``ours~seedK~foldI``), never derived from the baseline's own
+    tag (``unet+liver~seed1`` needs ``ours~seed1``); ``model.liver_prior`` is reset to none, so
+    the config, and with it the fingerprint, is exactly the plain "ours" run's. A liver prior on
+    the liver task is refused here in one line (``check_run_config`` and the scheduler ask first).
+    """
+    mode = cfg.profile.model.liver_prior
+    if mode == "none":
+        return []
+    if cfg.task != "lesion":
+        raise ConfigError(f"model.liver_prior={mode} is for --task lesion only (the prior is the liver cascade's "
+                          f"liver mask); the {cfg.task} task takes model.liver_prior=none")
+    tag = seed_tag(LIVER_PRIOR_MODEL, "", cfg.seed, cfg.fold)
+    profile = replace(cfg.profile, model=replace(cfg.profile.model, liver_prior="none"))
+    return [replace(cfg, model=LIVER_PRIOR_MODEL, task="liver", tag="" if tag == LIVER_PRIOR_MODEL else tag,
+                    profile=profile)]
+
+
+def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
+    """Turn a baseline's ``make(cfg, in_channels=1)`` into its registered build function.
+
+    ``model.liver_prior=none`` builds the network as before; otherwise a `LiverPriorNet` around
+    the structure of the liver cascade (`liver_prior_run`; its weights come from that run at
+    training, from ``best.pt`` at evaluation) and the network with the mode's input channels.
+    """
+
+    @functools.wraps(make)
+    def build(cfg: RunConfig) -> nn.Module:
+        mode = cfg.profile.model.liver_prior
+        if mode == "none":
+            return make(cfg)
+        from bench.models.cascade import build_liver_cascade
+
+        (liver_cfg,) = liver_prior_run(cfg)
+        liver = build_liver_cascade(liver_cfg)
+        return LiverPriorNet(liver, make(cfg, in_channels=MODES[mode][1]), mode)
+
+    return build
+
+
+__all__ = ["LIVER_PRIOR_MODEL", "MODES", "LiverPriorNet", "liver_prior_run", "with_liver_prior"]

@@ -87,8 +87,9 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
     if mismatches:
         for m in mismatches:
             console.print(f"[red]MISMATCH[/red] {m}", highlight=False, soft_wrap=True)
-        console.print(f"[red]golden check failed[/red]: {len(mismatches)} difference(s) outside tolerance in "
-                      f"{n_cells} cells vs {golden_dir}", highlight=False)
-        raise typer.Exit(1)
+        # the verdict is the one line on stderr; the cell-by-cell list above goes to stdout
+        Console(stderr=True).print(f"[red]golden check failed[/red]: {len(mismatches)} difference(s) outside "
+                                   f"tolerance in {n_cells} cells vs {golden_dir}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)  # exit status 1: a failed check (bench.cli.exits)
     console.print(f"[green]golden check OK[/green]: {n_cells} cells of tables "
                   f"{','.join(str(n) for n in numbers)} within tolerance of {golden_dir}", highlight=False)

@@ -1,0 +1,213 @@
+"""Exit statuses you can script against (issue 10 item 1, issue 15 items 4 and 8), through the console script.
+
+Every test runs ``bench`` in a subprocess, the way CI and users call it: typer's CliRunner
+hid both the swallowed ``typer.Exit`` codes and the tracebacks of usage errors.
+0 success/--help, 1 failed check, 2 user error (one line on stderr, no traceback),
+130 SIGINT, 143 SIGTERM (one line, cleanup done, nothing half-written left).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("bench")
+LAUNCHERS = {"python -m bench": [sys.executable, "-m", "bench"]}
+if CONSOLE_SCRIPT.is_file():
+    LAUNCHERS["console script"] = [str(CONSOLE_SCRIPT)]
+
+
+def _env() -> dict[str, str]:
+    """The subprocess imports this checkout's ``bench`` (also through the venv's console script)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("BENCH_TRACEBACK", None)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def bench(*args: str, cwd: Path, launcher: str = "python -m bench", timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAUNCHERS[launcher], *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=_env())
+
+
+def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
+    """Exit ``code``, exactly one non-empty line on stderr, no traceback; returns that line."""
+    lines = stderr_lines(proc)
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr[-2000:]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+# ---------------------------------------------------------------- usage errors, --help, success
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_misspelt_verb_is_one_line_with_clicks_suggestion(tmp_path, launcher):
+    line = assert_one_line_error(bench("trian", cwd=tmp_path, launcher=launcher), "No such command 'trian'",
+                                 "Did you mean 'train'?")
+    assert line.startswith("error: ")
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_unknown_option_is_one_line(tmp_path, launcher):
+    proc = bench("predict", "unet", "--input", "x", "--output", "y", "--root", "z", cwd=tmp_path, launcher=launcher)
+    assert_one_line_error(proc, "No such option: --root", "bench predict --help")
+
+
+def test_misspelt_sub_verb_missing_argument_and_bad_value(tmp_path):
+    assert_one_line_error(bench("data", "prepre", cwd=tmp_path), "No such command 'prepre'", "'prepare'")
+    assert_one_line_error(bench("train", cwd=tmp_path), "Missing argument")
+    assert_one_line_error(bench("data", "phantom", str(tmp_path / "p"), "--cases", "0", cwd=tmp_path), "--cases")
+    assert not (tmp_path / "p").exists()
+
+
+def test_unknown_model_and_unknown_name_are_user_errors(tmp_path):
+    assert_one_line_error(bench("train", "unte", "--plane", "axial", cwd=tmp_path), "unknown model 'unte'", "unet")
+    assert_one_line_error(bench("ls", "bogus", cwd=tmp_path), "unknown kind 'bogus'")
+
+
+def test_help_and_success_exit_zero(tmp_path):
+    for args in (["--help"], ["train", "--help"], ["data", "prepare", "--help"], ["ls", "ablations"]):
+        proc = bench(*args, cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+    assert "Usage" in bench("--help", cwd=tmp_path).stdout
+
+
+def test_bare_group_shows_help_and_exits_2_like_click(tmp_path):
+    """``bench`` / ``bench data`` alone: the help, exit 2 (click >= 8.2: a missing command is a usage error)."""
+    for args in ([], ["data"]):
+        proc = bench(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and "Usage" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_bad_input_file_is_one_line(tmp_path):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "case.nii.gz").write_bytes(b"not a nifti at all")
+    (tmp_path / "pred" / "case.nii.gz").write_bytes(b"not a nifti at all")
+    assert_one_line_error(bench("score", "pred", "ref", "--out", "s", cwd=tmp_path), "case.nii.gz")
+
+
+def test_traceback_only_on_request(tmp_path):
+    """BENCH_TRACEBACK=1 shows the traceback of a user error (for bug reports); the status stays non-zero."""
+    env = {**_env(), "BENCH_TRACEBACK": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench", "ls", "bogus"], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+# ---------------------------------------------------------------- golden check: exit 1 / exit 0
+
+
+def _hand_made_results(root: Path) -> Path:
+    """One complete U-Net axial liver run written with the real writers (no training): config.json,
+    per_case.csv, metrics.csv and summary.json from per-case counts."""
+    from bench.atomic import write_json
+    from bench.config import RunConfig, get_profile, to_dict
+    from bench.metrics.results import case_rows, write_evaluation
+    from bench.paths import run_dir
+
+    cfg = RunConfig(model="unet", plane="axial", task="liver", dataset="phantom", results=str(root),
+                    profile=get_profile("smoke"))
+    folder = run_dir(cfg)
+    counts = {"v1": (80, 10, 12, 900), "v2": (60, 5, 30, 905), "t1": (70, 20, 5, 905), "t2": (90, 2, 2, 906)}
+    rows = []
+    for case, c in counts.items():
+        rows += case_rows(case, {"liver": c}, split="val" if case.startswith("v") else "test")
+    write_evaluation(folder, rows)
+    write_json(folder / "config.json", {"config": to_dict(cfg), "status": "complete"})
+    return root
+
+
+def test_golden_check_passes_then_fails_on_a_moved_cell(tmp_path):
+    results = _hand_made_results(tmp_path / "results")
+    golden = tmp_path / "golden"
+    made = bench("report", "--check", str(golden), "--results", str(results), "--tables", "7", "--update-golden",
+                 cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    ok = bench("report", "--check", str(golden), "--results", str(results), cwd=tmp_path)
+    assert ok.returncode == 0 and "golden check OK" in ok.stdout, ok.stdout + ok.stderr
+
+    table = golden / "table7.csv"
+    frame = pd.read_csv(table)
+    row = frame.index[(frame["status"] == "ok") & (frame["metric"] == "dice") & (frame["split"] == "test")][0]
+    frame.loc[row, "ours"] += 0.5
+    frame.to_csv(table, index=False)
+    bad = bench("report", "--check", str(golden), "--results", str(results), cwd=tmp_path)
+    line = assert_one_line_error(bad, "golden check failed", "1 difference", code=1)
+    assert str(golden) in line
+    assert "MISMATCH" in bad.stdout and "U-Net" in bad.stdout
+
+
+# ---------------------------------------------------------------- signals
+
+
+@pytest.fixture(scope="module")
+def signal_phantom(tmp_path_factory) -> Path:
+    """Cases big enough (128x128x48) that a prepare spends a visible moment on each."""
+    from bench.datasets.phantom import write_phantom
+
+    root = tmp_path_factory.mktemp("sigphantom")
+    write_phantom(root, cases=4, size=128, slices=48, seed=1)
+    return root
+
+
+def _temp_entries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".tmp-" in p.name] if folder.exists() else []
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_prepare_exits_nonzero_and_leaves_no_half_case(tmp_path, signal_phantom, signum, code):
+    cache = tmp_path / "cache"
+    cmd = [*LAUNCHERS["python -m bench"], "data", "prepare", "--dataset", "phantom", "--root", str(signal_phantom),
+           "--cache", str(cache), "--profile", "smoke"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.monotonic() + 240
+    try:
+        while not any(p.is_dir() for p in _temp_entries(cache)):  # a case is being written right now
+            assert proc.poll() is None, f"prepare ended before it could be interrupted: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no case temp folder appeared"
+            time.sleep(0.002)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert lines == [f"interrupted ({signal.Signals(signum).name}); rerun the same command to continue "
+                     f"(finished cases are kept)"], err
+    assert err.strip().splitlines()[-1] == lines[0]
+    assert _temp_entries(cache) == []  # the half-written case was removed on the way out
+    for case_dir in (p for p in cache.glob("*/*/*") if p.is_dir()):
+        assert (case_dir / "meta.json").is_file()  # every case left behind is complete
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in cache.glob("*/*/*") if p.is_dir()) == ["0", "1", "2", "3"]
+
+
+def test_interrupt_message_names_resume_for_train():
+    from bench.cli.exits import interrupt_message
+
+    assert interrupt_message(signal.SIGINT, ["train", "unet", "--plane", "axial"]) == (
+        "interrupted (SIGINT); rerun with --resume to continue from the last checkpoint")
+    assert interrupt_message(signal.SIGTERM, ["score", "a", "b"]) == "interrupted (SIGTERM)"

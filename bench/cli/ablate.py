@@ -28,8 +28,11 @@ def ablate(
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
     from bench.ablations import ABLATIONS, run_ablation
+    from bench.cli.paths_check import writable_dir
 
     ablation = ABLATIONS.get(name)
+    writable_dir(results, "--results")
+    writable_dir(cache, "--cache")
     console = Console()
     for s in parse_seeds(seed, seeds):
         base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,

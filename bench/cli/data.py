@@ -57,8 +57,10 @@ def phantom(
     """Write a synthetic abdominal CT data set in the LiTS layout."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from bench.cli.paths_check import writable_dir
     from bench.datasets.phantom import phantom_spacing, write_phantom
 
+    writable_dir(out, "OUT")
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
@@ -90,8 +92,11 @@ def prepare(
     from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
     from bench.paths import splits_path
 
+    from bench.cli.paths_check import writable_dir
+
     DATASETS.get(dataset)
     chosen = _planes(planes)
+    writable_dir(cache, "--cache")
     if dataset == "phantom" and not root:
         _default_phantom()
     prof = get_profile(profile or default_profile(dataset))

@@ -30,8 +30,15 @@ def predict(
     tag: str = typer.Option("", "--tag"),
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""
+    from bench.cli.paths_check import output_not_input, writable_file
+    from bench.datasets.nifti import is_nifti_path
     from bench.engine.predict import predict_file
+    from bench.errors import ConfigError
 
+    output_not_input(output, input)
+    if not is_nifti_path(output):
+        raise ConfigError(f"--output {output}: the mask is written as NIfTI; end the name in .nii or .nii.gz")
+    writable_file(output, "--output")
     plane_list = [p.strip() for p in planes.split(",") if p.strip()]
     tasks = ["liver", "lesion"] if task == "both" else [task]
     cfgs = {t: [build_run_config(model, p, t, dataset, None, None, 0, device, results, "cache", None, None, tag)

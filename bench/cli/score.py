@@ -27,6 +27,7 @@ def score(
     """Score NIfTI predictions against references matched by case id; prints the table."""
     from rich.console import Console
 
+    from bench.cli.paths_check import writable_dir
     from bench.errors import ConfigError
     from bench.metrics.folder import TASK_CHOICES, score_folders
     from bench.metrics.results import print_summary
@@ -36,6 +37,7 @@ def score(
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
     out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
+    writable_dir(out_dir, "--out")
     err = Console(stderr=True)
     console = Console()
 

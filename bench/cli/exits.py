@@ -125,6 +125,37 @@ def interrupt_message(signum: int, args: Sequence[str]) -> str:
     return f"interrupted ({name})" + (f"; {hint}" if hint else "")
 
 
+# ---------------------------------------------------------------- warnings
+
+
+@contextlib.contextmanager
+def bench_warnings_one_line() -> Iterator[None]:
+    """Warnings issued by bench's own modules print as one ``warning: <message>`` line on stderr.
+
+    Python's default format adds the file, line and source line, which reads like a crash to a
+    user. Warnings from other packages (torch, nibabel, ...) keep the default format.
+    """
+    import warnings
+
+    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    original = warnings.showwarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if os.path.abspath(filename).startswith(package_dir + os.sep):
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {_escape(str(message))}", highlight=False,
+                                       soft_wrap=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -169,7 +200,7 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
 
     debug = bool(os.environ.get(TRACEBACK_ENV))
     try:
-        with signals_as_exceptions():
+        with signals_as_exceptions(), bench_warnings_one_line():
             rv = app(args=args, prog_name=prog_name, standalone_mode=False)
     except Interrupted as exc:
         from rich.console import Console

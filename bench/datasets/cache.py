@@ -48,7 +48,7 @@ import pandas as pd
 
 from bench.atomic import TMP_MARK, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
-from bench.datasets.base import DatasetAdapter, natural_key
+from bench.datasets.base import DatasetAdapter, check_case_id, natural_key
 from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
 from bench.datasets.preprocess import hu_window, median_filter_slices, zscore
 from bench.errors import ConfigError, DataError
@@ -399,16 +399,28 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp(cache_dir: Path) -> list[Path]:
-    """Delete ``*.tmp-<pid>`` leftovers of prepares that died (live writers' folders are kept)."""
+    """Clean ``*.tmp-<pid>`` leftovers of prepares that died (live writers' folders are kept).
+
+    A half-written case is deleted. A complete case moved aside as ``<case>.old.tmp-<pid>`` by
+    `_move_into_place` (its writer killed between the two renames) is renamed back when
+    ``<case>`` is missing, and deleted when the new ``<case>`` made it into place. Returns the
+    leftover paths handled either way.
+    """
     removed = []
     if not cache_dir.is_dir():
         return removed
     for p in cache_dir.iterdir():
         if TMP_MARK not in p.name:
             continue
-        pid_text = p.name.rsplit(TMP_MARK, 1)[1]
+        stem, pid_text = p.name.rsplit(TMP_MARK, 1)
         if pid_text.isdigit() and _pid_alive(int(pid_text)):
             continue
+        if stem.endswith(_OLD_MARK) and p.is_dir():
+            original = p.with_name(stem[: -len(_OLD_MARK)])
+            if original.name and not original.exists():
+                os.replace(p, original)  # the only copy of a complete case: put it back
+                removed.append(p)
+                continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
         else:
@@ -460,6 +472,7 @@ def prepare_case(
 ) -> Path:
     """Load, preprocess and slice one case into ``<cache_dir>/<case_id>``, atomically (see module doc)."""
     planes = _check_planes(planes)
+    check_case_id(case_id, adapter.root)  # "", "." or ".." would make `final` the cache itself or its parent
     final = cache_dir / case_id
     tmp = cache_dir / f"{case_id}{TMP_MARK}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -502,12 +515,23 @@ def prepare_case(
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
-    """Rename a finished temp folder onto ``final``; an older copy is moved aside first, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f"{final.name}{_OLD_MARK}{TMP_MARK}{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
+    """Rename a finished temp folder onto ``final``; an older copy is moved aside first, then removed.
+
+    The older copy is never lost: if the second rename fails (or a signal arrives between the
+    two), it is renamed back before the error propagates; if the process is killed outright,
+    `remove_stale_temp` of the next prepare renames it back (``<case>.old.tmp-<pid>``).
+    """
+    if tmp.parent != final.parent:
+        raise DataError(f"{final}: not beside its temp folder {tmp}; refusing to move it")
+    old = final.with_name(f"{final.name}{_OLD_MARK}{TMP_MARK}{os.getpid()}") if final.exists() else None
+    try:
+        if old is not None:
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

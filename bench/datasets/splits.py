@@ -128,6 +128,12 @@ def read_splits(path: str | Path, case_ids: Iterable[str] | None = None) -> dict
     return validate_splits(data, case_ids, path)
 
 
+def unsplit_cases(splits: dict[str, list[str]], case_ids: Iterable[str]) -> list[str]:
+    """Case ids of the data set that appear in none of train/val/test (natural order)."""
+    used = {c for name in SPLITS for c in splits.get(name, [])}
+    return sorted({str(c) for c in case_ids} - used, key=natural_key)
+
+
 def load_or_create_splits(
     path: str | Path, case_ids: Iterable[str], seed: int = 0, given: Path | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
@@ -136,13 +142,26 @@ def load_or_create_splits(
 
     A given file is used as is and does not replace the data set's ``splits_final.json``, so one
     experiment with a custom split never changes the split of later default runs.
+
+    Cases added to the data root after its split was saved sit in no split: they are not used,
+    and a `UserWarning` naming them says so (`unsplit_cases`). The split is not redone on its own,
+    since that would change the test patients of every earlier run.
     """
     ids = [str(c) for c in case_ids]
     if given is not None:
-        return read_splits(given, ids)
+        return read_splits(given, ids)  # a given file may be a deliberate subset: no warning
     path = Path(path)
     if path.exists():
-        return read_splits(path, ids)
+        splits = read_splits(path, ids)
+        unused = unsplit_cases(splits, ids)
+        if unused:
+            import warnings
+
+            shown = ", ".join(unused[:10]) + (f" (+{len(unused) - 10} more)" if len(unused) > 10 else "")
+            warnings.warn(f"{path}: {len(unused)} case(s) of the data set are in no split and are not used: {shown} "
+                          f"(added after the split was made, or left out of an edited split; delete {path.name} to "
+                          f"re-split, which changes the test set, or pass --splits FILE)", UserWarning, stacklevel=2)
+        return splits
     splits = make_splits(ids, seed=seed, fractions=fractions)
     write_json(path, {**splits, "seed": seed, "fractions": list(fractions)})
     return splits

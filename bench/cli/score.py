@@ -44,6 +44,9 @@ def score(
     def warn(msg: str) -> None:
         err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False, soft_wrap=True)
 
+    if Path(pred_dir).resolve() == Path(gt_dir).resolve():
+        warn(f"{pred_dir} and {gt_dir} are the same folder: every case is scored against itself "
+             f"(Dice 1 wherever the reference is not empty)")
     result = score_folders(pred_dir, gt_dir, out_dir, task=task, surface=surface, tolerance_mm=tolerance,
                            device=device, warn=warn)
     print_summary(result.summary, title=f"bench score: {Path(pred_dir).name} vs {Path(gt_dir).name}", console=console)

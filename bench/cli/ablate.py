@@ -27,12 +27,13 @@ def ablate(
     force: bool = typer.Option(False, "--force", help="retrain variants that already finished"),
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
-    from bench.ablations import ABLATIONS, run_ablation
     from bench.cli.paths_check import writable_dir
 
-    ablation = ABLATIONS.get(name)
     writable_dir(results, "--results")
     writable_dir(cache, "--cache")
+    from bench.ablations import ABLATIONS, run_ablation
+
+    ablation = ABLATIONS.get(name)
     console = Console()
     for s in parse_seeds(seed, seeds):
         base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,

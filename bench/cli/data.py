@@ -55,12 +55,12 @@ def phantom(
     seed: int = typer.Option(0, "--seed", help="data set seed (case i uses a seed derived from it and i)"),
 ) -> None:
     """Write a synthetic abdominal CT data set in the LiTS layout."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bench.cli.paths_check import writable_dir
-    from bench.datasets.phantom import phantom_spacing, write_phantom
 
     writable_dir(out, "OUT")
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.datasets.phantom import phantom_spacing, write_phantom
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
@@ -86,17 +86,17 @@ def prepare(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="profile override, e.g. --set preprocess.slice_fit=resize"),
 ) -> None:
     """Preprocess and slice every case into the on-disk cache; make or check the patient split."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(cache, "--cache")
     from bench.cli.common import default_profile
     from bench.config import get_profile, override, parse_overrides
     from bench.datasets import DATASETS, get_dataset
     from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
     from bench.paths import splits_path
 
-    from bench.cli.paths_check import writable_dir
-
     DATASETS.get(dataset)
     chosen = _planes(planes)
-    writable_dir(cache, "--cache")
     if dataset == "phantom" and not root:
         _default_phantom()
     prof = get_profile(profile or default_profile(dataset))

@@ -27,15 +27,16 @@ def demo(
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
     """Phantom data -> every model on three planes -> fused -> ablations -> tables and figures."""
-    from bench.cli.common import parse_seeds
     from bench.cli.paths_check import writable_dir
-    from bench.datasets import get_dataset
-    from bench.engine.study import StudyPlan, run_study
 
     writable_dir(results, "--results")
     writable_dir(cache, "--cache")
     if out is not None:
         writable_dir(out, "--out")
+    from bench.cli.common import parse_seeds
+    from bench.datasets import get_dataset
+    from bench.engine.study import StudyPlan, run_study
+
     console = Console()
     t0 = time.perf_counter()
     get_dataset("phantom")  # writes data/phantom on first use

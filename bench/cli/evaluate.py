@@ -29,11 +29,12 @@ def evaluate(
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
     from bench.cli.paths_check import writable_dir
-    from bench.engine.evaluate import evaluate_fused, evaluate_plane
-    from bench.metrics.results import print_summary
 
     writable_dir(results, "--results")
     writable_dir(cache, "--cache")
+    from bench.engine.evaluate import evaluate_fused, evaluate_plane
+    from bench.metrics.results import print_summary
+
     which = ("val", "test") if split == "both" else (split,)
     for s in parse_seeds(seed, seeds):
         cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag)

@@ -31,14 +31,15 @@ def predict(
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""
     from bench.cli.paths_check import output_not_input, writable_file
-    from bench.datasets.nifti import is_nifti_path
-    from bench.engine.predict import predict_file
     from bench.errors import ConfigError
 
+    # before anything slow is imported or read: never overwrite the input, fail before predicting
     output_not_input(output, input)
-    if not is_nifti_path(output):
+    if not output.name.lower().endswith((".nii", ".nii.gz")):
         raise ConfigError(f"--output {output}: the mask is written as NIfTI; end the name in .nii or .nii.gz")
     writable_file(output, "--output")
+    from bench.engine.predict import predict_file
+
     plane_list = [p.strip() for p in planes.split(",") if p.strip()]
     tasks = ["liver", "lesion"] if task == "both" else [task]
     cfgs = {t: [build_run_config(model, p, t, dataset, None, None, 0, device, results, "cache", None, None, tag)

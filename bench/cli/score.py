@@ -29,6 +29,9 @@ def score(
 
     from bench.cli.paths_check import writable_dir
     from bench.errors import ConfigError
+
+    out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
+    writable_dir(out_dir, "--out")
     from bench.metrics.folder import TASK_CHOICES, score_folders
     from bench.metrics.results import print_summary
 
@@ -36,8 +39,6 @@ def score(
         raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
-    out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
-    writable_dir(out_dir, "--out")
     err = Console(stderr=True)
     console = Console()
 

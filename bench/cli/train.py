@@ -32,10 +32,11 @@ def train(
 ) -> None:
     """Train one model on one plane (and evaluate it on val and test)."""
     from bench.cli.paths_check import writable_dir
+
+    writable_dir(results, "--results")  # before hours of training, not after
+    writable_dir(cache, "--cache")
     from bench.engine.run import train_run
 
-    writable_dir(results, "--results")
-    writable_dir(cache, "--cache")
     console = Console()
     for s in parse_seeds(seed, seeds):
         cfg = build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag)

@@ -200,9 +200,10 @@ def test_interrupted_prepare_exits_nonzero_and_leaves_no_half_case(tmp_path, sig
     assert _temp_entries(cache) == []  # the half-written case was removed on the way out
     for case_dir in (p for p in cache.glob("*/*/*") if p.is_dir()):
         assert (case_dir / "meta.json").is_file()  # every case left behind is complete
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert sorted(p.name for p in cache.glob("*/*/*") if p.is_dir()) == ["0", "1", "2", "3"]
+    if signum == signal.SIGINT:  # the rerun the message promises completes the cache (once is enough)
+        again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert sorted(p.name for p in cache.glob("*/*/*") if p.is_dir()) == ["0", "1", "2", "3"]
 
 
 def test_interrupt_message_names_resume_for_train():

@@ -136,9 +136,10 @@ def test_prepare_inside_a_patient_folder_is_refused_and_the_cache_untouched(tmp_
     proc = bench("data", "prepare", "--dataset", "ircadb", "--root", ".", "--cache", str(cache), "--profile", "smoke",
                  cwd=patient)
     assert_one_line_error(proc, "case id ''", f"--root {patient.resolve()}")
-    proc = bench("data", "prepare", "--dataset", "ircadb", "--root", "3Dircadb1.1/PATIENT_DICOM/..", "--cache",
-                 str(cache), "--profile", "smoke", cwd=tmp_path)
-    assert_one_line_error(proc, "3Dircadb1.1/PATIENT_DICOM/..", "case id '..'")
+    from bench.datasets import get_dataset
+
+    with pytest.raises(DataError, match=r"3Dircadb1.1/PATIENT_DICOM/..: case id '..' is not a usable folder name"):
+        get_dataset("ircadb", root=tmp_path / "3Dircadb1.1" / "PATIENT_DICOM" / "..").case_ids()
     assert _tree(cache) == before and not [p for p in cache.rglob("*") if ".tmp-" in p.name]
 
 
@@ -200,18 +201,53 @@ def test_stale_moved_aside_case_is_restored_or_removed(tmp_path):
 
 
 def test_case_added_after_the_split_is_warned_about(tmp_path, small_phantom):
+    """The data set's split was saved with cases 0-2; case 17 was added to the root afterwards."""
+    from bench.atomic import write_json
+    from bench.datasets import get_dataset
+    from bench.paths import splits_path
+
     root = tmp_path / "ph"
     root.mkdir()
     for p in small_phantom.iterdir():
         (root / p.name).write_bytes(p.read_bytes())
-    args = ["data", "prepare", "--root", str(root), "--cache", str(tmp_path / "cache"), "--profile", "smoke",
-            "--planes", "axial"]
-    first = bench(*args, cwd=tmp_path)
-    assert first.returncode == 0 and "warning" not in first.stderr, first.stderr
+    saved = {"train": ["0"], "val": ["1"], "test": ["2"], "seed": 0}
+    write_json(splits_path(tmp_path / "cache", "phantom", get_dataset("phantom", root=root).root), saved)
     for kind in ("volume", "segmentation"):
         (root / f"{kind}-17.nii.gz").write_bytes((root / f"{kind}-0.nii.gz").read_bytes())
-    second = bench(*args, cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
-    warnings = [line for line in second.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 1 and "in no split and are not used: 17 " in warnings[0], second.stderr
-    assert warnings[0].startswith("warning: ") and "Traceback" not in second.stderr
+    proc = bench("data", "prepare", "--root", str(root), "--cache", "cache", "--profile", "smoke", "--planes", "axial",
+                 cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "1 case(s) of the data set are in no split and are not used: 17 " in warnings[0]
+    assert warnings[0].startswith("warning: ") and "Traceback" not in proc.stderr
+    assert "splits" in proc.stdout and "train 1, val 1, test 1" in proc.stdout  # the split itself is unchanged
+
+
+# ---------------------------------------------------------------- bad input files stay one line (issue 15, first paragraph)
+
+
+@pytest.fixture
+def lits_with_truncated_volume(tmp_path, small_phantom) -> Path:
+    root = tmp_path / "lits"
+    root.mkdir()
+    for name in ("volume-0.nii.gz", "segmentation-0.nii.gz", "segmentation-1.nii.gz"):
+        (root / name).write_bytes((small_phantom / name).read_bytes())
+    whole = (small_phantom / "volume-1.nii.gz").read_bytes()
+    (root / "volume-1.nii.gz").write_bytes(whole[: len(whole) // 2])  # a truncated download
+    return root
+
+
+def test_bad_input_file_in_prepare_is_one_line_and_leaves_no_half_case(tmp_path, lits_with_truncated_volume):
+    proc = bench("data", "prepare", "--dataset", "lits", "--root", str(lits_with_truncated_volume), "--cache", "cache",
+                 "--profile", "smoke", cwd=tmp_path)
+    assert_one_line_error(proc, "volume-1.nii.gz", "truncated or corrupt")
+    assert not [p for p in (tmp_path / "cache").rglob("*") if ".tmp-" in p.name]
+    cases = [p for p in (tmp_path / "cache").glob("*/*/*") if p.is_dir()]
+    assert [p.name for p in cases] == ["0"] and (cases[0] / "meta.json").is_file()  # the good case is kept, whole
+
+
+def test_bad_input_file_in_predict_is_one_line(tmp_path, lits_with_truncated_volume):
+    proc = bench("predict", "unet", "--input", str(lits_with_truncated_volume / "volume-1.nii.gz"), "--output",
+                 "m.nii.gz", "--device", "cpu", cwd=tmp_path)
+    assert_one_line_error(proc, "volume-1.nii.gz", "truncated or corrupt")
+    assert not (tmp_path / "m.nii.gz").exists()

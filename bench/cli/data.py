@@ -92,7 +92,6 @@ def prepare(
     from bench.cli.common import default_profile
     from bench.config import get_profile, override, parse_overrides
     from bench.datasets import DATASETS, get_dataset
-    from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
     from bench.paths import splits_path
 
     DATASETS.get(dataset)
@@ -103,7 +102,9 @@ def prepare(
     if set_:
         prof = override(prof, {k.removeprefix("profile."): v for k, v in parse_overrides(set_).items()})
     adapter = get_dataset(dataset, root=root or None)
-    ids = adapter.case_ids()
+    ids = adapter.case_ids()  # a bad root or case id fails here, before the cache (and torch) is imported
+    from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
+
     cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess)
     todo = missing_cases(cache_dir, ids, chosen)
     slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True)

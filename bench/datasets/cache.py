@@ -579,7 +579,11 @@ def prepare_cache(
 
 @contextlib.contextmanager
 def _progress(enabled: bool, title: str, total: int):  # type: ignore[no-untyped-def]
-    """A rich progress bar per case on stderr (nothing when disabled or when there is nothing to do)."""
+    """A rich progress bar per case on stderr (nothing when disabled or when there is nothing to do).
+
+    The bar is hidden when the block fails, so the error (or "interrupted") line is not preceded
+    by a half-filled bar in logs.
+    """
     if not enabled or total == 0:
         yield lambda case_id: None
         return
@@ -593,7 +597,11 @@ def _progress(enabled: bool, title: str, total: int):  # type: ignore[no-untyped
         def advance(case_id: str) -> None:
             bar.update(task, advance=1, description=f"{title} (case {case_id})")
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            bar.update(task, visible=False)  # on an error or an interrupt its one line stands alone
+            raise
 
 
 # ---------------------------------------------------------------- the one call runs make

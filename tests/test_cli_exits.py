@@ -212,3 +212,83 @@ def test_interrupt_message_names_resume_for_train():
     assert interrupt_message(signal.SIGINT, ["train", "unet", "--plane", "axial"]) == (
         "interrupted (SIGINT); rerun with --resume to continue from the last checkpoint")
     assert interrupt_message(signal.SIGTERM, ["score", "a", "b"]) == "interrupted (SIGTERM)"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_children_keep_default_signal_behaviour():
+    """DataLoader workers are forked with the handler installed: they must see KeyboardInterrupt on
+    SIGINT (torch's worker loop swallows it quietly) and die on SIGTERM, not raise `Interrupted`."""
+    from bench.cli.exits import Interrupted, signals_as_exceptions
+
+    with signals_as_exceptions():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                time.sleep(30)
+            except KeyboardInterrupt:
+                os._exit(7)
+            except BaseException:
+                os._exit(9)
+            os._exit(0)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGINT)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                time.sleep(30)
+            finally:
+                os._exit(9)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGTERM)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == -signal.SIGTERM
+        with pytest.raises(Interrupted) as caught:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        assert caught.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored on exit
+
+
+def test_run_maps_every_outcome_to_its_status(capsys):
+    """`bench.cli.exits.run` on a throwaway app: each way out of a command and its status and line."""
+    import typer
+
+    from bench.cli.exits import run
+    from bench.errors import DataError
+
+    app = typer.Typer(pretty_exceptions_enable=False, add_completion=False)
+
+    @app.command()
+    def ok() -> None:
+        print("fine")
+
+    @app.command()
+    def check(code: int) -> None:
+        raise typer.Exit(code)
+
+    @app.command()
+    def user() -> None:
+        raise DataError("first line\nsecond line")
+
+    @app.command()
+    def disk() -> None:
+        raise PermissionError(13, "Permission denied", "/data/out/table.csv")
+
+    @app.command()
+    def abort() -> None:
+        raise typer.Abort()
+
+    @app.command()
+    def bug() -> None:
+        raise ZeroDivisionError("a real bug keeps its traceback")
+
+    expected = {("ok",): (0, ""), ("check", "1"): (1, ""), ("check", "0"): (0, ""),
+                ("user",): (2, "error: first line second line"),
+                ("disk",): (2, "error: /data/out/table.csv: Permission denied"),
+                ("abort",): (1, "error: aborted"), ("nope",): (2, "error: No such command 'nope'.")}
+    for args, (code, line) in expected.items():
+        assert run(app, list(args)) == code, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(line) and len(err.splitlines()) <= 1, (args, err)
+    with pytest.raises(ZeroDivisionError):
+        run(app, ["bug"])

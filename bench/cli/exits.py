@@ -84,11 +84,20 @@ def signals_as_exceptions(signals: Sequence[int] = HANDLED_SIGNALS) -> Iterator[
 
     Ignoring repeats keeps a second Ctrl-C from cutting the cleanup short (removing a temp
     folder takes milliseconds; SIGKILL still works). Outside the main thread (where Python
-    cannot install handlers) the block runs unchanged.
+    cannot install handlers) the block runs unchanged. A forked child (a DataLoader worker)
+    inherits the handler but gets the default behaviour: KeyboardInterrupt on SIGINT, which
+    torch's workers expect and swallow quietly, and termination on SIGTERM.
     """
     received: list[int] = []
+    owner = os.getpid()
 
     def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if received:
             return
         received.append(signum)

@@ -8,9 +8,7 @@ hid both the swallowed ``typer.Exit`` codes and the tracebacks of usage errors.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,40 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-CONSOLE_SCRIPT = Path(sys.executable).with_name("bench")
-LAUNCHERS = {"python -m bench": [sys.executable, "-m", "bench"]}
-if CONSOLE_SCRIPT.is_file():
-    LAUNCHERS["console script"] = [str(CONSOLE_SCRIPT)]
-
-
-def _env() -> dict[str, str]:
-    """The subprocess imports this checkout's ``bench`` (also through the venv's console script)."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("BENCH_TRACEBACK", None)
-    env["COLUMNS"] = "200"
-    return env
-
-
-def bench(*args: str, cwd: Path, launcher: str = "python -m bench", timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*LAUNCHERS[launcher], *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=_env())
-
-
-def stderr_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in proc.stderr.splitlines() if line.strip()]
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
-    """Exit ``code``, exactly one non-empty line on stderr, no traceback; returns that line."""
-    lines = stderr_lines(proc)
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr[-2000:]
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
+from cli_run import LAUNCHERS, assert_one_line_error, bench, bench_env
 
 
 # ---------------------------------------------------------------- usage errors, --help, success
@@ -108,7 +73,7 @@ def test_bad_input_file_is_one_line(tmp_path):
 
 def test_traceback_only_on_request(tmp_path):
     """BENCH_TRACEBACK=1 shows the traceback of a user error (for bug reports); the status stays non-zero."""
-    env = {**_env(), "BENCH_TRACEBACK": "1"}
+    env = {**bench_env(), "BENCH_TRACEBACK": "1"}
     proc = subprocess.run([sys.executable, "-m", "bench", "ls", "bogus"], cwd=tmp_path, capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
@@ -179,7 +144,7 @@ def test_interrupted_prepare_exits_nonzero_and_leaves_no_half_case(tmp_path, sig
     cache = tmp_path / "cache"
     cmd = [*LAUNCHERS["python -m bench"], "data", "prepare", "--dataset", "phantom", "--root", str(signal_phantom),
            "--cache", str(cache), "--profile", "smoke"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=bench_env())
     deadline = time.monotonic() + 240
     try:
         while not any(p.is_dir() for p in _temp_entries(cache)):  # a case is being written right now
@@ -201,7 +166,7 @@ def test_interrupted_prepare_exits_nonzero_and_leaves_no_half_case(tmp_path, sig
     for case_dir in (p for p in cache.glob("*/*/*") if p.is_dir()):
         assert (case_dir / "meta.json").is_file()  # every case left behind is complete
     if signum == signal.SIGINT:  # the rerun the message promises completes the cache (once is enough)
-        again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+        again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=bench_env(), timeout=300)
         assert again.returncode == 0, again.stderr
         assert sorted(p.name for p in cache.glob("*/*/*") if p.is_dir()) == ["0", "1", "2", "3"]
 

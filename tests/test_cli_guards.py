@@ -17,7 +17,7 @@ import pytest
 
 from bench.datasets.base import check_case_id
 from bench.errors import ConfigError, DataError
-from test_cli_exits import assert_one_line_error, bench
+from cli_run import assert_one_line_error, bench
 
 
 def _digest(path: Path) -> str:

@@ -17,7 +17,7 @@ import pytest
 from nibabel import orientations as nio
 
 from bench.datasets.nifti import GRID_ABS_TOL_MM, grid_difference, load_nifti_zyx, read_nifti_geometry, save_nifti_zyx
-from test_cli_exits import assert_one_line_error, bench
+from cli_run import assert_one_line_error, bench
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TS_CT = next((p for p in (SHARED_DATA / "totalsegmentator" / "example_ct_sm.nii.gz",

@@ -475,9 +475,9 @@ def prepare_case(
     check_case_id(case_id, adapter.root)  # "", "." or ".." would make `final` the cache itself or its parent
     final = cache_dir / case_id
     tmp = cache_dir / f"{case_id}{TMP_MARK}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    try:  # mkdir inside the try: an interrupt right after it must still remove the folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         case = adapter.load(case_id)
         if case.label is None:
             raise DataError(f"{case.meta.get('source') or case_id}: case {case_id} has no segmentation; the slice cache needs labels")

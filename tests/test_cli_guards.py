@@ -190,8 +190,9 @@ def test_stale_moved_aside_case_is_restored_or_removed(tmp_path):
     _complete_case(tmp_path / f"4.old.tmp-{dead}", "superseded")  # killed after the second rename
     _complete_case(tmp_path / f"5.tmp-{dead}", "half written")
     _complete_case(tmp_path / f"6.old.tmp-{os.getpid()}", "a live writer's")
+    (tmp_path / f"8.old.tmp-{dead}").mkdir()  # a half-written case whose id is "8.old": no meta.json
     handled = remove_stale_temp(tmp_path)
-    assert len(handled) == 3
+    assert len(handled) == 4 and not (tmp_path / "8").exists()
     assert json.loads((tmp_path / "3" / "meta.json").read_text()) == {"marker": "only copy"}
     assert json.loads((tmp_path / "4" / "meta.json").read_text()) == {"marker": "new"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["3", "4", f"6.old.tmp-{os.getpid()}"]

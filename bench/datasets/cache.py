@@ -415,7 +415,7 @@ def remove_stale_temp(cache_dir: Path) -> list[Path]:
         stem, pid_text = p.name.rsplit(TMP_MARK, 1)
         if pid_text.isdigit() and _pid_alive(int(pid_text)):
             continue
-        if stem.endswith(_OLD_MARK) and p.is_dir():
+        if stem.endswith(_OLD_MARK) and (p / META_FILE).is_file():  # complete: moved aside, not half-written
             original = p.with_name(stem[: -len(_OLD_MARK)])
             if original.name and not original.exists():
                 os.replace(p, original)  # the only copy of a complete case: put it back

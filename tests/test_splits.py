@@ -59,8 +59,25 @@ def test_create_then_reuse(tmp_path):
     # an edited file is reused as is (never silently regenerated)
     custom = {"train": ["0", "1"], "val": ["2"], "test": ["3"]}
     path.write_text(json.dumps(custom))
-    assert load_or_create_splits(path, IDS, seed=0) == custom
-    assert load_or_create_splits(path, IDS, seed=5) == custom  # the seed only matters when creating
+    with pytest.warns(UserWarning, match=r"16 case\(s\) of the data set are in no split and are not used: 4, 5"):
+        assert load_or_create_splits(path, IDS, seed=0) == custom
+    with pytest.warns(UserWarning):
+        assert load_or_create_splits(path, IDS, seed=5) == custom  # the seed only matters when creating
+
+
+def test_case_added_after_the_split_is_warned_about_once_by_name(tmp_path):
+    import warnings
+
+    path = tmp_path / "splits_final.json"
+    load_or_create_splits(path, ["1", "2", "3", "4"], seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")  # nothing to say while every case is in a split
+        load_or_create_splits(path, ["1", "2", "3", "4"], seed=0)
+    assert caught == []
+    with pytest.warns(UserWarning) as record:
+        got = load_or_create_splits(path, ["1", "2", "3", "4", "10"], seed=0)
+    assert len(record) == 1 and "1 case(s)" in str(record[0].message) and ": 10 (" in str(record[0].message)
+    assert "10" not in {c for name in ("train", "val", "test") for c in got[name]}  # not silently re-split
 
 
 def test_given_file_is_used_and_not_copied(tmp_path):

@@ -1,7 +1,7 @@
 """The ``bench`` command line (Typer). Thin: parse flags, build a config, call the engine.
 
-Each verb lives in its own module and registers itself on ``app``; user errors
-(`bench.errors.BenchError`) print as one red line and exit with status 2, never a traceback.
+Each verb lives in its own module and registers itself on ``app``. Exit statuses (0 ok, 1 failed
+check, 2 user error, 130/143 interrupted) and one-line errors are `bench.cli.exits`'s job.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import sys
 
 import typer
 
-from bench.errors import BenchError
 
 app = typer.Typer(
     name="bench",
@@ -20,7 +19,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
 
 
 @app.callback()
@@ -36,23 +34,7 @@ for _name in _COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console entry point with one-line errors."""
-    try:
-        code = app(standalone_mode=False)  # returns (not raises) a typer.Exit's code in this mode
-    except BenchError as exc:
-        from rich.console import Console
+    """Console entry point (``bench``, ``python -m bench``): exit status and one-line errors per `bench.cli.exits`."""
+    from bench.cli.exits import run
 
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(run(app))

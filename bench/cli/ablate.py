@@ -28,6 +28,10 @@ def ablate(
     force: bool = typer.Option(False, "--force", help="retrain variants that already finished"),
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(results, "--results")
+    writable_dir(cache, "--cache")
     from bench.ablations import ABLATIONS, ablation_targets
     from bench.engine.scheduler import execute, plan
 

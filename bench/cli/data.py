@@ -55,10 +55,12 @@ def phantom(
     seed: int = typer.Option(0, "--seed", help="data set seed (case i uses a seed derived from it and i)"),
 ) -> None:
     """Write a synthetic abdominal CT data set in the LiTS layout."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(out, "OUT")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bench.datasets.phantom import phantom_spacing, write_phantom
-
     console = Console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=Console(stderr=True)) as bar:
@@ -86,10 +88,12 @@ def prepare(
                               "(K = number of patients: leave-one-patient-out)"),
 ) -> None:
     """Preprocess and slice every case into the on-disk cache; make or check the patient split."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(cache, "--cache")
     from bench.cli.common import default_profile
     from bench.config import get_profile, override, parse_overrides
     from bench.datasets import DATASETS, get_dataset
-    from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
     from bench.paths import splits_path
 
     DATASETS.get(dataset)
@@ -100,7 +104,9 @@ def prepare(
     if set_:
         prof = override(prof, {k.removeprefix("profile."): v for k, v in parse_overrides(set_).items()})
     adapter = get_dataset(dataset, root=root or None)
-    ids = adapter.case_ids()
+    ids = adapter.case_ids()  # a bad root or case id fails here, before the cache (and torch) is imported
+    from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
+
     cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess)
     todo = missing_cases(cache_dir, ids, chosen)
     slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True,

@@ -41,6 +41,12 @@ def demo(
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
     """The study behind Tables 3-8 (phantom by default; real CT with cross-validation), then the report."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(results, "--results")
+    writable_dir(cache, "--cache")
+    if out is not None:
+        writable_dir(out, "--out")
     from bench.cli.common import default_profile, parse_seeds
     from bench.datasets import DATASETS, get_dataset
     from bench.engine.study import StudyPlan, run_study

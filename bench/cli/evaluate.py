@@ -29,6 +29,10 @@ def evaluate(
     surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD, 1 mm) in mm; slower"),
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(results, "--results")
+    writable_dir(cache, "--cache")
     import json
 
     from bench.engine.runner import evaluate as evaluate_run

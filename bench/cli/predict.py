@@ -30,6 +30,14 @@ def predict(
     tag: str = typer.Option("", "--tag"),
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""
+    from bench.cli.paths_check import output_not_input, writable_file
+    from bench.errors import ConfigError
+
+    # before anything slow is imported or read: never overwrite the input, fail before predicting
+    output_not_input(output, input)
+    if not output.name.lower().endswith((".nii", ".nii.gz")):
+        raise ConfigError(f"--output {output}: the mask is written as NIfTI; end the name in .nii or .nii.gz")
+    writable_file(output, "--output")
     from bench.engine.predict import predict_file
 
     plane_list = [p.strip() for p in planes.split(",") if p.strip()]

@@ -30,6 +30,7 @@ def report(
                                        "of the layer(s)"),
 ) -> None:
     """Write the paper's tables (md/csv/tex), figures and index.md; or check them against golden tables."""
+    from bench.cli.paths_check import writable_dir
     from bench.errors import ConfigError
     from bench.reports.select import ReportOptions
     from bench.reports.tables import parse_table_spec
@@ -41,13 +42,15 @@ def report(
     options = ReportOptions(aggregation=aggregation, dataset=dataset, profile=profile, scores=scores)
     numbers = parse_table_spec(tables)
     if check is not None:
+        if update_golden:
+            writable_dir(check, "--check")
         _check(console, Path(check), results, numbers, options, update_golden)
         return
     from bench.reports.collect import load_results
     from bench.reports.report import write_report
 
     root = Path(results or "results")
-    out_dir = Path(out) if out else root / "report"
+    out_dir = writable_dir(out, "--out") if out else writable_dir(root / "report", "--results")
     rep = write_report(load_results(root), out_dir, numbers, parse_formats(format), options, figures=figures)
     missing = sum(int((t.frame["status"] == "missing").sum()) for t in rep.tables)
     console.print(f"[green]report[/green] {len(rep.tables)} tables ({format}), {len(rep.figures)} figures -> "
@@ -88,8 +91,10 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
                 else "within tolerance of {}")
         if out.mismatches:
             failed.append(folder)
-            console.print(f"[red]golden check failed ({out.layer} layer)[/red]: {len(out.mismatches)} difference(s) "
-                          f"in {what} vs {escape(str(folder))}", highlight=False, soft_wrap=True)
+            # the verdict is the one line on stderr; the cell-by-cell list above goes to stdout
+            Console(stderr=True).print(f"[red]golden check failed ({out.layer} layer)[/red]: {len(out.mismatches)} "
+                                       f"difference(s) in {what} vs {escape(str(folder))}", highlight=False,
+                                       soft_wrap=True)
         else:
             console.print(f"[green]golden check OK ({out.layer} layer)[/green]: {what} {rule.format(escape(str(folder)))}",
                           highlight=False, soft_wrap=True)

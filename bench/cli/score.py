@@ -27,7 +27,11 @@ def score(
     """Score NIfTI predictions against references matched by case id; prints the table."""
     from rich.console import Console
 
+    from bench.cli.paths_check import writable_dir
     from bench.errors import ConfigError
+
+    out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
+    writable_dir(out_dir, "--out")
     from bench.metrics.folder import TASK_CHOICES, score_folders
     from bench.metrics.results import print_summary
 
@@ -35,13 +39,15 @@ def score(
         raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
-    out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
     err = Console(stderr=True)
     console = Console()
 
     def warn(msg: str) -> None:
         err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False, soft_wrap=True)
 
+    if Path(pred_dir).resolve() == Path(gt_dir).resolve():
+        warn(f"{pred_dir} and {gt_dir} are the same folder: every case is scored against itself "
+             f"(Dice 1 wherever the reference is not empty)")
     result = score_folders(pred_dir, gt_dir, out_dir, task=task, surface=surface, tolerance_mm=tolerance,
                            device=device, warn=warn)
     print_summary(result.summary, title=f"bench score: {Path(pred_dir).name} vs {Path(gt_dir).name}", console=console)

@@ -32,6 +32,10 @@ def train(
     force: bool = typer.Option(False, "--force", help="retrain even if a finished run exists"),
 ) -> None:
     """Train one model on one plane (and evaluate it on val and test); runs it needs are trained first."""
+    from bench.cli.paths_check import writable_dir
+
+    writable_dir(results, "--results")  # before hours of training, not after
+    writable_dir(cache, "--cache")
     from bench.engine.scheduler import execute, plan
 
     console = Console()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.atomic import TMP_MARK
 from bench.errors import DataError
 
 TASKS = ("liver", "lesion")
@@ -63,6 +64,30 @@ def check_label_values(label: np.ndarray, source: str | Path) -> np.ndarray:
     if bad:
         raise DataError(f"{source}: label values {bad[:5]} outside {{0, 1, 2}}")
     return label.astype(np.uint8, copy=False)
+
+
+def check_case_id(case_id: str, root: str | Path) -> str:
+    """Return ``case_id`` if it is a safe single path component, else a `DataError` naming ``root``.
+
+    Why: a case id becomes a folder of the slice cache (``<cache>/<case>/``) and a row of every
+    table. An id of ``""``, ``"."`` or ``".."`` (an IRCADb root given as ``.`` inside a patient
+    folder, or as ``.../PATIENT_DICOM/..``) would make that folder the cache itself or its parent,
+    and a separator would leave the cache; an id carrying the temp marker ``.tmp-`` would be taken
+    for a killed writer's leftover and deleted. Such ids are refused, never repaired silently.
+    """
+    text = str(case_id)
+    bad = (
+        text in ("", ".", "..") or text != text.strip() or TMP_MARK in text
+        or any(ch in text for ch in ("/", "\\", "\x00"))
+    )
+    if bad:
+        hint = ""
+        resolved = Path(root).resolve()
+        if text in ("", ".", "..") and resolved.name not in ("", ".", ".."):
+            hint = f"; name the folder itself, e.g. --root {resolved}"
+        raise DataError(f"{root}: case id {text!r} is not a usable folder name (ids come from the data root's "
+                        f"folder and file names){hint}")
+    return text
 
 
 class DatasetAdapter(ABC):

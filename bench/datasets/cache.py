@@ -46,9 +46,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.atomic import TMP_MARK, remove_stale_tmp, write_json
+from bench.atomic import TMP_MARK, pid_alive, remove_stale_tmp, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
-from bench.datasets.base import DatasetAdapter, natural_key
+from bench.datasets.base import DatasetAdapter, check_case_id, natural_key
 from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
 from bench.datasets.preprocess import hu_window, median_filter_slices, zscore
 from bench.errors import ConfigError, DataError
@@ -386,6 +386,30 @@ def write_plane(
 # ---------------------------------------------------------------- write side
 
 
+def remove_stale_temp(cache_dir: Path) -> list[Path]:
+    """Clean ``*.tmp-<pid>`` leftovers of prepares that died (live writers' folders are kept).
+
+    A complete case moved aside as ``<case>.old.tmp-<pid>`` by `_move_into_place` (its writer
+    killed between the two renames) is renamed back when ``<case>`` is missing; every other
+    leftover (a half-written case, an aside copy whose new case made it into place) is deleted
+    (`bench.atomic.remove_stale_tmp`). Returns the leftover paths handled either way.
+    """
+    restored = []
+    if cache_dir.is_dir():
+        for p in cache_dir.iterdir():
+            if TMP_MARK not in p.name:
+                continue
+            stem, pid_text = p.name.rsplit(TMP_MARK, 1)
+            if pid_text.isdigit() and pid_alive(int(pid_text)):
+                continue
+            if stem.endswith(_OLD_MARK) and (p / META_FILE).is_file():  # complete: moved aside, not half-written
+                original = p.with_name(stem[: -len(_OLD_MARK)])
+                if original.name and not original.exists():
+                    os.replace(p, original)  # the only copy of a complete case: put it back
+                    restored.append(p)
+    return restored + remove_stale_tmp(cache_dir)
+
+
 def _cache_info(adapter: DatasetAdapter, input_size: int, preprocess: PreprocessConfig) -> dict[str, Any]:
     return {
         "version": CACHE_VERSION,
@@ -429,11 +453,12 @@ def prepare_case(
 ) -> Path:
     """Load, preprocess and slice one case into ``<cache_dir>/<case_id>``, atomically (see module doc)."""
     planes = _check_planes(planes)
+    check_case_id(case_id, adapter.root)  # "", "." or ".." would make `final` the cache itself or its parent
     final = cache_dir / case_id
     tmp = cache_dir / f"{case_id}{TMP_MARK}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    try:  # mkdir inside the try: an interrupt right after it must still remove the folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         case = adapter.load(case_id)
         if case.label is None:
             raise DataError(f"{case.meta.get('source') or case_id}: case {case_id} has no segmentation; the slice cache needs labels")
@@ -471,12 +496,23 @@ def prepare_case(
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
-    """Rename a finished temp folder onto ``final``; an older copy is moved aside first, then removed."""
-    old = None
-    if final.exists():
-        old = final.with_name(f"{final.name}{_OLD_MARK}{TMP_MARK}{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
+    """Rename a finished temp folder onto ``final``; an older copy is moved aside first, then removed.
+
+    The older copy is never lost: if the second rename fails (or a signal arrives between the
+    two), it is renamed back before the error propagates; if the process is killed outright,
+    `remove_stale_temp` of the next prepare renames it back (``<case>.old.tmp-<pid>``).
+    """
+    if tmp.parent != final.parent:
+        raise DataError(f"{final}: not beside its temp folder {tmp}; refusing to move it")
+    old = final.with_name(f"{final.name}{_OLD_MARK}{TMP_MARK}{os.getpid()}") if final.exists() else None
+    try:
+        if old is not None:
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -504,7 +540,7 @@ def prepare_cache(
         raise ConfigError(f"unknown slice_fit {preprocess.slice_fit!r} (known: {', '.join(FITS)})")
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_tmp(cache_dir)
+    remove_stale_temp(cache_dir)
     _ensure_cache_info(cache_dir, _cache_info(adapter, input_size, preprocess))
     ids = list(adapter.case_ids() if case_ids is None else case_ids)
     todo = missing_cases(cache_dir, ids, planes)
@@ -538,7 +574,11 @@ def _progress(enabled: bool, title: str, total: int):  # type: ignore[no-untyped
             bar.step()
             bar.say(f"case {case_id} ({done[0]}/{total})")
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            bar.update(task, visible=False)  # on an error or an interrupt its one line stands alone
+            raise
 
 
 # ---------------------------------------------------------------- the one call runs make

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from bench.datasets import DATASETS
-from bench.datasets.base import Case, DatasetAdapter, natural_key
+from bench.datasets.base import Case, DatasetAdapter, check_case_id, natural_key
 from bench.datasets.dicom import DicomItem, dir_items, open_zip, read_dicom_volume, zip_items
 from bench.errors import ConfigError, DataError
 
@@ -171,7 +171,8 @@ class IrcadbDataset(DatasetAdapter):
                 found = [p for p in self.root.iterdir() if not p.name.startswith(".") and is_patient_folder(p)]
             if not found:
                 raise DataError(f"{self.root}: no 3D-IRCADb patient folders (3Dircadb1.N/{CT_FOLDER}[.zip])")
-            self._patients = {p.name: p for p in sorted(found, key=lambda p: natural_key(p.name))}
+            # the id is the folder name as given: root "." or "PATIENT_DICOM/.." is refused, not guessed
+            self._patients = {check_case_id(p.name, self.root): p for p in sorted(found, key=lambda p: natural_key(p.name))}
         return self._patients
 
     def case_ids(self) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.datasets import DATASETS
-from bench.datasets.base import Case, DatasetAdapter, check_label_values
+from bench.datasets.base import Case, DatasetAdapter, check_case_id, check_label_values
 from bench.datasets.nifti import load_nifti_zyx, same_grid
 from bench.errors import ConfigError, DataError
 
@@ -103,7 +103,7 @@ class LitsDataset(DatasetAdapter):
         return self._files
 
     def case_ids(self) -> list[str]:
-        return sorted(self._pairs()[0], key=int)
+        return [check_case_id(c, self.root) for c in sorted(self._pairs()[0], key=int)]
 
     def load(self, case_id: str) -> Case:
         volumes, segmentations = self._pairs()

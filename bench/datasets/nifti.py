@@ -171,14 +171,54 @@ def read_nifti_geometry(path: str | os.PathLike) -> tuple[tuple[int, int, int], 
     return (canon_shape_xyz[2], canon_shape_xyz[1], canon_shape_xyz[0]), zyx_affine_from_xyz(canon_affine)
 
 
-def _grid_tolerance(affine_zyx: np.ndarray) -> float:
-    """Half a millimetre or a tenth of the smallest voxel, whichever is smaller: a different grid, not rounding."""
-    return min(0.5, 0.1 * min(spacing_of(affine_zyx)))
+# Grid comparison tolerances (see `grid_difference`): a fraction of the voxel, plus a floor in mm.
+GRID_REL_TOL = 1e-3
+GRID_ABS_TOL_MM = 1e-4
+
+
+def _grid_tolerance(spacing_a: tuple[float, ...], spacing_b: tuple[float, ...]) -> float:
+    """Position tolerance in mm: ``GRID_REL_TOL`` of the smallest voxel plus ``GRID_ABS_TOL_MM``.
+
+    Why these numbers: what has to be tolerated is float32 header rounding (the NIfTI affine is
+    stored in float32: ~6e-5 mm at 1000 mm from the origin, ~1e-7 of a voxel size), which the
+    0.1 um floor covers; anything beyond a thousandth of a voxel is a different grid. A relative
+    tolerance is what makes the check scale-free: the old 0.5 mm absolute one let 0.70 vs 0.76 mm
+    pixels (30 mm apart at the far edge of a 512 px slice) pass.
+    """
+    return GRID_REL_TOL * min(min(spacing_a), min(spacing_b)) + GRID_ABS_TOL_MM
+
+
+def format_spacing(spacing: tuple[float, ...]) -> str:
+    """``(6.0, 0.7, 0.7)`` -> ``"6 x 0.7 x 0.7 mm"`` (z, y, x)."""
+    return " x ".join(f"{s:.6g}" for s in spacing) + " mm"
+
+
+def grid_difference(affine_a: np.ndarray, affine_b: np.ndarray) -> str | None:
+    """What differs between two canonical zyx voxel grids (spacing, origin, axis directions), or None.
+
+    Both affines must be canonical (`load_nifti_zyx`, `read_nifti_geometry`): voxel (0, 0, 0) is
+    then the same anatomical corner whatever the files' storage order, so the same grid stored
+    RAS and LPS compares equal, and spacing, origin and axis directions are compared in world
+    space rather than entry by entry. Spacing per axis within ``GRID_REL_TOL`` of that axis's
+    voxel plus ``GRID_ABS_TOL_MM``; the origin within `_grid_tolerance`; each axis direction
+    (unit vector) within ``GRID_REL_TOL`` (1 mrad).
+    """
+    a, b = np.asarray(affine_a, dtype=float), np.asarray(affine_b, dtype=float)
+    sa, sb = np.asarray(spacing_of(a)), np.asarray(spacing_of(b))
+    if np.any(np.abs(sa - sb) > GRID_REL_TOL * np.maximum(sa, sb) + GRID_ABS_TOL_MM):
+        return "voxel spacing differs"
+    origin_gap = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    if origin_gap > _grid_tolerance(tuple(sa), tuple(sb)):
+        return f"origin differs by {origin_gap:.4g} mm ({origin_gap / float(min(sa.min(), sb.min())):.3g} voxel)"
+    dir_gap = float(np.max(np.linalg.norm(a[:3, :3] / sa - b[:3, :3] / sb, axis=0)))
+    if dir_gap > GRID_REL_TOL:
+        return f"axis directions differ by {np.degrees(dir_gap):.3g} degrees"
+    return None
 
 
 def same_grid(affine_a: np.ndarray, affine_b: np.ndarray) -> bool:
-    """Whether two zyx affines describe the same voxel grid, up to float32 header rounding."""
-    return bool(np.allclose(affine_a, affine_b, rtol=0, atol=_grid_tolerance(affine_a)))
+    """Whether two canonical zyx affines describe the same voxel grid, up to float32 header rounding."""
+    return grid_difference(affine_a, affine_b) is None
 
 
 def save_nifti_zyx(
@@ -191,7 +231,8 @@ def save_nifti_zyx(
 
     With ``like`` (the input file the array was computed from): the array is put back into that
     file's own axis order and flips and written with its exact affine and qform/sform codes, so the
-    result overlays the input in any viewer; its grid must match ``affine_zyx`` (else `DataError`).
+    result overlays the input in any viewer (qform_code 0 stays 0); its grid must match
+    ``affine_zyx`` (else `DataError`).
     Without ``like``: written in canonical storage (x -> L, y -> P, z -> S) with ``affine_zyx``.
     Either way `load_nifti_zyx` of the result returns ``array_zyx`` unchanged.
     """
@@ -227,12 +268,18 @@ def save_nifti_zyx(
         if data.shape != ref_shape:  # cannot happen if the transforms are consistent; guards the invariant
             raise DataError(f"{path}: reoriented shape {data.shape} differs from {like} shape {ref_shape}")
         out_affine = ref_affine
-        qcode = int(ref.header["qform_code"]) or 1
-        scode = int(ref.header["sform_code"]) or 1
+        # the input's own qform and sform, codes included, exactly: a code 0 stays 0 ("unknown"),
+        # so a viewer picks the same transform for the mask as for the CT it overlays
+        qform, qcode = ref.header.get_qform(), int(ref.header["qform_code"])
+        sform, scode = ref.header.get_sform(), int(ref.header["sform_code"])
 
     img = nib.Nifti1Image(np.asanyarray(data), out_affine)
-    img.set_qform(out_affine, code=qcode)
-    img.set_sform(out_affine, code=scode)
+    if like is None:
+        img.set_qform(out_affine, code=qcode)
+        img.set_sform(out_affine, code=scode)
+    else:
+        img.set_qform(qform, code=qcode)
+        img.set_sform(sform, code=scode)
     img.header.set_xyzt_units("mm", "sec")
     img.set_data_dtype(array_zyx.dtype)
     payload = img.to_bytes()

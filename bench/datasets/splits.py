@@ -183,6 +183,12 @@ def read_splits(path: str | Path, case_ids: Iterable[str] | None = None) -> dict
     return validate_splits(data, case_ids, path)
 
 
+def unsplit_cases(splits: dict[str, list[str]], case_ids: Iterable[str]) -> list[str]:
+    """Case ids of the data set that appear in none of train/val/test (natural order)."""
+    used = {c for name in SPLITS for c in splits.get(name, [])}
+    return sorted({str(c) for c in case_ids} - used, key=natural_key)
+
+
 def load_or_create_splits(
     path: str | Path, case_ids: Iterable[str], seed: int = 0, given: Path | None = None,
     fractions: Sequence[float] = DEFAULT_FRACTIONS, folds: int = 0, fold: int | None = None,
@@ -193,6 +199,10 @@ def load_or_create_splits(
     A given file is used as is and does not replace the data set's ``splits_final.json``, so one
     experiment with a custom split never changes the split of later default runs. ``folds`` = K
     adds K cross-validation folds to the data set's file (or checks that it has K already).
+
+    Cases added to the data root after its split was saved sit in no split: they are not used,
+    and a warning naming them says so (`unsplit_cases`). The split is not redone on its own,
+    since that would change the test patients of every earlier run.
     """
     ids = [str(c) for c in case_ids]
     source = Path(given) if given is not None else Path(path)
@@ -220,10 +230,12 @@ def load_or_create_splits(
                 data["folds"] = make_folds(ids, folds, seed=seed)
             write_json(path, data)
             splits = read_splits(path, ids)
-    unused = sorted(set(ids) - {c for k in SPLITS for c in splits[k]}, key=natural_key)
-    if unused and fold is None:
-        warn_once(f"{source}: {len(unused)} case(s) of the data set are in no split and are not used: "
-                  f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+    unused = unsplit_cases(splits, ids) if given is None and fold is None else []
+    if unused:  # a given file may be a deliberate subset: no warning
+        shown = ", ".join(unused[:10]) + (f" (+{len(unused) - 10} more)" if len(unused) > 10 else "")
+        warn_once(f"{source}: {len(unused)} case(s) of the data set are in no split and are not used: {shown} "
+                  f"(added after the split was made, or left out of an edited split; delete {source.name} to "
+                  f"re-split, which changes the test set, or pass --splits FILE)")
     return fold_split(splits, fold, source)
 
 

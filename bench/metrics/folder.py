@@ -12,8 +12,9 @@ Rules (declared in the summary and the README):
   >= 1, lesion = label == 2. A 0/1 prediction therefore has no lesion. Other values are an error
   naming the file.
 * Geometry: both files are read on the canonical (Z, Y, X) grid and must have the same shape and
-  the same voxel grid (affine); otherwise an error naming both files. Surface metrics use the
-  reference's spacing.
+  the same voxel grid in world space (spacing, origin and axis directions within a thousandth of
+  a voxel plus 0.1 um, whatever the storage order); otherwise an error naming both files and
+  both spacings. Surface metrics use the reference's spacing.
 * A reference case without a prediction is warned about, scored as an empty prediction and
   counted (``n_missing``) - an honest score, never a silently smaller test set. Predictions
   without a reference and non-NIfTI files are warned about and skipped.
@@ -105,15 +106,22 @@ def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float], 
 
 
 def _check_pair(pred_path: Path, ref_path: Path) -> None:
-    """Same shape and voxel grid, from the headers alone (before any voxel is read)."""
-    from bench.datasets.nifti import read_nifti_geometry, same_grid
+    """Same shape and voxel grid in world space, from the headers alone (before any voxel is read).
+
+    Both grids are taken on the canonical (Z, Y, X) grid and compared by spacing, origin and
+    axis directions with a tolerance relative to the voxel (`bench.datasets.nifti.grid_difference`),
+    so the same grid stored in another axis order passes and a 0.70 vs 0.76 mm pixel does not.
+    """
+    from bench.datasets.nifti import format_spacing, grid_difference, read_nifti_geometry, spacing_of
 
     p_shape, p_affine = read_nifti_geometry(pred_path)
     r_shape, r_affine = read_nifti_geometry(ref_path)
     if p_shape != r_shape:
         raise DataError(f"{pred_path}: shape {p_shape} differs from reference {ref_path} {r_shape} (Z, Y, X)")
-    if not same_grid(p_affine, r_affine):
-        raise DataError(f"{pred_path}: voxel grid (affine) differs from reference {ref_path}")
+    what = grid_difference(p_affine, r_affine)
+    if what is not None:
+        raise DataError(f"{pred_path}: voxel grid differs from reference {ref_path} ({what}): spacing (z, y, x) "
+                        f"{format_spacing(spacing_of(p_affine))} vs {format_spacing(spacing_of(r_affine))}")
 
 
 @dataclass

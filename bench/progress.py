@@ -58,6 +58,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, advance=n, **({"description": caption} if caption else {}))
 
+    def hide(self) -> None:
+        """Remove the bar from the terminal (before an error line, so that line stands alone)."""
+        if self._bar is not None:
+            self._bar.update(self._task, visible=False)
+
     def say(self, text: str) -> None:
         """One line of progress: printed (with the elapsed time) in a log, the bar's caption on a terminal."""
         if not self.enabled:

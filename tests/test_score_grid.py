@@ -142,7 +142,7 @@ def test_four_orientations_of_one_ct_predict_the_same_mask(tmp_path, tiny_phanto
     from conftest import tiny_config
 
     from bench.engine.predict import predict_file
-    from bench.engine.run import train_run
+    from bench.engine.runner import run as train_run
 
     cfg = tiny_config(tmp_path, tiny_phantom, "unet", **{"profile.train.epochs": 1, "profile.train.steps_per_epoch": 4})
     train_run(cfg, progress=False)

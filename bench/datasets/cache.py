@@ -577,7 +577,7 @@ def _progress(enabled: bool, title: str, total: int):  # type: ignore[no-untyped
         try:
             yield advance
         except BaseException:
-            bar.update(task, visible=False)  # on an error or an interrupt its one line stands alone
+            bar.hide()  # on an error or an interrupt its one line stands alone
             raise
 
 

@@ -25,7 +25,7 @@ def evaluate(
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
     tag: str = typer.Option("", "--tag"),
-    surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD, 1 mm) in mm; slower"),
+    surface: bool = typer.Option(False, "--surface", help="also HD95, surface Dice (NSD, 1 mm), ASSD, MSSD, RMSD in mm; slower"),
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
     from bench.engine.evaluate import evaluate_fused, evaluate_plane

@@ -40,6 +40,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename a finished temporary folder onto ``final``; an older ``final`` is moved aside, then removed.
+
+    A reader sees the old folder or the complete new one, never a mix (the slice cache's cases,
+    nnU-Net exports).
+    """
+    import shutil
+
+    tmp, final = Path(tmp), Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f"{final.name}.old{TMP_MARK}{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -145,6 +145,7 @@ class RunConfig:
     cache: str = "cache"
     splits: str = ""  # a given splits_final.json; "" = make/reuse the one beside the cache
     tag: str = ""  # results folder name; "" = the model name (ablation variants add a suffix)
+    include_cysts: bool = False  # 3D-IRCADb: liver cysts count as lesions (own cache folder); --include-cysts
     profile: Profile = field(default_factory=lambda: get_profile("smoke"))
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.data import cysts_override
 
 
 @app.command("ablate")
@@ -25,6 +26,7 @@ def ablate(
     splits: Optional[str] = typer.Option(None, "--splits"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="extra overrides for every variant"),
     force: bool = typer.Option(False, "--force", help="retrain variants that already finished"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
     from bench.ablations import ABLATIONS, run_ablation
@@ -33,7 +35,7 @@ def ablate(
     console = Console()
     for s in parse_seeds(seed, seeds):
         base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
-                                results, cache, splits, set_)
+                                results, cache, splits, cysts_override(set_, include_cysts))
         for label, folder in run_ablation(name, base, force=force):
             console.print(f"[green]{name}[/green] {label} (seed {s}) -> {folder}")
     console.print(f"tables: bench report --tables {ablation.table} --results {results}")

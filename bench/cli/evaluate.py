@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.data import check_cysts, cysts_override
 
 
 @app.command("evaluate")
@@ -25,6 +26,8 @@ def evaluate(
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
     tag: str = typer.Option("", "--tag"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: the run was trained with "
+                                       "cysts as lesions (checked against its config.json)"),
     surface: bool = typer.Option(False, "--surface", help="also HD95, surface Dice (NSD, 1 mm), ASSD, MSSD, RMSD in mm; slower"),
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
@@ -33,7 +36,9 @@ def evaluate(
 
     which = ("val", "test") if split == "both" else (split,)
     for s in parse_seeds(seed, seeds):
-        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag)
+        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None,
+                               cysts_override(None, include_cysts), tag)
+        check_cysts(cfg)
         folder = evaluate_fused(cfg, which, surface=surface) if plane == "fused" else evaluate_plane(cfg, which, surface=surface)
         import json
 

@@ -1,11 +1,13 @@
 """``bench report``: Tables 3-8 (+ paired comparison), figures and index.md from a results folder;
-``--check GOLDEN`` compares freshly built tables with committed golden tables (CI)."""
+``--external NAME=PRED_DIR`` adds another tool's 3-D predictions (nnU-Net, ...) to Tables 7/8 and the
+paired comparison (`bench.reports.external`); ``--check GOLDEN`` compares freshly built tables with
+committed golden tables (CI)."""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -26,6 +28,9 @@ def report(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw Figs. 16-18 and the Dice box plots"),
     check: Optional[str] = typer.Option(None, "--check", help="golden folder to compare with (e.g. results/golden)"),
     update_golden: bool = typer.Option(False, "--update-golden", help="with --check: rewrite the golden tables"),
+    external: Optional[List[str]] = typer.Option(None, "--external", help="NAME=PRED_DIR (repeatable): score a "
+                                                 "folder of 3-D label maps (nnU-Net, LiTS or identical names) on the "
+                                                 "runs' val/test patients; added to Tables 7/8 and the paired table"),
 ) -> None:
     """Write the paper's tables (md/csv/tex), figures and index.md; or check them against golden tables."""
     from bench.errors import ConfigError
@@ -36,6 +41,8 @@ def report(
     console = Console()
     if update_golden and check is None:
         raise ConfigError("--update-golden needs --check GOLDEN_DIR (the folder to rewrite)")
+    if external and check is not None:
+        raise ConfigError("--external is not part of the golden check (--check compares our own runs only)")
     options = ReportOptions(aggregation=aggregation, dataset=dataset, profile=profile)
     numbers = parse_table_spec(tables)
     if check is not None:
@@ -46,7 +53,17 @@ def report(
 
     root = Path(results or "results")
     out_dir = Path(out) if out else root / "report"
-    rep = write_report(load_results(root), out_dir, numbers, parse_formats(format), options, figures=figures)
+    formats = parse_formats(format)
+    collected = load_results(root)
+    if external:
+        from bench.reports.external import add_externals
+
+        collected = add_externals(collected, external, options, out_dir)
+        for ext in collected.externals:
+            scored = ", ".join(f"{s} {n}" for s, n in ext.n_cases.items())
+            console.print(f"[green]external[/green] {ext.label}: {ext.folder} scored on {scored} patient(s) -> "
+                          f"{ext.out_dir}", highlight=False, soft_wrap=True)
+    rep = write_report(collected, out_dir, numbers, formats, options, figures=figures)
     missing = sum(int((t.frame["status"] == "missing").sum()) for t in rep.tables)
     console.print(f"[green]report[/green] {len(rep.tables)} tables ({format}), {len(rep.figures)} figures -> "
                   f"{rep.index}" + (f"  ({missing} cells without a run: see the notes)" if missing else ""),

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.data import cysts_override
 
 
 @app.command("train")
@@ -29,12 +30,14 @@ def train(
     tag: str = typer.Option("", "--tag", help="results folder name (default: the model name)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="retrain even if a finished run exists"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
 ) -> None:
     """Train one model on one plane (and evaluate it on val and test)."""
     from bench.engine.run import train_run
 
     console = Console()
     for s in parse_seeds(seed, seeds):
-        cfg = build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag)
+        cfg = build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits,
+                               cysts_override(set_, include_cysts), tag)
         folder = train_run(cfg, resume=resume, force=force)
         console.print(f"[green]done[/green] {cfg.model} {cfg.plane} {cfg.task} (profile {cfg.profile.name}, seed {s}) -> {folder}")

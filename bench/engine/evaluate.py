@@ -139,7 +139,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "tes
     folder = run_dir(cfg)
     record = read_record(folder)
     cache, splits = open_or_prepare(cfg)
-    adapter = get_dataset(cfg.dataset, root=cfg.root or None)
+    adapter = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts)
     predict, model = load_predictor(cfg, device)
     fit = cfg.profile.preprocess.slice_fit
     rows, n_slices, t_infer = [], 0, 0.0
@@ -187,7 +187,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = ("val", "tes
     base = plane_cfgs["axial"]
     caches = {p: open_or_prepare(c) for p, c in plane_cfgs.items()}
     splits = caches["axial"][1]
-    adapter = get_dataset(base.dataset, root=base.root or None)
+    adapter = get_dataset(base.dataset, root=base.root or None, include_cysts=base.include_cysts)
     rows = []
     t0 = time.perf_counter()
     for split, case in _track(_split_cases(splits, splits_to_score), progress, f"evaluate {cfg.run_tag} fused"):

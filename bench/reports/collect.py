@@ -49,6 +49,9 @@ class Results:
     per_case: pd.DataFrame  # one row per (run, split, case, class); score columns as in per_case.csv
     reiterations: pd.DataFrame  # one row per (run, iteration, split)
     notes: list[str] = field(default_factory=list)
+    # external prediction folders (`bench.reports.external.External`, ``bench report --external``); their
+    # rows are in ``metrics``/``per_case`` under run ids ``external:<name>/<task>``, never in ``runs``
+    externals: list[Any] = field(default_factory=list)
 
 
 def ablation_defaults(profile_name: str) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def test_export_cli_errors_are_one_line(tiny_phantom: Path, tmp_path: Path) -> N
         (["--format", "msd"], "unknown --format"),
         (["--format", "nnunet", "--task", "kidney"], "unknown --task"),
         (["--format", "nnunet", "--dataset-id", "0"], "1..999"),
-        (["--format", "nnunet", "--include-cysts"], "--include-cysts applies to data sets with cyst masks"),
+        (["--format", "nnunet", "--include-cysts"], "applies to data sets with cyst masks (ircadb)"),
     ):
         proc = _bench("data", "export", "--dataset", "phantom", "--root", tiny_phantom, "--out", tmp_path / "o",
                       "--cache", tmp_path / "c", *args, cwd=tmp_path)

@@ -26,7 +26,7 @@ def get_dataset(name: str, root: str | Path | None = None, include_cysts: bool |
     if include_cysts is True and "include_cysts" not in cls.label_options:
         from bench.errors import ConfigError
 
-        raise ConfigError(f"--include-cysts applies to data sets with cyst masks (ircadb), not {name!r}")
+        raise ConfigError(f"--include-cysts (include_cysts) applies to data sets with cyst masks (ircadb), not {name!r}")
     if include_cysts is not False:  # True, or a text value the adapter parses ("true"/"false")
         options["include_cysts"] = include_cysts
     if root is None:

@@ -9,12 +9,15 @@ any data set with our patient split as an nnU-Net v2 raw data set (`bench.datase
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
 
 from bench.cli import app
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
 
 data_app = typer.Typer(help="Data sets: generate the phantom, prepare the slice cache and the split.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -38,7 +41,7 @@ def cysts_override(overrides: list[str] | None, include_cysts: bool) -> list[str
     return [*(overrides or []), "include_cysts=true"] if include_cysts else overrides
 
 
-def check_cysts(cfg) -> None:  # type: ignore[no-untyped-def]
+def check_cysts(cfg: "RunConfig") -> None:
     """``bench evaluate`` scores a run with its saved config: the cyst flag must agree with it."""
     from bench.config import load_run_config
     from bench.errors import ConfigError
@@ -190,7 +193,7 @@ def export(
     console.print(
         f"wrote {folder}: imagesTr/labelsTr {len(result.train) + len(result.val)} (train {len(result.train)}, "
         f"val {len(result.val)}), imagesTs/labelsTs {len(result.test)} (our test patients, in no fold), "
-        f"labels {result.dataset_json['labels']}; split from {source}",
+        f"labels {result.dataset_json['labels']}; split from {source.resolve()}",
         highlight=False, soft_wrap=True,
     )
     did = int(folder.name[len("Dataset"):len("Dataset") + 3])

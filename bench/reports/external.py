@@ -88,7 +88,7 @@ def parse_external(specs: Sequence[str]) -> list[tuple[str, Path]]:
             raise ConfigError(f"--external {spec!r}: NAME must be letters, digits, '_', '-', '.', '+' (got {name!r})")
         if name in {n for n, _ in out}:
             raise ConfigError(f"--external: the name {name!r} is given twice")
-        path = Path(folder)
+        path = Path(folder).resolve()  # absolute: it is written into the tables' provenance
         if not path.is_dir():
             raise DataError(f"--external {name}: prediction folder {path} does not exist")
         out.append((name, path))

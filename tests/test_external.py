@@ -171,6 +171,11 @@ def test_label_conventions_missing_splits_and_bad_input(study: dict, tmp_path: P
     assert _cells(t7.frame, col_group="t (external)", col="Val")["status"].eq("missing").all()
     assert _cells(t7.frame, col_group="t (external)", col="Test")["status"].eq("ok").all()
     assert any("no prediction for the 1 val patient" in n for n in res.notes)
+    # runs that scored other patients than the split file lists (a split re-made after them) get a note
+    res = load_results(cfg.results)
+    res.per_case.loc[res.per_case["split"] == "test", "case"] = "not-in-the-split"
+    res = add_externals(res, [f"t={only_test}"], options, tmp_path / "out6")
+    assert any("the runs scored test patients ['not-in-the-split']" in n for n in res.notes)
     # a prediction on another grid names both files; so does another shape
     shifted = tmp_path / "shifted"
     shifted.mkdir()

@@ -176,6 +176,7 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
                         "(run the report where the runs' cache is)")
     splits = read_splits(source.splits_file, adapter.case_ids())
     ext = External(name, folder, tasks, out_dir)
+    ext.notes += _split_mismatch(results, options, splits, name)
     wanted = [c for s in SCORED_SPLITS for c in splits[s]]
     files = _prediction_files(folder, wanted)
     if not files:
@@ -225,6 +226,23 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
                                          "n_missing": {s: len(c) for s, c in ext.missing.items()},
                                          "missing": ext.missing}})
     return ext
+
+
+def _split_mismatch(results: Results, options: ReportOptions, splits: dict[str, list[str]], name: str) -> list[str]:
+    """A note when the runs' per_case.csv scored other val/test patients than the split file lists
+    (e.g. a split file re-made after the runs): the external folder follows the file."""
+    scope = resolve_scope(results, options)
+    pc = results.per_case
+    if pc.empty or "run_id" not in pc:
+        return []
+    ours = pc[(pc["dataset"] == scope.dataset) & (pc["profile"] == scope.profile) & ~pc["run_id"].str.startswith("external:")]
+    notes = []
+    for split in SCORED_SPLITS:
+        scored = set(ours.loc[ours["split"] == split, "case"])
+        if scored and scored != set(splits[split]):
+            notes.append(f"{name} (external): the runs scored {split} patients {sorted(scored)}, the split file lists "
+                         f"{sorted(splits[split])}; the external folder is scored on the split file's")
+    return notes
 
 
 def _attach(frame: pd.DataFrame, ext: External, task: str, scope_dataset: str, scope_profile: str) -> pd.DataFrame:

@@ -40,6 +40,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+OLD_MARK = ".old"  # <final>.old.tmp-<pid>: a complete older copy moved aside by `replace_dir`
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Rename a finished temporary folder onto ``final``; an older ``final`` is moved aside, then removed.
+
+    A reader sees the old folder or the complete new one, never a mix (the slice cache's cases,
+    nnU-Net exports). The older copy is never lost: if the second rename fails (or a signal
+    arrives between the two), it is renamed back before the error propagates; if the process is
+    killed outright, the next writer finds ``<final>.old.tmp-<pid>`` and renames it back
+    (`bench.datasets.cache.remove_stale_temp`).
+    """
+    import shutil
+
+    tmp, final = Path(tmp), Path(final)
+    if tmp.parent != final.parent:
+        raise ValueError(f"{final}: not beside its temp folder {tmp}; refusing to move it")
+    old = final.with_name(f"{final.name}{OLD_MARK}{TMP_MARK}{os.getpid()}") if final.exists() else None
+    try:
+        if old is not None:
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None and old.exists() and not final.exists():
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -291,6 +291,7 @@ class RunConfig(_Checked):
     splits: str = ""  # a given splits_final.json; "" = make/reuse the one beside the cache
     fold: int | None = field(default=None, metadata=_range(0))  # a cross-validation fold; None = train/val/test
     tag: str = ""  # results folder name; "" = the model name (ablation variants add a suffix)
+    include_cysts: bool = False  # 3D-IRCADb: liver cysts count as lesions (own cache folder); --include-cysts
     profile: Profile = field(default_factory=lambda: get_profile("smoke"))
 
     def __post_init__(self) -> None:

@@ -245,6 +245,11 @@ def test_cache_dir_depends_on_size_and_preprocessing(tmp_path):
     assert a != cache_dir_for("cache", "phantom", tmp_path, 32, PAD)
     assert a != cache_dir_for("cache", "phantom", tmp_path, 64, PreprocessConfig(median_size=0))
     assert a.parent != cache_dir_for("cache", "phantom", tmp_path / "other", 64, PAD).parent
+    # label options: the default labels keep the folder of caches made before the option existed
+    assert a == cache_dir_for("cache", "phantom", tmp_path, 64, PAD, {})
+    cysts = cache_dir_for("cache", "ircadb", tmp_path, 64, PAD, {"include_cysts": True})
+    assert cysts != cache_dir_for("cache", "ircadb", tmp_path, 64, PAD, {}) and cysts.parent == \
+        cache_dir_for("cache", "ircadb", tmp_path, 64, PAD).parent  # same data set folder: one split
 
 
 def test_open_or_prepare_for_a_run(tmp_path, phantom_root):

@@ -153,7 +153,7 @@ def _complete_case(folder: Path, marker: str) -> Path:
 
 
 def test_failed_rename_puts_the_old_case_back(tmp_path, monkeypatch):
-    from bench.datasets import cache as cache_mod
+    import bench.atomic as atomic_mod
 
     final = _complete_case(tmp_path / "7", "old")
     tmp = _complete_case(tmp_path / f"7.tmp-{os.getpid()}", "new")
@@ -166,10 +166,10 @@ def test_failed_rename_puts_the_old_case_back(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device", str(dst))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(cache_mod.os, "replace", flaky)
+    monkeypatch.setattr(atomic_mod.os, "replace", flaky)
     with pytest.raises(OSError, match="No space left"):
-        cache_mod._move_into_place(tmp, final)
-    monkeypatch.setattr(cache_mod.os, "replace", real_replace)
+        atomic_mod.replace_dir(tmp, final)
+    monkeypatch.setattr(atomic_mod.os, "replace", real_replace)
     assert json.loads((final / "meta.json").read_text()) == {"marker": "old"}  # restored
     assert calls[0] == ("7", f"7.old.tmp-{os.getpid()}")  # it really was moved aside first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["7", f"7.tmp-{os.getpid()}"]

@@ -325,6 +325,76 @@ def test_include_cysts_option(root):
         get_dataset("ircadb", root=root, cysts=True)
 
 
+def test_include_cysts_gets_its_own_cache_folder_and_labels(root, tmp_path):
+    """Cached labels never mix the two lesion definitions: another folder, recorded in cache.json."""
+    import json
+
+    from bench.config import get_profile, override
+    from bench.datasets.cache import prepare_dataset
+
+    prof = override(get_profile("smoke"), {"input_size": 16})
+    without, split_a = prepare_dataset("ircadb", root, tmp_path / "cache", prof, planes=("axial",), progress=False)
+    with_cysts, split_b = prepare_dataset("ircadb", root, tmp_path / "cache", prof, planes=("axial",), progress=False,
+                                          include_cysts=True)
+    assert with_cysts.dir != without.dir and with_cysts.dir.parent == without.dir.parent
+    assert split_a == split_b  # the same patients either way
+    assert json.loads((without.dir / "cache.json").read_text())["label_options"] == {}
+    assert json.loads((with_cysts.dir / "cache.json").read_text())["label_options"] == {"include_cysts": True}
+    _, masks = truth()
+    cyst_px = int(masks["liverkyste"].sum())
+    for cid in ("3Dircadb1.1", "3Dircadb1.2"):
+        a = np.asarray(without.labels(cid, "axial"))
+        b = np.asarray(with_cysts.labels(cid, "axial"))
+        assert int((b == 2).sum()) > int((a == 2).sum()) and cyst_px > 0
+    # the per-slice counts training samples by come from the cysts' own labels too (16 px slices: resized)
+    assert sum(without.meta("3Dircadb1.1")["slices"]["axial"]["lesion_px"]) < \
+        sum(with_cysts.meta("3Dircadb1.1")["slices"]["axial"]["lesion_px"])
+    with pytest.raises(ConfigError, match="ircadb"):
+        get_dataset("lits", root=root, include_cysts=True)
+    # a run with --include-cysts opens the cysts cache; evaluate checks the flag against the saved run
+    import json as _json
+
+    from bench.cli.common import build_run_config
+    from bench.cli.data import check_cysts, cysts_override
+    from bench.config import to_dict
+    from bench.datasets.cache import open_or_prepare
+    from bench.paths import run_dir
+
+    cfg = build_run_config("unet", "axial", "lesion", "ircadb", str(root), "smoke", 0, "cpu", str(tmp_path / "r"),
+                           str(tmp_path / "cache"), None, cysts_override(["input_size=16"], True))
+    assert cfg.include_cysts and open_or_prepare(cfg, progress=False)[0].dir == with_cysts.dir
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(_json.dumps({"config": to_dict(cfg)}))
+    check_cysts(cfg)
+    plain_cfg = build_run_config("unet", "axial", "lesion", "ircadb", str(root), "smoke", 0, "cpu",
+                                 str(tmp_path / "r"), str(tmp_path / "cache"), None, None)
+    with pytest.raises(ConfigError, match="trained with --include-cysts"):
+        check_cysts(plain_cfg)
+
+
+def test_include_cysts_flag_on_the_cli(root, tmp_path):
+    import subprocess
+    import sys
+
+    def bench(*args):
+        return subprocess.run([sys.executable, "-m", "bench", *map(str, args)], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=300)
+
+    common = ["--dataset", "ircadb", "--root", root, "--cache", tmp_path / "cache", "--profile", "smoke",
+              "--set", "input_size=16", "--planes", "axial"]
+    plain = bench("data", "prepare", *common)
+    cysts = bench("data", "prepare", *common, "--include-cysts")
+    assert plain.returncode == 0 and cysts.returncode == 0, plain.stderr + cysts.stderr
+    assert "cysts as lesions" in cysts.stdout and "cysts as lesions" not in plain.stdout
+    folder = lambda out: out.split("cache ")[1].split(":")[0]  # noqa: E731
+    assert folder(plain.stdout) != folder(cysts.stdout)
+    from bench.cli.data import cysts_override
+
+    assert cysts_override(["train.lr=1"], True) == ["train.lr=1", "include_cysts=true"]
+    assert cysts_override(None, False) is None
+
+
 def test_root_can_be_one_patient(root):
     ds = get_dataset("ircadb", root=root / "3Dircadb1.2")
     assert ds.case_ids() == ["3Dircadb1.2"]
@@ -425,6 +495,17 @@ def test_real_patient_1():
     zz, yy, xx = np.nonzero(liver)
     assert xx.mean() < 256
     assert 0 < float(np.median(case.image[liver])) < 200
+
+
+@real
+def test_real_patient_1_cysts_flag_changes_its_labels():
+    """3Dircadb1.1 has a cyst (liverkyst): counted as lesion only with include_cysts."""
+    plain = get_dataset("ircadb", root=DATA / "3Dircadb1.1").load("3Dircadb1.1")
+    cysts = get_dataset("ircadb", root=DATA / "3Dircadb1.1", include_cysts=True).load("3Dircadb1.1")
+    assert [n for n in cysts.meta["lesion_structures"] if n not in plain.meta["lesion_structures"]] == ["liverkyst"]
+    added = (cysts.label == 2) & (plain.label != 2)
+    assert added.sum() > 100 and not ((plain.label == 2) & (cysts.label != 2)).any()
+    assert (plain.label[added] >= 1).mean() > 0.9  # the cyst lies in the liver
 
 
 @real

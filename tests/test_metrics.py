@@ -125,7 +125,8 @@ def test_identical_and_disjoint() -> None:
     same = label_counts(ref, ref)
     for cls in ("liver", "lesion"):
         s = scores_from_counts(*same[cls].as_tuple())
-        assert all(s[m] == 1.0 for m in METRICS), (cls, s)
+        assert all(s[m] == 1.0 for m in ("accuracy", "dice", "iou", "miou")), (cls, s)
+        assert s["voe"] == 0.0 and s["rvd"] == 0.0
     pred = np.zeros_like(ref)
     pred[0, 0:2, 0:2] = 2
     dis = label_counts(pred, ref)
@@ -172,7 +173,7 @@ def test_scores_vectorised_equal_scalar(rows: list[tuple[int, int, int, int]]) -
         for m in METRICS:
             assert (math.isnan(one[m]) and math.isnan(vec[m][i])) or one[m] == pytest.approx(vec[m][i])
             if not math.isnan(one[m]):
-                assert 0.0 <= one[m] <= 1.0
+                assert (-1.0 <= one[m]) if m == "rvd" else (0.0 <= one[m] <= 1.0), m
 
 
 def test_int64_safe_totals() -> None:
@@ -285,7 +286,7 @@ def test_surface_hand_computed() -> None:
     a = _box((10, 10, 10), (2, 2, 2), (6, 6, 6))
     b = np.roll(a, 2, axis=0)  # shift by 2 voxels along z at 3 mm -> every distance 0 or 6 mm
     m = surface_metrics(a, a, (3.0, 1.0, 1.0))
-    assert m == {"hd95": 0.0, "nsd": 1.0}
+    assert m == {"hd95": 0.0, "nsd": 1.0, "assd": 0.0, "mssd": 0.0, "rmsd": 0.0}
     m = surface_metrics(a, b, (3.0, 1.0, 1.0), tolerance_mm=5.0)
     assert m["hd95"] == pytest.approx(6.0)
     assert 0.0 < m["nsd"] < 1.0
@@ -295,9 +296,10 @@ def test_surface_empty_policy() -> None:
     e = np.zeros((4, 4, 4), bool)
     a = _box((4, 4, 4), (1, 1, 1), (3, 3, 3))
     both = surface_metrics(e, e, (1, 1, 1))
-    assert math.isnan(both["hd95"]) and math.isnan(both["nsd"])
-    one = surface_metrics(a, e, (1, 1, 1))
-    assert math.isnan(one["hd95"]) and one["nsd"] == 0.0
+    assert set(both) == {"hd95", "nsd", "assd", "mssd", "rmsd"} and all(math.isnan(v) for v in both.values())
+    for one in (surface_metrics(a, e, (1, 1, 1)), surface_metrics(e, a, (1, 1, 1))):
+        assert one["nsd"] == 0.0
+        assert all(math.isnan(one[k]) for k in ("hd95", "assd", "mssd", "rmsd"))
     with pytest.raises(ValueError):
         surface_metrics(a, e[:3], (1, 1, 1))
 
@@ -328,6 +330,116 @@ def test_surface_matches_monai(seed: int, touch_border: bool) -> None:
     assert ours["nsd"] == pytest.approx(sd, abs=1e-6)
 
 
+# ----------------------------------------------------------------- LiTS metric set
+
+
+def test_lits_distances_hand_computed_use_the_union_of_both_surfaces() -> None:
+    """pred = two voxels 3 mm apart along x, ref = the first one: distances {0, 3} and {0}."""
+    pred = np.zeros((3, 3, 8), bool)
+    ref = np.zeros_like(pred)
+    pred[1, 1, 1] = pred[1, 1, 4] = True
+    ref[1, 1, 1] = True
+    m = surface_metrics(pred, ref, (2.0, 1.5, 1.0))
+    assert m["mssd"] == 3.0
+    assert m["assd"] == pytest.approx(3.0 / 3)  # union mean; medpy's mean of directed means would be 0.75
+    assert m["rmsd"] == pytest.approx(math.sqrt(9.0 / 3))
+    assert m["nsd"] == pytest.approx(2 / 3)
+
+
+def test_voe_and_rvd_hand_computed_and_empty_rules() -> None:
+    s = scores_from_counts(8, 2, 0, 90)  # |pred| 10, |ref| 8
+    assert s["voe"] == pytest.approx(1 - 0.8) and s["rvd"] == pytest.approx(0.25)
+    s = scores_from_counts(3, 0, 5, 92)  # under-segmentation: negative RVD
+    assert s["voe"] == pytest.approx(1 - 3 / 8) and s["rvd"] == pytest.approx(-5 / 8)
+    both_empty = scores_from_counts(0, 0, 0, 50)
+    assert math.isnan(both_empty["voe"]) and math.isnan(both_empty["rvd"])
+    empty_ref = scores_from_counts(0, 4, 0, 46)
+    assert empty_ref["voe"] == 1.0 and math.isnan(empty_ref["rvd"])  # no relative difference to nothing
+    empty_pred = scores_from_counts(0, 0, 4, 46)
+    assert empty_pred["voe"] == 1.0 and empty_pred["rvd"] == -1.0
+    red = reduce_cases(np.array([[8, 2, 0, 90], [0, 4, 0, 46], [0, 0, 0, 50]]))
+    assert red["excluded"]["rvd"] == 2 and red["excluded"]["voe"] == 1 and red["n_excluded"] == 1
+    assert red["mean"]["rvd"] == pytest.approx(0.25) and red["mean"]["voe"] == pytest.approx((0.2 + 1.0) / 2)
+    assert red["global"]["rvd"] == pytest.approx((14 - 8) / 8)  # summed volumes
+
+
+@SETTINGS
+@given(label_maps)
+def test_voe_and_rvd_match_mask_volumes(maps: tuple[np.ndarray, np.ndarray]) -> None:
+    from tests.surface_reference import reference_metrics
+
+    pred, ref = maps
+    counts = label_counts(pred, ref)
+    for cls, (p, r) in {"liver": (pred >= 1, ref >= 1), "lesion": (pred == 2, ref == 2)}.items():
+        ours = scores_from_counts(*counts[cls].as_tuple())
+        expect = reference_metrics(p, r, (1.0, 1.0, 1.0))
+        for m in ("voe", "rvd"):
+            assert ours[m] == pytest.approx(expect[m], rel=1e-12, abs=1e-15, nan_ok=True), (cls, m)
+
+
+def _blobs(rng: np.random.Generator, shape: tuple[int, int, int], touch_border: bool) -> np.ndarray:
+    """Random smooth-ish blobs (thresholded noise, a closing), optionally kept off the border."""
+    from scipy import ndimage
+
+    noise = ndimage.uniform_filter(rng.random(shape), size=3, mode="constant")
+    mask = noise > np.quantile(noise, rng.uniform(0.4, 0.85))
+    if not touch_border:
+        mask[0] = mask[-1] = False
+        mask[:, 0] = mask[:, -1] = False
+        mask[:, :, 0] = mask[:, :, -1] = False
+    return mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 100_000), st.booleans(), st.sampled_from([1, 2]))
+def test_surface_metrics_match_an_independent_distance_transform(seed: int, touch_border: bool,
+                                                                 connectivity: int) -> None:
+    """Random shapes and sizes, anisotropic spacing, border-touching masks, both connectivities."""
+    from tests.surface_reference import reference_metrics
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(3, 14, 3))
+    pred, ref = _blobs(rng, shape, touch_border), _blobs(rng, shape, touch_border)
+    if rng.random() < 0.2:
+        ref = pred.copy()
+    spacing = tuple(float(v) for v in rng.uniform(0.4, 3.5, 3))
+    tol = float(rng.uniform(0.5, 3.0))
+    ours = surface_metrics(pred, ref, spacing, tolerance_mm=tol, connectivity=connectivity)
+    expect = reference_metrics(pred, ref, spacing, tolerance_mm=tol, connectivity=connectivity)
+    for m in ("hd95", "nsd", "assd", "mssd", "rmsd"):
+        assert ours[m] == pytest.approx(expect[m], rel=1e-9, abs=1e-12, nan_ok=True), m
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 100_000), st.booleans())
+def test_assd_and_mssd_match_monai(seed: int, touch_border: bool) -> None:
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(4, 16, 3))
+    a, b = _blobs(rng, shape, touch_border), _blobs(rng, shape, touch_border)
+    if not a.any() or not b.any():
+        return
+    spacing = tuple(float(v) for v in rng.uniform(0.4, 3.5, 3))
+    ours = surface_metrics(a, b, spacing)
+    A = torch.from_numpy(a).float()[None, None]
+    B = torch.from_numpy(b).float()[None, None]
+    A2, B2 = torch.cat([1 - A, A], 1), torch.cat([1 - B, B], 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        asd = float(compute_average_surface_distance(A2, B2, symmetric=True, spacing=spacing))
+        hd = float(compute_hausdorff_distance(A2, B2, spacing=spacing))
+    # MONAI returns float32; 1e-6 relative is its precision, not a looser check of ours
+    assert ours["assd"] == pytest.approx(asd, rel=1e-6)
+    assert ours["mssd"] == pytest.approx(hd, rel=1e-6)
+
+
+def test_surface_connectivity_is_checked() -> None:
+    a = _box((4, 4, 4), (1, 1, 1), (3, 3, 3))
+    with pytest.raises(ValueError, match="connectivity"):
+        surface_metrics(a, a, (1, 1, 1), connectivity=4)
+
+
 # ----------------------------------------------------------------- results writer
 
 
@@ -351,7 +463,8 @@ def test_write_evaluation_files_follow_the_contract(tmp_path) -> None:
     summary = write_evaluation(tmp_path, _rows(), with_splits=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json"]
     per_case = pd.read_csv(tmp_path / "per_case.csv")
-    assert list(per_case.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou"]
+    assert list(per_case.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou",
+                                      "voe", "rvd"]
     assert len(per_case) == 6
     back = read_per_case(tmp_path / "per_case.csv")
     assert math.isnan(back.loc[(back["case"] == "c1") & (back["class"] == "lesion"), "dice"].item())
@@ -393,12 +506,19 @@ def test_print_summary_renders(tmp_path) -> None:
 
     from bench.metrics.results import case_rows, evaluation_policy, print_summary, write_evaluation
 
-    rows = case_rows("a", {"liver": Counts(3, 1, 1, 20)}, surface={"liver": {"hd95": 2.5, "nsd": 0.75}})
+    surf = {"hd95": 2.5, "nsd": 0.75, "assd": 1.25, "mssd": 7.5, "rmsd": 1.75}
+    rows = case_rows("a", {"liver": Counts(3, 1, 1, 20)}, surface={"liver": surf})
+    rows += case_rows("b", {"liver": Counts(0, 2, 0, 20)},
+                      surface={"liver": {**dict.fromkeys(surf, math.nan), "nsd": 0.0}})
     summary = write_evaluation(tmp_path, rows, with_splits=False, policy=evaluation_policy(True, 1.0))
-    console = Console(record=True, width=160)
+    console = Console(record=True, width=80)  # a plain terminal: every column must fit
     print_summary(summary, title="score", console=console)
     text = console.export_text()
-    assert "liver" in text and "0.7500" in text and "2.50" in text and "policy:" in text
+    assert "liver" in text and "0.3750" in text and "2.50" in text and "policy:" in text
+    for header, value in (("voe", "0.7000"), ("rvd", "0.0000"), ("assd", "1.25"), ("mssd", "7.50"), ("rmsd", "1.75")):
+        assert header in text and value in text, header
+    # case b: empty reference -> rvd and the distances are NaN there, and the excl columns say so
+    assert "0 (rvd 1)" in text and "surface distances" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")

@@ -71,7 +71,8 @@ def test_score_matches_direct_counts_and_writes_contract(folders, tmp_path: Path
     out = tmp_path / "score-pred"  # default output folder
     assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json"]
     df = pd.read_csv(out / "per_case.csv", dtype={"case": str})
-    assert list(df.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou"]
+    assert list(df.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou",
+                                "voe", "rvd"]
     assert len(df) == 6 and set(df["split"]) == {"all"}
     for cid, (p, r) in cases.items():
         expect = label_counts(p, r)
@@ -98,8 +99,9 @@ def test_identical_predictions_score_one_and_disjoint_zero(tmp_path: Path) -> No
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "o1" / "summary.json").read_text())
     for cls in ("liver", "lesion"):
-        assert all(v == 1.0 for v in s["classes"][cls]["mean"].values())
-        assert all(v == 1.0 for v in s["classes"][cls]["global"].values())
+        for agg in ("mean", "global"):
+            got = s["classes"][cls][agg]
+            assert got == {"accuracy": 1.0, "dice": 1.0, "iou": 1.0, "miou": 1.0, "voe": 0.0, "rvd": 0.0}
     r = run([tmp_path / "dis", tmp_path / "gt", "--out", tmp_path / "o2"])
     s = json.loads((tmp_path / "o2" / "summary.json").read_text())
     for cls in ("liver", "lesion"):
@@ -130,7 +132,7 @@ def test_surface_flag_adds_hd95_and_nsd_in_mm(folders, tmp_path: Path) -> None:
     result = run([pred, gt, "--out", tmp_path / "o", "--surface", "--tolerance", "2"])
     assert result.exit_code == 0, result.output
     df = pd.read_csv(tmp_path / "o" / "per_case.csv", dtype={"case": str})
-    assert list(df.columns)[-2:] == ["hd95", "nsd"]
+    assert list(df.columns)[-5:] == ["hd95", "nsd", "assd", "mssd", "rmsd"]
     # the canonical (Z, Y, X) spacing of AFFINE is (2.5, 0.8, 0.8)
     p, r = cases["2"]
     expect = surface_metrics(np.transpose(p >= 1, (2, 1, 0)), np.transpose(r >= 1, (2, 1, 0)), (2.5, 0.8, 0.8), 2.0)
@@ -141,6 +143,57 @@ def test_surface_flag_adds_hd95_and_nsd_in_mm(folders, tmp_path: Path) -> None:
     assert summary["policy"]["surface"]["tolerance_mm"] == 2.0
     lesion3 = df[(df["case"] == "3") & (df["class"] == "lesion")].iloc[0]
     assert math.isnan(lesion3.hd95) and math.isnan(lesion3.nsd)
+
+
+def _blob_volume(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+    """A 0/1/2 label map (x, y, z) of random blobs touching the border, lesion blobs inside the liver."""
+    from scipy import ndimage
+
+    noise = ndimage.uniform_filter(rng.random(shape), size=3, mode="constant")
+    liver = noise > np.quantile(noise, 0.45)
+    lesion = liver & (ndimage.uniform_filter(rng.random(shape), size=3) > 0.55)
+    return (liver.astype(np.uint8) + lesion.astype(np.uint8)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_console_score_surface_writes_the_lits_set_matching_an_independent_reference(tmp_path: Path,
+                                                                                     connectivity: int) -> None:
+    """`bench score --surface`: VOE, RVD, ASSD, MSSD, RMSD (and HD95, NSD) per case and class match
+    scipy distance transforms on each case's own anisotropic spacing, to 1e-6 relative."""
+    from tests.surface_reference import reference_metrics
+
+    rng = np.random.default_rng(11 + connectivity)
+    cases = {}
+    for i, (shape, zooms) in enumerate([((14, 11, 9), (0.7, 0.9, 2.5)), ((9, 13, 12), (1.6, 0.6, 3.0)),
+                                        ((12, 12, 7), (0.8, 0.8, 5.0))]):
+        ref = _blob_volume(rng, shape)
+        pred = _blob_volume(rng, shape) if i != 2 else np.where(ref == 2, 1, ref).astype(np.uint8)  # 2: no lesion
+        affine = np.diag([*zooms, 1.0])
+        save(tmp_path / "gt" / f"c{i}.nii.gz", ref, affine)
+        save(tmp_path / "pred" / f"c{i}.nii.gz", pred, affine)
+        cases[f"c{i}"] = (pred, ref, zooms)
+    proc = subprocess.run([sys.executable, "-m", "bench", "score", str(tmp_path / "pred"), str(tmp_path / "gt"),
+                           "--surface", "--tolerance", "1.5", "--connectivity", str(connectivity),
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for header in ("voe", "rvd", "assd", "mssd", "rmsd"):
+        assert header in proc.stdout
+    df = pd.read_csv(tmp_path / "o" / "per_case.csv", dtype={"case": str})
+    checked = 0
+    for cid, (pred, ref, zooms) in cases.items():
+        for cls, fn in (("liver", lambda a: a >= 1), ("lesion", lambda a: a == 2)):
+            # the files are stored (x, y, z); the reference is computed there, with the file's zooms
+            expect = reference_metrics(fn(pred), fn(ref), zooms, tolerance_mm=1.5, connectivity=connectivity)
+            row = df[(df["case"] == cid) & (df["class"] == cls)].iloc[0]
+            for m in ("voe", "rvd", "hd95", "nsd", "assd", "mssd", "rmsd"):
+                assert row[m] == pytest.approx(expect[m], rel=1e-6, nan_ok=True), (cid, cls, m)
+                checked += not math.isnan(expect[m])
+    assert checked >= 30
+    lesion2 = df[(df["case"] == "c2") & (df["class"] == "lesion")].iloc[0]  # reference lesion, none predicted
+    assert lesion2.rvd == -1.0 and lesion2.voe == 1.0 and lesion2.nsd == 0.0 and math.isnan(lesion2.assd)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["policy"]["surface"]["connectivity"] == connectivity
+    assert summary["classes"]["lesion"]["excluded"]["assd"] == 1
 
 
 @pytest.mark.parametrize(
@@ -204,7 +257,8 @@ def test_totalsegmentator_liver_any_orientation(tmp_path: Path) -> None:
     r = run([tmp_path / "same", tmp_path / "gt", "--task", "liver", "--out", tmp_path / "o", "--surface"])
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert s["classes"]["liver"]["mean"] == {"accuracy": 1.0, "dice": 1.0, "iou": 1.0, "miou": 1.0, "hd95": 0.0, "nsd": 1.0}
+    assert s["classes"]["liver"]["mean"] == {"accuracy": 1.0, "dice": 1.0, "iou": 1.0, "miou": 1.0, "voe": 0.0, "rvd": 0.0,
+                                             "hd95": 0.0, "nsd": 1.0, "assd": 0.0, "mssd": 0.0, "rmsd": 0.0}
     # a prediction shifted by one voxel (3 mm, no wrap-around): Dice below 1, HD95 at most 3 mm
     shifted = np.zeros_like(liver)
     shifted[:, :, 1:] = liver[:, :, :-1]

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.data import cysts_override
 
 
 @app.command("ablate")
@@ -26,6 +27,7 @@ def ablate(
     splits: Optional[str] = typer.Option(None, "--splits"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="extra overrides for every variant"),
     force: bool = typer.Option(False, "--force", help="retrain variants that already finished"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
     from bench.cli.paths_check import writable_dir
@@ -40,7 +42,7 @@ def ablate(
     targets = []
     for s in parse_seeds(seed, seeds):
         base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
-                                results, cache, splits, set_, fold=fold)
+                                results, cache, splits, cysts_override(set_, include_cysts), fold=fold)
         targets += [(f"{name} {label} (seed {s})", cfg) for label, cfg in ablation_targets(name, base)]
     execute(plan(targets), force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     console.print(f"tables: bench report --tables {ablation.table} --results {results}")

@@ -1,18 +1,23 @@
-"""``bench data phantom OUT`` and ``bench data prepare``: make the synthetic data set, fill the slice cache.
+"""``bench data phantom OUT``, ``bench data prepare`` and ``bench data export``.
 
-Training prepares what it needs by itself; ``prepare`` exists so the slow step (decoding and
-slicing every volume of a real data set) can run once, ahead of time, with a progress bar.
+``phantom`` makes the synthetic data set; ``prepare`` fills the slice cache (training prepares what
+it needs by itself; ``prepare`` exists so the slow step, decoding and slicing every volume of a
+real data set, can run once, ahead of time, with a progress bar); ``export --format nnunet`` writes
+any data set with our patient split as an nnU-Net v2 raw data set (`bench.datasets.nnunet`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
 
 from bench.cli import app
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
 
 data_app = typer.Typer(help="Data sets: generate the phantom, prepare the slice cache and the split.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -29,6 +34,29 @@ def _planes(values: list[str] | None) -> tuple[str, ...]:
     if bad:
         raise ConfigError(f"unknown plane(s) {', '.join(bad)} (known: {', '.join(PLANES)})")
     return tuple(p for p in PLANES if p in names)
+
+
+def cysts_override(overrides: list[str] | None, include_cysts: bool) -> list[str] | None:
+    """``--include-cysts`` as the config override ``include_cysts=true`` (`RunConfig.include_cysts`)."""
+    return [*(overrides or []), "include_cysts=true"] if include_cysts else overrides
+
+
+def check_cysts(cfg: "RunConfig") -> None:
+    """``bench evaluate`` scores a run with its saved config: the cyst flag must agree with it."""
+    from bench.config import load_run_config
+    from bench.errors import ConfigError
+    from bench.paths import run_dir
+
+    path = run_dir(cfg, "axial" if cfg.plane == "fused" else cfg.plane) / "config.json"
+    if not path.is_file():
+        return  # evaluate itself says that the run is missing
+    try:
+        stored = load_run_config(path).include_cysts
+    except (ValueError, KeyError, TypeError):
+        return  # a corrupt record is reported by evaluate itself
+    if stored != cfg.include_cysts:
+        flag = "with" if stored else "without"
+        raise ConfigError(f"{path}: the run was trained {flag} --include-cysts; evaluate it {flag} the flag")
 
 
 def _default_phantom() -> None:
@@ -86,6 +114,8 @@ def prepare(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="profile override, e.g. --set preprocess.slice_fit=resize"),
     folds: int = typer.Option(0, "--folds", help="add K patient-level cross-validation folds to the split file "
                               "(K = number of patients: leave-one-patient-out)"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions "
+                                       "(cached in their own folder)"),
 ) -> None:
     """Preprocess and slice every case into the on-disk cache; make or check the patient split."""
     from bench.cli.paths_check import writable_dir
@@ -103,18 +133,18 @@ def prepare(
     prof = get_profile(profile or default_profile(dataset))
     if set_:
         prof = override(prof, {k.removeprefix("profile."): v for k, v in parse_overrides(set_).items()})
-    adapter = get_dataset(dataset, root=root or None)
+    adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
     ids = adapter.case_ids()  # a bad root or case id fails here, before the cache (and torch) is imported
     from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
 
-    cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess)
+    cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess, adapter.label_fingerprint())
     todo = missing_cases(cache_dir, ids, chosen)
     slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True,
-                                         folds=folds)
+                                         folds=folds, include_cysts=include_cysts)
     console = Console()
     console.print(
         f"cache {slice_cache.dir}: {len(ids)} case(s), {len(todo)} prepared now, planes {', '.join(chosen)}, "
-        f"{prof.input_size}x{prof.input_size} (profile {prof.name})",
+        f"{prof.input_size}x{prof.input_size} (profile {prof.name})" + (", cysts as lesions" if include_cysts else ""),
         highlight=False, soft_wrap=True,
     )
     source = splits or splits_path(cache, dataset, adapter.root)
@@ -126,3 +156,65 @@ def prepare(
         for i, f in enumerate(read_splits(source).get("folds", [])):
             console.print(f"  fold {i}: train {len(f['train'])}, val {len(f['val'])}, test {', '.join(f['test'])}",
                           highlight=False, soft_wrap=True)
+
+
+@data_app.command("export")
+def export(
+    format: str = typer.Option(..., "--format", help="nnunet (an nnU-Net v2 raw data set)"),
+    dataset: str = typer.Option(..., "--dataset", help="phantom | lits | ircadb (bench ls datasets)"),
+    out: Path = typer.Option(..., "--out", help="folder to write DatasetXXX_Name/ into (e.g. $nnUNet_raw)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    task: str = typer.Option("both", "--task", help="both (0/1/2) | liver (0/1) | lesion (0/1)"),
+    dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net data set id (1..999)"),
+    name: Optional[str] = typer.Option(None, "--name", help="nnU-Net data set name (default <dataset>_<task>)"),
+    cache: str = typer.Option("cache", "--cache", help="cache root: where the data set's splits_final.json lives"),
+    splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
+    force: bool = typer.Option(False, "--force", help="replace an existing DatasetXXX_Name folder"),
+) -> None:
+    """Write a data set and our patient split as an nnU-Net v2 raw data set (test patients -> imagesTs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bench.datasets import DATASETS, get_dataset
+    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, export_nnunet
+    from bench.datasets.splits import load_or_create_splits
+    from bench.errors import ConfigError
+    from bench.paths import splits_path
+
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown --format {format!r} (known: {', '.join(EXPORT_FORMATS)})")
+    if task not in TASKS:
+        raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASKS)})")
+    DATASETS.get(dataset)
+    if dataset == "phantom" and not root:
+        _default_phantom()
+    adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
+    ids = adapter.case_ids()
+    source = Path(splits) if splits else splits_path(cache, dataset, adapter.root)
+    split = load_or_create_splits(splits_path(cache, dataset, adapter.root), ids, seed=0,
+                                  given=Path(splits) if splits else None)
+    n = sum(len(split[k]) for k in ("train", "val", "test"))
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as bar:
+        job = bar.add_task(f"export {dataset} -> nnU-Net", total=n)
+        result = export_nnunet(adapter, split, out, task=task, dataset_id=dataset_id, name=name,
+                               splits_source=str(source.resolve()), force=force,
+                               on_case=lambda cid: bar.update(job, advance=1))
+    console = Console()
+    for note in result.notes:
+        Console(stderr=True).print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)
+    folder = result.folder.resolve()
+    console.print(
+        f"wrote {folder}: imagesTr/labelsTr {len(result.train) + len(result.val)} (train {len(result.train)}, "
+        f"val {len(result.val)}), imagesTs/labelsTs {len(result.test)} (our test patients, in no fold), "
+        f"labels {result.dataset_json['labels']}; split from {source.resolve()}",
+        highlight=False, soft_wrap=True,
+    )
+    did = int(folder.name[len("Dataset"):len("Dataset") + 3])
+    console.print(
+        "next: export nnUNet_raw=" + str(folder.parent) + f"; nnUNetv2_plan_and_preprocess -d {did} "
+        f"--verify_dataset_integrity (nnU-Net 2.8.1 copies splits_final.json to $nnUNet_preprocessed/"
+        f"{folder.name}/; if yours does not, copy it there by hand); nnUNetv2_train {did} 3d_fullres 0; nnUNetv2_predict -i "
+        f"{folder / 'imagesTs'} -o PRED -d {did} -c 3d_fullres -f 0; bench report --external nnunet=PRED",
+        highlight=False, soft_wrap=True,
+    )

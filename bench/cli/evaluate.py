@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.data import check_cysts, cysts_override
 
 
 @app.command("evaluate")
@@ -26,7 +27,9 @@ def evaluate(
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
     tag: str = typer.Option("", "--tag"),
-    surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD, 1 mm) in mm; slower"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: the run was trained with "
+                                       "cysts as lesions (checked against its config.json)"),
+    surface: bool = typer.Option(False, "--surface", help="also HD95, surface Dice (NSD, 1 mm), ASSD, MSSD, RMSD in mm; slower"),
 ) -> None:
     """Evaluate a trained run per plane, or fuse the three planes."""
     from bench.cli.paths_check import writable_dir
@@ -44,8 +47,9 @@ def evaluate(
     if split not in choices:
         raise ConfigError(f"--split {split!r}: expected val, test or all")
     for s in parse_seeds(seed, seeds):
-        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None, None, tag,
-                               fold)
+        cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None,
+                               cysts_override(None, include_cysts), tag, fold)
+        check_cysts(cfg)
         folder = evaluate_run(cfg, choices[split], surface=surface)
         print_summary(json.loads((folder / SUMMARY).read_text()), title=f"{model} {plane} {task}")
         Console().print(f"[green]results[/green] -> {folder}")

@@ -1,10 +1,12 @@
 """``bench report``: Tables 3-8 (+ paired comparison), figures and index.md from a results folder;
-``--check GOLDEN`` compares freshly built tables with committed golden tables (CI)."""
+``--external NAME=PRED_DIR`` adds another tool's 3-D predictions (nnU-Net, ...) to Tables 7/8 and the
+paired comparison (`bench.reports.external`); ``--check GOLDEN`` compares freshly built tables with
+committed golden tables (CI)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -28,6 +30,9 @@ def report(
                                         "(exact, train), results/golden/exact one; exit 1 on any difference"),
     update_golden: bool = typer.Option(False, "--update-golden", help="with --check: rewrite the golden tables "
                                        "of the layer(s)"),
+    external: Optional[List[str]] = typer.Option(None, "--external", help="NAME=PRED_DIR (repeatable): score a "
+                                                 "folder of 3-D label maps (nnU-Net, LiTS or identical names) on the "
+                                                 "runs' val/test patients; added to Tables 7/8 and the paired table"),
 ) -> None:
     """Write the paper's tables (md/csv/tex), figures and index.md; or check them against golden tables."""
     from bench.cli.paths_check import writable_dir
@@ -39,6 +44,8 @@ def report(
     console = Console()
     if update_golden and check is None:
         raise ConfigError("--update-golden needs --check GOLDEN_DIR (the folder to rewrite)")
+    if external and check is not None:
+        raise ConfigError("--external is not part of the golden check (--check compares our own runs only)")
     options = ReportOptions(aggregation=aggregation, dataset=dataset, profile=profile, scores=scores)
     numbers = parse_table_spec(tables)
     if check is not None:
@@ -51,7 +58,17 @@ def report(
 
     root = Path(results or "results")
     out_dir = writable_dir(out, "--out") if out else writable_dir(root / "report", "--results")
-    rep = write_report(load_results(root), out_dir, numbers, parse_formats(format), options, figures=figures)
+    formats = parse_formats(format)
+    collected = load_results(root)
+    if external:
+        from bench.reports.external import add_externals
+
+        collected = add_externals(collected, external, options, out_dir)
+        for ext in collected.externals:
+            scored = ", ".join(f"{s} {n}" for s, n in ext.n_cases.items())
+            console.print(f"[green]external[/green] {ext.label}: {ext.folder} scored on {scored} patient(s) -> "
+                          f"{ext.out_dir}", highlight=False, soft_wrap=True)
+    rep = write_report(collected, out_dir, numbers, formats, options, figures=figures)
     missing = sum(int((t.frame["status"] == "missing").sum()) for t in rep.tables)
     console.print(f"[green]report[/green] {len(rep.tables)} tables ({format}), {len(rep.figures)} figures -> "
                   f"{rep.index}" + (f"  ({missing} cells without a run: see the notes)" if missing else ""),
@@ -90,13 +107,16 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
         rule = ("equal to {} (counts exact, other numbers within 1e-9, text equal)" if out.layer == "exact"
                 else "within tolerance of {}")
         if out.mismatches:
-            failed.append(folder)
-            # the verdict is the one line on stderr; the cell-by-cell list above goes to stdout
-            Console(stderr=True).print(f"[red]golden check failed ({out.layer} layer)[/red]: {len(out.mismatches)} "
-                                       f"difference(s) in {what} vs {escape(str(folder))}", highlight=False,
-                                       soft_wrap=True)
+            failed.append(out)
+            console.print(f"[red]golden check failed ({out.layer} layer)[/red]: {len(out.mismatches)} difference(s) "
+                          f"in {what} vs {escape(str(folder))}", highlight=False, soft_wrap=True)
         else:
             console.print(f"[green]golden check OK ({out.layer} layer)[/green]: {what} {rule.format(escape(str(folder)))}",
                           highlight=False, soft_wrap=True)
     if failed:
+        # the overall verdict is the one line on stderr; the per-layer lines above go to stdout
+        n = sum(len(o.mismatches) for o in failed)
+        Console(stderr=True).print(f"[red]golden check failed[/red]: {n} difference(s) in {len(failed)} of "
+                                   f"{len(layers)} layer(s) of {escape(str(golden_dir))} "
+                                   f"({', '.join(o.layer for o in failed)})", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -2,7 +2,9 @@
 
 Predictions from any tool (nnU-Net, TotalSegmentator, ``bench predict``) go through the same
 counts, scores and writer as our own runs (rules in `bench.metrics.folder`). Output goes to
-``--out`` (default ``./score-<name of PRED_DIR>``): per_case.csv, metrics.csv, summary.json.
+``--out`` (default ``./score-<name of PRED_DIR>``): per_case.csv, metrics.csv, summary.json, with
+Accuracy, Dice, IoU, mIoU, VOE and RVD per case and class, and with ``--surface`` the distances
+HD95, ASSD, MSSD, RMSD (mm) and NSD (the LiTS metric set plus MONAI's).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ def score(
     gt_dir: Path = typer.Argument(..., help="folder of reference label maps (LiTS segmentation-N or identical names)"),
     task: str = typer.Option("both", "--task", help="liver | lesion | both"),
     out: Path = typer.Option(None, "--out", help="output folder (default ./score-<name of PRED_DIR>)"),
-    surface: bool = typer.Option(False, "--surface", help="also HD95 and surface Dice (NSD), in mm; slower"),
+    surface: bool = typer.Option(False, "--surface", help="also HD95, surface Dice (NSD), ASSD, MSSD, RMSD in mm; slower"),
     tolerance: float = typer.Option(1.0, "--tolerance", help="NSD tolerance in mm (with --surface)"),
+    connectivity: int = typer.Option(1, "--connectivity", help="surface voxels (with --surface): 1 = face "
+                                     "neighbours (MONAI), 2 = faces + edges (the LiTS script's 18-neighbourhood)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where voxels are counted"),
 ) -> None:
     """Score NIfTI predictions against references matched by case id; prints the table."""
@@ -49,7 +53,7 @@ def score(
         warn(f"{pred_dir} and {gt_dir} are the same folder: every case is scored against itself "
              f"(Dice 1 wherever the reference is not empty)")
     result = score_folders(pred_dir, gt_dir, out_dir, task=task, surface=surface, tolerance_mm=tolerance,
-                           device=device, warn=warn)
+                           device=device, warn=warn, connectivity=connectivity)
     print_summary(result.summary, title=f"bench score: {Path(pred_dir).name} vs {Path(gt_dir).name}", console=console)
     if result.missing:
         console.print(f"[yellow]{len(result.missing)} missing prediction(s) scored as empty[/yellow]", highlight=False)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.data import cysts_override
 
 
 @app.command("train")
@@ -30,6 +31,7 @@ def train(
     tag: str = typer.Option("", "--tag", help="results folder name (default: the model name)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="retrain even if a finished run exists"),
+    include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
 ) -> None:
     """Train one model on one plane (and evaluate it on val and test); runs it needs are trained first."""
     from bench.cli.paths_check import writable_dir
@@ -39,7 +41,8 @@ def train(
     from bench.engine.scheduler import execute, plan
 
     console = Console()
-    cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits, set_, tag, fold)
+    cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits,
+                             cysts_override(set_, include_cysts), tag, fold)
             for s in parse_seeds(seed, seeds)]
     jobs = plan(cfgs)
     execute(jobs, resume=resume, force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))

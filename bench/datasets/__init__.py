@@ -15,9 +15,20 @@ from bench.registry import Registry
 DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset")
 
 
-def get_dataset(name: str, root: str | Path | None = None, **options: Any) -> DatasetAdapter:
-    """Instantiate a registered adapter; the phantom creates its default data when ``root`` is None."""
+def get_dataset(name: str, root: str | Path | None = None, include_cysts: bool | str = False,
+                **options: Any) -> DatasetAdapter:
+    """Instantiate a registered adapter; the phantom creates its default data when ``root`` is None.
+
+    ``include_cysts`` (``--include-cysts``, `RunConfig.include_cysts`): count liver cysts as lesions;
+    only adapters listing it in ``label_options`` (3D-IRCADb) accept it, the others raise.
+    """
     cls = DATASETS.get(name)
+    if include_cysts is True and "include_cysts" not in cls.label_options:
+        from bench.errors import ConfigError
+
+        raise ConfigError(f"--include-cysts (include_cysts) applies to data sets with cyst masks (ircadb), not {name!r}")
+    if include_cysts is not False:  # True, or a text value the adapter parses ("true"/"false")
+        options["include_cysts"] = include_cysts
     if root is None:
         default_root = getattr(cls, "default_root", None)
         if default_root is None:

@@ -94,6 +94,9 @@ class DatasetAdapter(ABC):
     """Reads one data set layout from ``root``; case ids are stable strings usable in file names."""
 
     name: str = ""
+    # Options that change the labels (3D-IRCADb: include_cysts). They enter the slice cache's
+    # fingerprint when not at their default, so cached labels never mix two definitions.
+    label_options: tuple[str, ...] = ()
 
     def __init__(self, root: str | Path, **options: Any) -> None:
         self.root = Path(root)
@@ -111,6 +114,10 @@ class DatasetAdapter(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.name, "root": str(self.root), "options": dict(self.options)}
+
+    def label_fingerprint(self) -> dict[str, Any]:
+        """The label options set away from their defaults (``{}`` for the default label definition)."""
+        return {}
 
 
 def natural_key(text: str) -> list[Any]:

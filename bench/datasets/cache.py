@@ -41,12 +41,12 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from bench.atomic import TMP_MARK, pid_alive, remove_stale_tmp, write_json
+from bench.atomic import OLD_MARK, TMP_MARK, pid_alive, remove_stale_tmp, replace_dir, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
 from bench.datasets.base import DatasetAdapter, check_case_id, natural_key
 from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
@@ -57,7 +57,6 @@ CACHE_VERSION = 1
 CACHE_FILE = "cache.json"
 META_FILE = "meta.json"
 PREP_FILE = "volume_prep.npy"  # the float16 preprocessed volume, only inside a case's temp folder
-_OLD_MARK = ".old"
 # Elements per working chunk (8 MB of float32): large enough for vectorised speed, small against the
 # volume even with the ~10 slab-sized temporaries of the median alive at once.
 CHUNK_ELEMENTS = 2 * 1024 * 1024
@@ -66,25 +65,35 @@ CHUNK_ELEMENTS = 2 * 1024 * 1024
 # ---------------------------------------------------------------- naming
 
 
-def cache_fingerprint(input_size: int, preprocess: PreprocessConfig) -> str:
-    """Short hash of what changes the cached arrays (input size, preprocessing, cache version)."""
-    blob = json.dumps(
-        {"input_size": int(input_size), "preprocess": dataclasses.asdict(preprocess), "version": CACHE_VERSION},
-        sort_keys=True,
-    ).encode()
+def cache_fingerprint(input_size: int, preprocess: PreprocessConfig,
+                      label_options: Mapping[str, Any] | None = None) -> str:
+    """Short hash of what changes the cached arrays (input size, preprocessing, cache version, and
+    the adapter's label options away from their defaults, e.g. 3D-IRCADb ``include_cysts``).
+
+    Default label options add nothing to the hash, so caches prepared before the option existed
+    stay valid; ``include_cysts=True`` lands in another folder, never mixing the two label definitions.
+    """
+    content: dict[str, Any] = {"input_size": int(input_size), "preprocess": dataclasses.asdict(preprocess),
+                               "version": CACHE_VERSION}
+    if label_options:
+        content["labels"] = dict(sorted(label_options.items()))
+    blob = json.dumps(content, sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:10]
 
 
 def cache_dir_for(
-    cache_root: str | Path, dataset: str, data_root: str | Path, input_size: int, preprocess: PreprocessConfig
+    cache_root: str | Path, dataset: str, data_root: str | Path, input_size: int, preprocess: PreprocessConfig,
+    label_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """``<cache>/<dataset>-<root hash>/<input_size>px-<fingerprint>``: profiles never share arrays.
 
-    The folder name is for humans; `SliceCache` reads what the arrays are from ``cache.json``.
+    ``label_options``: the adapter's `label_fingerprint()` (``{}`` for the default labels). The
+    folder name is for humans; `SliceCache` reads what the arrays are from ``cache.json``.
     """
     from bench.paths import dataset_cache_root
 
-    return dataset_cache_root(cache_root, dataset, data_root) / f"{int(input_size)}px-{cache_fingerprint(input_size, preprocess)}"
+    fp = cache_fingerprint(input_size, preprocess, label_options)
+    return dataset_cache_root(cache_root, dataset, data_root) / f"{int(input_size)}px-{fp}"
 
 
 def image_path(cache_dir: Path, case_id: str, plane: str) -> Path:
@@ -389,7 +398,7 @@ def write_plane(
 def remove_stale_temp(cache_dir: Path) -> list[Path]:
     """Clean ``*.tmp-<pid>`` leftovers of prepares that died (live writers' folders are kept).
 
-    A complete case moved aside as ``<case>.old.tmp-<pid>`` by `_move_into_place` (its writer
+    A complete case moved aside as ``<case>.old.tmp-<pid>`` by `bench.atomic.replace_dir` (its writer
     killed between the two renames) is renamed back when ``<case>`` is missing; every other
     leftover (a half-written case, an aside copy whose new case made it into place) is deleted
     (`bench.atomic.remove_stale_tmp`). Returns the leftover paths handled either way.
@@ -402,8 +411,8 @@ def remove_stale_temp(cache_dir: Path) -> list[Path]:
             stem, pid_text = p.name.rsplit(TMP_MARK, 1)
             if pid_text.isdigit() and pid_alive(int(pid_text)):
                 continue
-            if stem.endswith(_OLD_MARK) and (p / META_FILE).is_file():  # complete: moved aside, not half-written
-                original = p.with_name(stem[: -len(_OLD_MARK)])
+            if stem.endswith(OLD_MARK) and (p / META_FILE).is_file():  # complete: moved aside, not half-written
+                original = p.with_name(stem[: -len(OLD_MARK)])
                 if original.name and not original.exists():
                     os.replace(p, original)  # the only copy of a complete case: put it back
                     restored.append(p)
@@ -416,6 +425,7 @@ def _cache_info(adapter: DatasetAdapter, input_size: int, preprocess: Preprocess
         "dataset": adapter.describe(),
         "input_size": int(input_size),
         "preprocess": dataclasses.asdict(preprocess),
+        "label_options": adapter.label_fingerprint(),
         "layout": "<case>/<plane>_image.npy (N,S,S) float16, <case>/<plane>_label.npy (N,S,S) uint8, <case>/meta.json",
     }
 
@@ -424,8 +434,8 @@ def _ensure_cache_info(cache_dir: Path, info: dict[str, Any]) -> None:
     path = cache_dir / CACHE_FILE
     if path.is_file():
         old = _read_json(path)
-        for key in ("version", "input_size", "preprocess"):
-            if old.get(key) != info[key]:
+        for key in ("version", "input_size", "preprocess", "label_options"):
+            if old.get(key, {} if key == "label_options" else None) != info[key]:
                 raise DataError(f"{path}: {key} {old.get(key)!r} differs from the requested {info[key]!r}")
         return
     write_json(path, info)
@@ -488,33 +498,11 @@ def prepare_case(
         meta["planes"] = list(planes)
         meta["slices"] = slices
         write_json(tmp / META_FILE, meta)
-        _move_into_place(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
-
-
-def _move_into_place(tmp: Path, final: Path) -> None:
-    """Rename a finished temp folder onto ``final``; an older copy is moved aside first, then removed.
-
-    The older copy is never lost: if the second rename fails (or a signal arrives between the
-    two), it is renamed back before the error propagates; if the process is killed outright,
-    `remove_stale_temp` of the next prepare renames it back (``<case>.old.tmp-<pid>``).
-    """
-    if tmp.parent != final.parent:
-        raise DataError(f"{final}: not beside its temp folder {tmp}; refusing to move it")
-    old = final.with_name(f"{final.name}{_OLD_MARK}{TMP_MARK}{os.getpid()}") if final.exists() else None
-    try:
-        if old is not None:
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None and old.exists() and not final.exists():
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_cache(
@@ -594,6 +582,7 @@ def prepare_dataset(
     progress: bool = True,
     folds: int = 0,
     fold: int | None = None,
+    include_cysts: bool = False,
 ) -> tuple[SliceCache, dict[str, list[str]]]:
     """Resolve the data set, prepare its cache for ``profile`` and load or create its split.
 
@@ -601,13 +590,15 @@ def prepare_dataset(
     it belongs to the data set, not to a run, so every model, plane, profile and run seed is
     scored on the same patients. ``splits_file`` (``--splits``) replaces it for this call only.
     ``folds`` adds K cross-validation folds to the split file; ``fold`` returns that fold's split.
+    ``include_cysts`` (3D-IRCADb) changes the labels, hence the cache folder, not the split.
     """
     from bench.datasets import get_dataset
     from bench.datasets.splits import load_or_create_splits
     from bench.paths import splits_path
 
-    adapter = get_dataset(dataset, root=root or None)
-    cache_dir = cache_dir_for(cache, dataset, adapter.root, profile.input_size, profile.preprocess)
+    adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
+    cache_dir = cache_dir_for(cache, dataset, adapter.root, profile.input_size, profile.preprocess,
+                              adapter.label_fingerprint())
     ids = adapter.case_ids()
     slice_cache = prepare_cache(adapter, cache_dir, profile.input_size, profile.preprocess, planes, ids, progress)
     splits = load_or_create_splits(
@@ -620,4 +611,4 @@ def prepare_dataset(
 def open_or_prepare(cfg: RunConfig, progress: bool = True) -> tuple[SliceCache, dict[str, list[str]]]:
     """The cache (every case, all three planes) and the split a run uses; prepares what is missing."""
     return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, cfg.profile, cfg.splits or None, PLANES, progress,
-                           fold=cfg.fold)
+                           fold=cfg.fold, include_cysts=cfg.include_cysts)

@@ -150,6 +150,7 @@ class IrcadbDataset(DatasetAdapter):
     """3D-IRCADb-01 DICOM (zipped or unpacked): liver + liver tumours (cysts optional)."""
 
     name = "ircadb"
+    label_options = ("include_cysts",)
 
     def __init__(self, root: str | Path, **options: Any) -> None:
         unknown = sorted(set(options) - set(OPTIONS))
@@ -160,6 +161,10 @@ class IrcadbDataset(DatasetAdapter):
         super().__init__(root, **merged)
         self.include_cysts: bool = merged["include_cysts"]
         self._patients: dict[str, Path] | None = None
+
+    def label_fingerprint(self) -> dict[str, Any]:
+        """``{"include_cysts": True}`` when cysts are lesions (the cache then lives in its own folder)."""
+        return {"include_cysts": True} if self.include_cysts else {}
 
     def _scan(self) -> dict[str, Path]:
         if self._patients is None:

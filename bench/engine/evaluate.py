@@ -155,7 +155,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     device = resolve_device(cfg.device)
     folder = run_dir(cfg)
     cache, splits = open_or_prepare(cfg, progress=progress)
-    adapter = get_dataset(cfg.dataset, root=cfg.root or None)
+    adapter = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts)
     predict, model = load_predictor(cfg, device)
     rows: dict[str, list[dict]] = {"post": [], "raw": []}
     example_rows, n_slices, t_infer = [], 0, 0.0
@@ -204,7 +204,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     base = plane_cfgs["axial"]
     caches = {p: open_or_prepare(c, progress=progress)[0] for p, c in plane_cfgs.items()}
     splits = open_or_prepare(base, progress=False)[1]
-    adapter = get_dataset(base.dataset, root=base.root or None)
+    adapter = get_dataset(base.dataset, root=base.root or None, include_cysts=base.include_cysts)
     fused_cfg = replace(base, plane="fused")
     rows: dict[str, list[dict]] = {"post": [], "raw": []}
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ from bench.datasets.base import natural_key, task_mask
 from bench.errors import DataError
 from bench.metrics.counts import label_counts
 from bench.metrics.results import case_rows, evaluation_policy, write_evaluation
-from bench.metrics.surface import DEFAULT_TOLERANCE_MM, surface_metrics
+from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM, surface_metrics
 
 TASK_CHOICES = ("liver", "lesion", "both")
 _LITS_SEG = re.compile(r"^(?:test-)?segmentation-(\d+)$", re.IGNORECASE)
@@ -141,14 +141,21 @@ def score_folders(
     surface: bool = False,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
     device: str = "auto",
+    connectivity: int = DEFAULT_CONNECTIVITY,
     warn: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ScoreResult:
-    """Score every reference case; write per_case.csv, metrics.csv, summary.json into ``out_dir``."""
+    """Score every reference case; write per_case.csv, metrics.csv, summary.json into ``out_dir``.
+
+    ``surface``: also HD95, NSD, ASSD, MSSD and RMSD (mm, the reference's spacing) from one
+    surface-distance pass per case and class (`bench.metrics.surface`).
+    """
     if task not in TASK_CHOICES:
         raise DataError(f"unknown task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if tolerance_mm < 0:
         raise DataError(f"--tolerance must be >= 0 mm, got {tolerance_mm}")
+    if connectivity not in (1, 2, 3):
+        raise DataError(f"--connectivity must be 1 (faces, MONAI), 2 (faces + edges, LiTS) or 3, got {connectivity}")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     notes: list[str] = []
 
@@ -192,16 +199,19 @@ def score_folders(
         counts = label_counts(pred, ref, device=device)
         surf = None
         if surface:
-            surf = {c: surface_metrics(task_mask(pred, c), task_mask(ref, c), spacing, tolerance_mm) for c in classes}
+            surf = {c: surface_metrics(task_mask(pred, c), task_mask(ref, c), spacing, tolerance_mm, connectivity)
+                    for c in classes}
         rows += case_rows(cid, {c: counts[c] for c in classes}, split="all", surface=surf)
     extra = {
         "n_missing": len(missing),
         "missing": missing,
         "unmatched_predictions": [preds.files[c].name for c in unmatched],
         "inputs": {"predictions": str(pred_dir), "references": str(gt_dir), "task": task,
-                   "surface": surface, "tolerance_mm": tolerance_mm if surface else None},
+                   "surface": surface, "tolerance_mm": tolerance_mm if surface else None,
+                   "connectivity": connectivity if surface else None},
         "warnings": notes,
     }
     summary = write_evaluation(out_dir, rows, with_splits=False,
-                               policy=evaluation_policy(surface, tolerance_mm if surface else None), extra=extra)
+                               policy=evaluation_policy(surface, tolerance_mm if surface else None,
+                                                        connectivity if surface else None), extra=extra)
     return ScoreResult(summary, Path(out_dir), missing, unmatched, notes)

@@ -6,7 +6,8 @@ place that recomputes every score from the stored counts. The evaluation policy 
 every summary and is printed with every table, so a number is never read without its rules.
 
 Files (written atomically):
-* ``per_case.csv``  split, case, class, tp, fp, fn, tn, accuracy, dice, iou, miou [, hd95, nsd]
+* ``per_case.csv``  split, case, class, tp, fp, fn, tn, accuracy, dice, iou, miou, voe, rvd
+  [, hd95, nsd, assd, mssd, rmsd] (the bracketed surface columns only with ``--surface``)
 * ``metrics.csv``   split, class, aggregation (mean | global), metric, value, n_cases, n_excluded
   (``n_excluded`` = NaN cases left out of that mean; a global score excludes nothing; surface
   metrics have no global form)
@@ -34,8 +35,14 @@ CLASS_ORDER = ("liver", "lesion")
 NA_REP = "NaN"
 
 
-def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None) -> dict[str, Any]:
-    """The declared evaluation rules, saved in every summary.json and printed with every table."""
+def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None,
+                      connectivity: int | None = None) -> dict[str, Any]:
+    """The declared evaluation rules, saved in every summary.json and printed with every table.
+
+    ``tolerance_mm`` / ``connectivity`` default to the surface module's defaults when ``surface``.
+    """
+    from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM
+
     policy: dict[str, Any] = {
         "unit": "case = one 3-D volume; counts TP/FP/FN/TN per case and class, every score computed from counts",
         "classes": {
@@ -47,32 +54,54 @@ def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None) 
             "dice": "2 TP / (2 TP + FP + FN)  (Eq. 10)",
             "iou": "TP / (TP + FP + FN), foreground  (Eq. 11)",
             "miou": "mean of background IoU TN / (TN + FP + FN) and foreground IoU  (Eq. 12, C = 2)",
+            "voe": "volume overlap error 1 - IoU  (LiTS, Bilic et al. 2023)",
+            "rvd": "signed relative volume difference (|pred| - |ref|) / |ref| = (FP - FN) / (TP + FN)  (LiTS)",
         },
         "aggregations": {
             "mean": "score each case, then average over cases; NaN cases left out",
             "global": "sum TP/FP/FN/TN over cases, then score once",
         },
         "empty": (
-            "reference and prediction both empty for a class: dice, iou, miou = NaN, excluded from the "
-            "mean and counted as n_excluded (never 1.0 or 0.0); accuracy stays defined and its mean covers every case"
+            "reference and prediction both empty for a class: dice, iou, miou, voe, rvd = NaN, excluded from the "
+            "mean and counted as n_excluded (never 1.0 or 0.0); accuracy stays defined and its mean covers every "
+            "case. Empty reference, non-empty prediction: dice = iou = 0, voe = 1, rvd = NaN (no relative "
+            "difference to an empty volume; excluded and counted per metric in 'excluded')"
         ),
         "fusion": "fused = soft voting: mean of the three planes' probability volumes (Eq. 8), threshold 0.5",
         "threshold": 0.5,
         "missing_predictions": "bench score: a reference case without a prediction is scored as an empty prediction and counted (n_missing)",
     }
     if surface:
+        tolerance_mm = DEFAULT_TOLERANCE_MM if tolerance_mm is None else tolerance_mm
+        connectivity = DEFAULT_CONNECTIVITY if connectivity is None else connectivity
         policy["surface"] = {
+            "surfaces": (f"mask voxels with a background neighbour (connectivity {connectivity}: "
+                         + ("face neighbours, MONAI's erosion" if connectivity == 1 else
+                            "face + edge neighbours, the LiTS script's 18-neighbourhood")
+                         + "); outside the volume is background; distances between voxel centres in mm, "
+                           "in each case's own spacing"),
             "hd95": "max of the two directed 95th-percentile surface distances, mm (MONAI definition)",
             "nsd": f"surface Dice at tolerance {tolerance_mm} mm (MONAI compute_surface_dice, voxel surfaces)",
+            "assd": ("average symmetric surface distance: mean over the union of both surfaces' distances, "
+                     "(sum d(S_pred, S_ref) + sum d(S_ref, S_pred)) / (|S_pred| + |S_ref|), mm (LiTS; MONAI "
+                     "compute_average_surface_distance(symmetric=True))"),
+            "mssd": "maximum symmetric surface distance = Hausdorff distance, mm (LiTS)",
+            "rmsd": "root mean square of the same union of distances, mm (LiTS)",
             "tolerance_mm": tolerance_mm,
-            "empty": "both empty: NaN (excluded); exactly one empty: hd95 NaN (excluded, counted), nsd 0",
+            "connectivity": connectivity,
+            "empty": ("both empty: every surface metric NaN (excluded); exactly one empty: hd95, assd, mssd, "
+                      "rmsd NaN (excluded, counted per metric), nsd 0"),
             "aggregations": "mean only (no global form)",
         }
     policy["text"] = (
         "Per-case (3-D volume) TP/FP/FN/TN; liver = label >= 1, lesion = label == 2. "
-        "Dice/IoU/mIoU are NaN when reference and prediction are both empty: excluded from means and counted. "
-        "'mean' averages cases; 'global' scores summed counts. mIoU = mean(background IoU, foreground IoU)."
+        "Dice/IoU/mIoU/VOE/RVD are NaN when reference and prediction are both empty (RVD also when only the "
+        "reference is): excluded from means and counted. 'mean' averages cases; 'global' scores summed counts. "
+        "mIoU = mean(background IoU, foreground IoU); VOE = 1 - IoU; RVD = (|pred| - |ref|) / |ref|."
     )
+    if surface:
+        policy["text"] += (" Surface distances (mm, case spacing): one mask empty -> NaN, counted; "
+                           "ASSD/RMSD average over the union of both surfaces.")
     return policy
 
 
@@ -89,7 +118,7 @@ def case_rows(
         row: dict[str, Any] = {"split": split, "case": str(case), "class": cls, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
         row.update(scores_from_counts(tp, fp, fn, tn))
         if surface is not None and cls in surface:
-            row.update({m: float(surface[cls][m]) for m in SURFACE_METRICS})
+            row.update({m: float(surface[cls][m]) for m in SURFACE_METRICS if m in surface[cls]})
         rows.append(row)
     return rows
 
@@ -211,6 +240,20 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
+def _excluded_text(red: Mapping[str, Any], metrics: Iterable[str], base_metric: str = "dice") -> str:
+    """NaN count of ``base_metric``, plus those of ``metrics`` whose count differs, grouped by count."""
+    excluded = red.get("excluded") or {}
+    base = int(excluded.get(base_metric, red["n_excluded"]) or 0)
+    differing: dict[int, list[str]] = {}
+    for metric in metrics:
+        k = excluded.get(metric)
+        if k and int(k) != base:  # 0 = defined everywhere (accuracy; nsd when one mask is empty)
+            differing.setdefault(int(k), []).append(metric)
+    if not differing:
+        return str(base)
+    return f"{base} (" + ", ".join(f"{'/'.join(ms)} {k}" for k, ms in differing.items()) + ")"
+
+
 def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console: Any = None) -> None:
     """Rich table(s): one row per class and aggregation, then the policy text."""
     from rich import box
@@ -223,29 +266,35 @@ def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console
     else:
         blocks = [(title, summary.get("classes", {}))]
     for name, classes in blocks:
-        surface = any("hd95" in red["mean"] for red in classes.values())
         table = Table(title=name, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-                      caption="acc = accuracy; excl = cases left out of the mean (empty rule)")
+                      caption="voe = 1 - IoU; rvd = (|pred| - |ref|) / |ref|; excl = cases left out of the mean "
+                              "(empty rule; per metric where it differs)")
         table.add_column("class", no_wrap=True)
         table.add_column("agg", no_wrap=True)
-        for m in ("acc", "dice", "iou", "miou"):
+        for m in ("acc", "dice", "iou", "miou", "voe", "rvd"):
             table.add_column(m, justify="right", no_wrap=True, min_width=6)
-        if surface:
-            table.add_column("hd95 mm", justify="right", no_wrap=True)
-            table.add_column("nsd", justify="right", no_wrap=True, min_width=6)
         table.add_column("n", justify="right", no_wrap=True)
-        table.add_column("excl", justify="right", no_wrap=True, min_width=4)
+        table.add_column("excl", justify="right", min_width=4)
         for cls, red in classes.items():
             for agg in ("mean", "global"):
                 cells = [_fmt(red[agg].get(m)) for m in METRICS]
-                if surface:
-                    cells += [_fmt(red[agg].get("hd95"), 2), _fmt(red[agg].get("nsd"))] if agg == "mean" else ["", ""]
-                excluded = str(red["n_excluded"]) if agg == "mean" else "0"
-                if surface and agg == "mean":
-                    hd_ex = (red.get("excluded") or {}).get("hd95", 0)
-                    excluded += f" (hd95 {hd_ex})" if hd_ex != red["n_excluded"] else ""
+                excluded = _excluded_text(red, METRICS) if agg == "mean" else "0"
                 table.add_row(cls, agg, *cells, str(red["n_cases"]), excluded)
         console.print(table)
+        if any("hd95" in red["mean"] for red in classes.values()):
+            surf = Table(title=f"{name}: surface distances", box=box.SIMPLE_HEAD, pad_edge=False,
+                         collapse_padding=True,
+                         caption="mm, in each case's spacing; mean over cases (no global form); assd/rmsd over "
+                                 "the union of both surfaces; excl = NaN cases (a mask empty)")
+            surf.add_column("class", no_wrap=True)
+            for m in SURFACE_METRICS:
+                surf.add_column(m + ("" if m == "nsd" else " mm"), justify="right", no_wrap=True, min_width=6)
+            surf.add_column("n", justify="right", no_wrap=True)
+            surf.add_column("excl", justify="right", min_width=4)
+            for cls, red in classes.items():
+                cells = [_fmt(red["mean"].get(m), 4 if m == "nsd" else 2) for m in SURFACE_METRICS]
+                surf.add_row(cls, *cells, str(red["n_cases"]), _excluded_text(red, SURFACE_METRICS, "hd95"))
+            console.print(surf)
     policy = summary.get("policy") or {}
     if policy.get("text"):
         console.print(f"[dim]policy: {policy['text']}[/dim]", highlight=False)

@@ -1,7 +1,7 @@
-"""Scores from counts (paper Eq. 9-12) and the two reductions every table reports.
+"""Scores from counts (paper Eq. 9-12, LiTS VOE/RVD) and the two reductions every table reports.
 
-Why one module: Accuracy, Dice, IoU and mIoU are each defined once here, vectorised over numpy
-arrays of counts, and both reductions call the same function:
+Why one module: Accuracy, Dice, IoU, mIoU, VOE and RVD are each defined once here (one function
+per metric), vectorised over numpy arrays of counts, and both reductions call the same functions:
 
 * ``mean``   - score each case (3-D volume), then average over cases; NaN cases are left out.
 * ``global`` - sum the counts over cases, then score once (large livers weigh more).
@@ -11,6 +11,19 @@ Empty rule (nnU-Net's): when reference and prediction are both empty for a class
 the mean and counted as ``n_excluded``. Accuracy stays defined (it is 1.0 there) and its mean
 covers every case. mIoU is the mean of background IoU ``tn / (tn + fp + fn)`` and foreground
 IoU (Eq. 12 with C = 2); if a volume has no background in either mask, mIoU is the foreground IoU.
+
+The LiTS challenge's count metrics (Bilic et al., "The Liver Tumor Segmentation Benchmark
+(LiTS)", Medical Image Analysis 84, 2023), from the same four counts, no surface pass needed:
+
+* VOE (volume overlap error) = 1 - IoU = 1 - TP / (TP + FP + FN); NaN exactly when IoU is NaN
+  (both masks empty: excluded and counted); 1.0 when only one mask is empty.
+* RVD (relative volume difference, signed) = (|pred| - |ref|) / |ref| = (FP - FN) / (TP + FN),
+  the paper's definition: positive = over-segmentation, -1.0 = an empty prediction. Empty
+  reference (TP + FN == 0): NaN, excluded from the mean and counted (``excluded["rvd"]``) - also
+  when the prediction is not empty, since no relative difference to nothing exists. (The LiTS
+  evaluation script calls medpy's ``ravd(reference, prediction)``, i.e. the opposite sign and
+  the prediction as denominator; we follow the paper's formula.) Its ``global`` form is the RVD
+  of the summed volumes.
 """
 
 from __future__ import annotations
@@ -20,25 +33,77 @@ from typing import Any, Mapping
 
 import numpy as np
 
-METRICS = ("accuracy", "dice", "iou", "miou")
-SURFACE_METRICS = ("hd95", "nsd")
+METRICS = ("accuracy", "dice", "iou", "miou", "voe", "rvd")
+# Computed by bench.metrics.surface in one surface-distance pass (``--surface``); no global form.
+SURFACE_METRICS = ("hd95", "nsd", "assd", "mssd", "rmsd")
 COUNT_COLUMNS = ("tp", "fp", "fn", "tn")
 
 
-def scores_from_counts(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, Any]:
-    """{accuracy, dice, iou, miou}; floats for scalar counts, float64 arrays for array counts."""
-    scalar = all(np.ndim(v) == 0 for v in (tp, fp, fn, tn))
-    tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
+def _arrays(*values: Any) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(v, dtype=np.float64) for v in values)
+
+
+def accuracy(tp: Any, fp: Any, fn: Any, tn: Any) -> np.ndarray:
+    """(TP + TN) / N (Eq. 9); NaN only for an empty volume."""
+    tp, fp, fn, tn = _arrays(tp, fp, fn, tn)
     n = tp + fp + fn + tn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n > 0, (tp + tn) / n, np.nan)
+
+
+def dice(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """2 TP / (2 TP + FP + FN) (Eq. 10); NaN when both masks are empty."""
+    tp, fp, fn = _arrays(tp, fp, fn)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tp + fp + fn > 0, 2.0 * tp / (2.0 * tp + fp + fn), np.nan)
+
+
+def iou(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """Foreground IoU TP / (TP + FP + FN) (Eq. 11); NaN when both masks are empty."""
+    tp, fp, fn = _arrays(tp, fp, fn)
     fg = tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(fg > 0, tp / fg, np.nan)
+
+
+def miou(tp: Any, fp: Any, fn: Any, tn: Any) -> np.ndarray:
+    """Mean of background IoU TN / (TN + FP + FN) and foreground IoU (Eq. 12, C = 2)."""
+    tp, fp, fn, tn = _arrays(tp, fp, fn, tn)
+    fg_iou = iou(tp, fp, fn)
     bg = tn + fp + fn
     with np.errstate(divide="ignore", invalid="ignore"):
-        accuracy = np.where(n > 0, (tp + tn) / n, np.nan)
-        dice = np.where(fg > 0, 2.0 * tp / (2.0 * tp + fp + fn), np.nan)
-        iou = np.where(fg > 0, tp / fg, np.nan)
-        iou_bg = np.where(bg > 0, tn / bg, iou)
-        miou = np.where(fg > 0, 0.5 * (iou + iou_bg), np.nan)
-    out = {"accuracy": accuracy, "dice": dice, "iou": iou, "miou": miou}
+        bg_iou = np.where(bg > 0, tn / bg, fg_iou)
+    return np.where(tp + fp + fn > 0, 0.5 * (fg_iou + bg_iou), np.nan)
+
+
+def voe(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """Volume overlap error 1 - IoU (LiTS); NaN when both masks are empty."""
+    return 1.0 - iou(tp, fp, fn)
+
+
+def rvd(tp: Any, fp: Any, fn: Any) -> np.ndarray:
+    """Signed relative volume difference (|pred| - |ref|) / |ref| = (FP - FN) / (TP + FN) (LiTS).
+
+    NaN when the reference is empty (whatever the prediction holds): excluded and counted.
+    """
+    tp, fp, fn = _arrays(tp, fp, fn)
+    ref = tp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ref > 0, (fp - fn) / ref, np.nan)
+
+
+def scores_from_counts(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, Any]:
+    """{accuracy, dice, iou, miou, voe, rvd}; floats for scalar counts, float64 arrays for array counts."""
+    scalar = all(np.ndim(v) == 0 for v in (tp, fp, fn, tn))
+    tp, fp, fn, tn = _arrays(tp, fp, fn, tn)
+    out = {
+        "accuracy": accuracy(tp, fp, fn, tn),
+        "dice": dice(tp, fp, fn),
+        "iou": iou(tp, fp, fn),
+        "miou": miou(tp, fp, fn, tn),
+        "voe": voe(tp, fp, fn),
+        "rvd": rvd(tp, fp, fn),
+    }
     if scalar:
         return {k: float(v) for k, v in out.items()}
     return out
@@ -72,7 +137,7 @@ def reduce_cases(counts: Any, extra: Mapping[str, Any] | None = None) -> dict[st
     """Both reductions for one class: {"mean", "global", "n_cases", "n_excluded", "excluded"}.
 
     ``counts``: (n_cases, 4) [tp, fp, fn, tn] or a per-case DataFrame of one class (its surface
-    columns hd95/nsd, when present, are averaged too). ``extra``: more per-case metric arrays to
+    columns, `SURFACE_METRICS`, when present, are averaged too). ``extra``: more per-case metric arrays to
     average (surface metrics); they have no ``global`` form. ``excluded`` gives the NaN count of
     every metric; ``n_excluded`` is the empty-rule count (Dice NaN).
     """

@@ -60,6 +60,9 @@ class Results:
             raise ValueError(f"unknown score variant {name!r} (known: {', '.join(VARIANTS)})")
         pick = (lambda f: f[f["variant"] == name].reset_index(drop=True) if "variant" in f.columns else f)
         return dataclasses.replace(self, metrics=pick(self.metrics), per_case=pick(self.per_case))
+    # external prediction folders (`bench.reports.external.External`, ``bench report --external``); their
+    # rows are in ``metrics``/``per_case`` under run ids ``external:<name>/<task>``, never in ``runs``
+    externals: list[Any] = field(default_factory=list)
 
 
 def ablation_defaults(profile_name: str) -> dict[str, Any]:

@@ -317,7 +317,7 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
     scope = resolve_scope(results, options)
     t = _Table(f"table{number}", title, scope, options)
     for plane in PLANE_ROWS:
-        group = f"{plane.capitalize()} Plane" if plane != "fused" else "Fused (soft voting)"
+        group = f"{plane.capitalize()} Plane" if plane != "fused" else FUSED_GROUP
         for metric in paper.METRICS:
             for model in paper.MODELS:
                 runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=model,
@@ -332,8 +332,31 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
                     t.cell(group, METRIC_LABELS[metric], MODEL_LABELS[model], SPLIT_LABELS[split], metric, split,
                            stats, paper.lookup(number, (plane, model, split, metric)))
     t.note("the fused rows (soft voting of the three planes, Eq. 8) have no counterpart in the paper")
+    externals = _external_cells(t, results, options, task)
+    extra = {"external": externals} if externals else {}
     return t.finish(task=task, planes=list(PLANE_ROWS), split=["val", "test"],
-                    selection="model x plane, ablation fields at profile defaults")
+                    selection="model x plane, ablation fields at profile defaults", **extra)
+
+
+FUSED_GROUP = "Fused (soft voting)"
+
+
+def _external_cells(t: _Table, results: Results, options: ReportOptions, task: str) -> list[str]:
+    """Cells of each ``--external`` folder feeding ``task``: a 3-D prediction has no plane, so it
+    stands as its own column in the fused rows, labelled "NAME (external)"; returns provenance lines."""
+    lines = []
+    for ext in results.externals:
+        if task not in ext.tasks:
+            continue
+        runs = ext.runs(task)
+        for metric in paper.METRICS:
+            for split in paper.SPLITS:
+                stats = metric_stats(results, runs, split, metric, options.aggregation)
+                t.cell(FUSED_GROUP, METRIC_LABELS[metric], ext.label, SPLIT_LABELS[split], metric, split, stats)
+        lines.append(ext.provenance())
+        t.note(f"{ext.label}: 3-D predictions from {ext.folder}, scored by the same engine on the same val/test "
+               f"patients as our runs (bench report --external); no plane, so shown beside the fused rows")
+    return lines
 
 
 @TABLES.register("7", help="Table 7: liver, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
@@ -401,25 +424,47 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                         continue
                     t.use(ours_runs)
                     t.use(base_runs)
-                    joined = pd.concat([a.rename("ours"), b.rename("base")], axis=1, join="inner")
-                    diffs = (joined["ours"] - joined["base"]).dropna().to_numpy()
-                    n_excl = int(len(joined) - diffs.size)
-                    stats = CellStats(n_seeds=max(len(ours_runs), len(base_runs)), n_cases=float(diffs.size),
-                                      n_excluded=float(n_excl), status="ok" if diffs.size else "nan",
-                                      runs=tuple(sorted(set(ours_runs["run_id"]) | set(base_runs["run_id"]))))
-                    if diffs.size:
-                        stats.ours = float(diffs.mean())
-                        stats.sd = float(diffs.std(ddof=1)) if diffs.size > 1 else math.nan
-                    lo, hi = bootstrap_ci(diffs)
+                    stats, lo, hi = _paired_stats(a, b, ours_runs, base_runs)
                     t.cell(f"{task.capitalize()} {plane}", f"Ours − {MODEL_LABELS[baseline]}", "",
                            SPLIT_LABELS[split], "dice_diff", split, stats, ci_low=lo, ci_high=hi)
+            for ext in results.externals:
+                if task not in ext.tasks:
+                    continue
+                for split in paper.SPLITS:
+                    a = per_case_dice(results, ours_runs, split)
+                    b = per_case_dice(results, ext.runs(task), split)
+                    if a.empty or b.empty:
+                        skipped += 1
+                        continue
+                    t.use(ours_runs)
+                    stats, lo, hi = _paired_stats(a, b, ours_runs, ext.runs(task))
+                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {ext.label}", "", SPLIT_LABELS[split],
+                           "dice_diff", split, stats, ci_low=lo, ci_high=hi)
     if skipped:
         t.note(f"{skipped} (task, plane, baseline, split) comparison(s) skipped: per_case.csv missing on one side")
     t.note(f"cases matched by id, per-case Dice averaged over seeds first; cases NaN on either side are excluded "
            f"(n_excluded); 95% percentile bootstrap over cases, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
            f"sd = sd of the per-case differences")
+    extra = {"external": [e.provenance() for e in results.externals]} if results.externals else {}
     return t.finish(task=["liver", "lesion"], planes=list(PLANE_ROWS), split=["val", "test"], metric="dice",
-                    selection="default runs of ours and of each baseline (as Tables 7/8)")
+                    selection="default runs of ours and of each baseline (as Tables 7/8); external folders "
+                              "(bench report --external) against ours at every plane", **extra)
+
+
+def _paired_stats(a: pd.Series, b: pd.Series, runs_a: pd.DataFrame, runs_b: pd.DataFrame
+                  ) -> tuple[CellStats, float, float]:
+    """Mean per-case Dice difference a - b over the cases both score, its sd and bootstrap 95% CI."""
+    joined = pd.concat([a.rename("ours"), b.rename("base")], axis=1, join="inner")
+    diffs = (joined["ours"] - joined["base"]).dropna().to_numpy()
+    n_excl = int(len(joined) - diffs.size)
+    stats = CellStats(n_seeds=max(len(runs_a), len(runs_b)), n_cases=float(diffs.size),
+                      n_excluded=float(n_excl), status="ok" if diffs.size else "nan",
+                      runs=tuple(sorted(set(runs_a["run_id"]) | set(runs_b["run_id"]))))
+    if diffs.size:
+        stats.ours = float(diffs.mean())
+        stats.sd = float(diffs.std(ddof=1)) if diffs.size > 1 else math.nan
+    lo, hi = bootstrap_ci(diffs)
+    return stats, lo, hi
 
 
 def build_tables(results: Results, numbers: list[int], options: ReportOptions,

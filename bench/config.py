@@ -118,19 +118,26 @@ class PreprocessConfig(_Checked):
     ``resize`` stretches each slice to input_size x input_size (every pixel used, aspect lost);
     ``pad`` pads to a square with the background value first (aspect kept). The paper only says
     slices are fed at 512x512 (axial LiTS slices already are); we default to ``pad`` so coronal
-    and sagittal anatomy keeps its shape.
+    and sagittal anatomy keeps its pixel aspect. ``spacing`` resamples every slice to
+    ``spacing_mm`` per pixel (physical scale equal across patients, true proportions in coronal
+    and sagittal slices; `bench.datasets.planes`), the usual choice on real CT (nnU-Net resamples
+    to a target spacing too).
     """
 
     hu_min: float = -100.0
     hu_max: float = 200.0
     zscore: bool = True
     median_size: int = field(default=3, metadata=_range(0))  # 3x3 median per axial slice; 0 or 1 = off
-    slice_fit: Literal["pad", "resize"] = "pad"
+    slice_fit: Literal["pad", "resize", "spacing"] = "pad"
+    # slice_fit="spacing": every slice resampled to this many mm per pixel, then centre-padded/cropped
+    spacing_mm: float = field(default=0.0, metadata=_range(0))
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.hu_min < self.hu_max:
             raise ConfigError(f"preprocess HU window [{self.hu_min}, {self.hu_max}] is empty")
+        if self.slice_fit == "spacing" and self.spacing_mm <= 0:
+            raise ConfigError("preprocess.slice_fit=spacing needs preprocess.spacing_mm > 0 (mm per input pixel)")
 
 
 @dataclass(frozen=True)

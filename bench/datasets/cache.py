@@ -366,13 +366,19 @@ def _plane_chunks(volume: np.ndarray, plane: str, size: int) -> Iterable[np.ndar
 
 
 def write_plane(
-    prep: np.ndarray, label: np.ndarray, plane: str, size: int, fit: str, pad_value: float, folder: Path
+    prep: np.ndarray, label: np.ndarray, plane: str, size: int, fit: str, pad_value: float, folder: Path,
+    spacing: tuple[float, float, float] | None = None, target_mm: float = 0.0,
 ) -> dict[str, Any]:
     """Write one plane's image and label stacks into ``folder``; returns its per-slice foreground counts."""
     n = num_slices(prep.shape, plane)
     h, w = slice_shape(prep.shape, plane)
     # Padding alone copies values: stay in float16. A resize interpolates: do it in float32.
-    resized = (max(h, w), max(h, w)) != (size, size) if fit == "pad" else (h, w) != (size, size)
+    if fit == "spacing":
+        from bench.datasets.planes import scaled_shape, slice_spacing
+
+        resized = scaled_shape((h, w), slice_spacing(spacing, plane), target_mm) != (h, w)
+    else:
+        resized = (max(h, w), max(h, w)) != (size, size) if fit == "pad" else (h, w) != (size, size)
     work_dtype = np.float32 if resized else np.float16
     liver: list[int] = []
     lesion: list[int] = []
@@ -381,11 +387,12 @@ def write_plane(
             # Copy the chunk out of the (read-only) map first: the plane reordering inside
             # volume_to_slices is then a transpose within a few MB instead of strided reads over
             # the whole volume (3x faster for sagittal slices), and torch gets writable memory.
-            sl = volume_to_slices(np.array(chunk, dtype=work_dtype), plane, size, fit, "linear", pad_value)
+            sl = volume_to_slices(np.array(chunk, dtype=work_dtype), plane, size, fit, "linear", pad_value,
+                                  spacing, target_mm)
             out.write(sl)
     with NpyWriter(folder / f"{plane}_label.npy", (n, size, size), np.uint8) as out:
         for chunk in _plane_chunks(label, plane, size):
-            sl = volume_to_slices(np.array(chunk), plane, size, fit, "nearest", 0.0)
+            sl = volume_to_slices(np.array(chunk), plane, size, fit, "nearest", 0.0, spacing, target_mm)
             liver += np.count_nonzero(sl, axis=(1, 2)).tolist()  # label >= 1
             lesion += np.count_nonzero(sl == 2, axis=(1, 2)).tolist()
             out.write(sl)
@@ -492,7 +499,8 @@ def prepare_case(
         prep = np.load(tmp / PREP_FILE, mmap_mode="r")
         slices = {}
         for plane in planes:
-            slices[plane] = write_plane(prep, label, plane, input_size, preprocess.slice_fit, stats["min"], tmp)
+            slices[plane] = write_plane(prep, label, plane, input_size, preprocess.slice_fit, stats["min"], tmp,
+                                        tuple(meta["spacing"]), preprocess.spacing_mm)
         del prep
         (tmp / PREP_FILE).unlink()
         meta["planes"] = list(planes)

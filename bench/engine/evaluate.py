@@ -59,8 +59,10 @@ def case_probability_volume(predict: SlicePredictor, cache, case: str, plane: st
 
     slices = predict_slices(predict, cache.images(case, plane), cfg.profile.train.batch_size, device,
                             precision=Precision.for_device(device, cfg.profile.train))
-    shape = tuple(cache.meta(case)["shape"])
-    return slices_to_volume(slices, plane, shape, cfg.profile.preprocess.slice_fit, mode="linear").numpy()
+    meta = cache.meta(case)
+    pre = cfg.profile.preprocess
+    return slices_to_volume(slices, plane, tuple(meta["shape"]), pre.slice_fit, mode="linear",
+                            spacing=tuple(meta["spacing"]), target_mm=pre.spacing_mm).numpy()
 
 
 def postprocess_rule(cfg: RunConfig) -> tuple[str, int]:

@@ -98,6 +98,8 @@ def predict_volume(
     device: str | torch.device = "cpu",
     grad: bool = False,
     precision: Precision | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    target_mm: float = 0.0,
 ) -> np.ndarray:
     """Probability volume (Z, Y, X) float32 on the grid of the preprocessed ``volume`` (Z, Y, X).
 
@@ -108,9 +110,10 @@ def predict_volume(
         raise ConfigError(f"unknown plane {plane!r} (known: {', '.join(PLANES)})")
     if volume.ndim != 3:
         raise ValueError(f"expected a (Z, Y, X) volume, got shape {volume.shape}")
-    slices = volume_to_slices(np.asarray(volume, dtype=np.float32), plane, input_size, fit, mode="linear")
+    slices = volume_to_slices(np.asarray(volume, dtype=np.float32), plane, input_size, fit, mode="linear",
+                              spacing=spacing, target_mm=target_mm)
     probs = predict_slices(prob_fn, slices, batch_size, device, grad, precision=precision)
-    back = slices_to_volume(probs, plane, tuple(volume.shape), fit, mode="linear")
+    back = slices_to_volume(probs, plane, tuple(volume.shape), fit, mode="linear", spacing=spacing, target_mm=target_mm)
     return np.ascontiguousarray(back.numpy(), dtype=np.float32)
 
 

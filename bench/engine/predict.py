@@ -29,7 +29,8 @@ def read_ct(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, flo
     raise DataError(f"{path}: expected a .nii/.nii.gz file or a DICOM folder")
 
 
-def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.device) -> np.ndarray:
+def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.device,
+                         spacing: tuple[float, float, float] | None = None) -> np.ndarray:
     """Probability volume (Z,Y,X) of one plane run on a raw HU volume (the run's own preprocessing)."""
     from bench.datasets.preprocess import preprocess_volume
     from bench.engine.evaluate import load_predictor
@@ -40,7 +41,8 @@ def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.dev
     pre = preprocess_volume(image_hu, cfg.profile.preprocess)
     return predict_volume(predict, pre, cfg.plane, cfg.profile.input_size, cfg.profile.preprocess.slice_fit,
                           cfg.profile.train.batch_size, device,
-                          precision=Precision.for_device(device, cfg.profile.train))
+                          precision=Precision.for_device(device, cfg.profile.train), spacing=spacing,
+                          target_mm=cfg.profile.preprocess.spacing_mm)
 
 
 def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, list[RunConfig]]) -> Path:
@@ -60,7 +62,7 @@ def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, li
             continue
         stored = [stored_config(c) for c in cfgs_by_task[task]]
         device = resolve_device(stored[0].device)
-        probs = fuse_soft([predict_volume_probs(image, c, device) for c in stored])
+        probs = fuse_soft([predict_volume_probs(image, c, device, spacing) for c in stored])
         mode, min_voxels = postprocess_rule(stored[0])
         mask = postprocess(probs > 0.5, mode, min_voxels)
         value = 1 if task == "liver" or len(cfgs_by_task) == 1 else 2

@@ -166,7 +166,7 @@ class TrainConfig(_Checked):
     compile: bool = False
     num_workers: int = field(default=0, metadata=_range(0))
     deterministic: bool = True
-    augment: bool = False  # random flips and small intensity shifts on training slices
+    augment: bool = False  # random zoom, rotation and intensity per training slice (bench/engine/augment.py)
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,22 @@ def test_patch_share_keeps_the_slices_in_the_epoch():
 
     assert slice_share(uniform) < 0.05  # the union read literally: patches crowd the slices out
     assert abs(slice_share(mixed) - 0.75) < 0.02  # 25 % patches on top of the slices' own epoch
+
+
+def test_augmentation_moves_masks_with_the_image_and_repeats_on_resume():
+    from bench.engine.augment import augment_batch
+
+    image = torch.full((3, 1, 32, 32), -1.0)
+    image[:, :, 8:24, 8:24] = 2.0
+    target = (image > 0).float()
+    batch = {"image": image, "target": target, "prior": target.clone()}
+    a = augment_batch(batch, seed=0, epoch=3, step=7)
+    b = augment_batch(batch, seed=0, epoch=3, step=7)
+    c = augment_batch(batch, seed=0, epoch=3, step=8)
+    assert all(torch.equal(a[k], b[k]) for k in batch)  # a pure function of (seed, epoch, step)
+    assert not torch.equal(a["image"], c["image"])
+    assert set(torch.unique(a["target"]).tolist()) <= {0.0, 1.0} and torch.equal(a["target"], a["prior"])
+    # the mask follows the square: where the (gain/offset-shifted) image is bright, the target is on
+    inside = a["target"] > 0
+    assert (a["image"][inside] > a["image"][~inside].max() - 1.0).float().mean() > 0.95
+    assert not torch.equal(a["target"], target)  # something moved

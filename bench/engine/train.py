@@ -202,9 +202,13 @@ class Trainer:
         return cls(stage, cfg, device, info, model, train_model, make_optimizer(model, train, stage.lr),
                    precision.scaler(), sampler, loader, precision, channels_last)
 
-    def train_step(self, batch: dict[str, torch.Tensor], epoch: int) -> torch.Tensor:
-        """One optimiser step on one batch; returns the detached loss."""
+    def train_step(self, batch: dict[str, torch.Tensor], epoch: int, step: int = 0) -> torch.Tensor:
+        """One optimiser step on one batch (augmented when ``train.augment``); returns the detached loss."""
         batch = to_device(batch, self.device, self.channels_last)
+        if self.cfg.profile.train.augment:
+            from bench.engine.augment import augment_batch
+
+            batch = augment_batch(batch, self.cfg.seed, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
             loss = self.stage.loss(self.train_model, batch)
@@ -227,7 +231,7 @@ class Trainer:
         for batch in self.loader:
             if self.stage.max_steps and state.steps >= self.stage.max_steps:
                 break
-            losses.append(self.train_step(batch, epoch))
+            losses.append(self.train_step(batch, epoch, state.steps))
             state.steps += 1
             bar.step()
         return float(torch.stack(losses).mean()) if losses else float("nan")

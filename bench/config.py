@@ -105,10 +105,28 @@ def check_fields(obj: Any) -> None:
 
 
 class _Checked:
-    """Mixin: a frozen config dataclass that checks its values when it is made (and replaced)."""
+    """Mixin: a frozen config dataclass that checks its values when it is made (and replaced).
+
+    Rules that tie two fields together live in ``consistency`` and are checked by
+    `check_consistency` once a whole set of overrides has been applied (and when a config is
+    loaded): setting the fields one by one may pass through a state the rule forbids.
+    """
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    def consistency(self) -> None:
+        """Cross-field rules of this dataclass (none by default)."""
+
+
+def check_consistency(obj: Any) -> None:
+    """Run every nested dataclass's cross-field rules (`_Checked.consistency`)."""
+    if isinstance(obj, _Checked):
+        obj.consistency()
+    for f in fields(obj):
+        child = getattr(obj, f.name)
+        if is_dataclass(child):
+            check_consistency(child)
 
 
 @dataclass(frozen=True)
@@ -132,8 +150,7 @@ class PreprocessConfig(_Checked):
     # slice_fit="spacing": every slice resampled to this many mm per pixel, then centre-padded/cropped
     spacing_mm: float = field(default=0.0, metadata=_range(0))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def consistency(self) -> None:
         if not self.hu_min < self.hu_max:
             raise ConfigError(f"preprocess HU window [{self.hu_min}, {self.hu_max}] is empty")
         if self.slice_fit == "spacing" and self.spacing_mm <= 0:
@@ -236,8 +253,7 @@ class CascadeConfig(_Checked):
     # learning rate of Algorithm 1's fine-tuning relative to the profile's (1 = the same)
     reiter_lr_scale: float = field(default=1.0, metadata=_range(0, low_open=True))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def consistency(self) -> None:
         if self.multilevel_loss and not self.deep_supervision:
             raise ConfigError("cascade.multilevel_loss=true needs cascade.deep_supervision=true (side outputs); "
                               "set cascade.multilevel_loss=false for a single loss on the final output")
@@ -442,6 +458,7 @@ def override(obj: Any, changes: dict[str, Any]) -> Any:
             if not message.startswith(("override ", "unknown config field")):
                 message = f"override {shown}={value}: {message}"
             raise ConfigError(message) from None
+    check_consistency(obj)
     return obj
 
 
@@ -499,7 +516,9 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
-    return _from_dict(RunConfig, data)
+    cfg = _from_dict(RunConfig, data)
+    check_consistency(cfg)
+    return cfg
 
 
 def load_run_config(path: str | Path) -> RunConfig:

@@ -49,9 +49,10 @@ LOCALIZER_DEPTH = 4
 
 
 def validate_cascade_config(cfg: CascadeConfig) -> None:
-    """What the config's own checks cannot see: the optional CRF package must be installed."""
+    """Before a network is built: the config's cross-field rules, and the optional CRF package."""
     from bench.models.crf import require_crf
 
+    cfg.consistency()
     require_crf(cfg.crf)
 
 

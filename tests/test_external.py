@@ -157,6 +157,12 @@ def test_label_conventions_missing_splits_and_bad_input(study: dict, tmp_path: P
     t7, t8 = build_tables(res, [7, 8], options, with_paired=False)
     assert "les (external)" not in set(t7.frame["col_group"]) and "les (external)" in set(t8.frame["col_group"])
     assert "liv (external)" in set(t7.frame["col_group"]) and "liv (external)" not in set(t8.frame["col_group"])
+    # the folder is scored as given: the same cells under --scores raw as under post (it has no raw variant)
+    raw7 = build_tables(res, [7], ReportOptions(scores="raw"), with_paired=False)[0]
+    for frame in (t7.frame, raw7.frame):
+        assert _cells(frame, col_group="liv (external)")["status"].eq("ok").all()
+    assert list(_cells(raw7.frame, col_group="liv (external)")["ours"]) == list(
+        _cells(t7.frame, col_group="liv (external)")["ours"])
     scored = pd.read_csv(tmp_path / "out" / "external" / "les" / "per_case.csv", dtype={"case": str})
     case = adapter.load(test)
     expect = label_counts(_hand_prediction(case), case.label)["lesion"]

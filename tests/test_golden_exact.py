@@ -102,7 +102,8 @@ def test_unmodified_exact_layer_passes_on_every_kernel_set(kernels):
     proc = _bench(["report", "--check", "results/golden/exact"], env=kernels)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines() == [
-        f"golden check OK (exact layer): {_golden_cells()} cells (tables 3, 4, 5, 6, 7, 8, paired, cases, metrics) "
+        f"golden check OK (exact layer): {_golden_cells()} cells (tables 3, patch-mode, 4, 5, patch-scale, 6, 7, 8, "
+        f"paired, postprocess, cases, metrics, runs) "
         f"equal to results/golden/exact (counts exact, other numbers within 1e-9, text equal)"]
 
 
@@ -256,13 +257,13 @@ def test_standalone_builder_and_update_reproduce_the_committed_layer(tmp_path):
 
     proc = _bench(["report", "--check", str(layer), "--results", str(results), "--update-golden"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("golden updated (exact layer): 10 files")
+    assert proc.stdout.startswith("golden updated (exact layer): 14 files")
     manifest = json.loads((layer / "manifest.json").read_text())
     assert manifest["layer"] == "exact" and manifest["tolerances"]["*"]["abs"] == 1e-9
     assert manifest["tolerances"]["tp"]["abs"] == 0 and manifest["tolerances"]["*"]["why"]
     assert manifest["command"] == command and manifest["inputs"]["generator"]
     rewritten = {p.stem: pd.read_csv(p, keep_default_na=False, dtype=str) for p in layer.glob("*.csv")}
-    assert len(rewritten) == 9 and compare_tables(EXACT, rewritten) == []
+    assert len(rewritten) == 13 and compare_tables(EXACT, rewritten) == []
 
 
 # ---------------------------------------------------------------- the inputs: reproducible and rich enough
@@ -326,6 +327,35 @@ def test_golden_tables_show_the_nan_rule_and_seeds():
     assert (table7["n_seeds"] == 2).any() and table7.loc[table7["n_seeds"] == 2, "sd"].notna().all()
     paired = pd.read_csv(EXACT / "paired.csv")
     assert paired["ci_low"].notna().all() and (paired["ci_low"] <= paired["ours"]).all()
+
+
+def test_golden_tables_pin_the_fairness_rows():
+    """The exact layer covers what issue 12 added to the report: both score variants, the budgets, the liver-prior
+    column, the paper's foreground-IoU cells and the patch ablations (so a change in any reaches a golden cell)."""
+    table7 = pd.read_csv(EXACT / "table7.csv")
+    marked = table7[table7["paper_fg_iou"]]
+    assert set(marked["col_group"]) == {"Ours"} and len(marked) == 4 and marked["ours_fg_iou"].notna().all()
+    assert (marked["diff"] - (marked["ours_fg_iou"] - marked["paper"])).abs().max() < 1e-12
+    unet = table7[(table7["col_group"] == "U-Net") & (table7["group"] == "Axial Plane")]
+    assert set(unet["runs"]) == {"golden/liver/unet/axial golden/liver/unet~seed1/axial"}  # not the matched run
+    table8 = pd.read_csv(EXACT / "table8.csv")
+    prior = table8[table8["col_group"] == "U-Net + liver prior"]
+    assert len(prior) == 24 and prior["status"].eq("ok").all() and prior["paper"].isna().all()
+    assert table8.loc[table8["col_group"] == "SegNet + liver prior", "status"].eq("missing").all()
+    post = pd.read_csv(EXACT / "postprocess.csv")
+    diff = post[post["col"] == "with − without"]
+    assert diff["status"].eq("ok").all() and (diff["ours"].abs() > 0).any()
+    assert "Ours − U-Net + liver prior" in set(pd.read_csv(EXACT / "paired.csv")["row"])
+    runs = pd.read_csv(EXACT / "runs.csv", keep_default_na=False)
+    matched = runs[runs["group"] == "golden/liver/unet~budget=matched/axial"].iloc[0]
+    assert matched["budget_rule"] == "matched" and matched["budget_matched_to"] == "golden/liver/ours/axial (1,234 steps)"
+    ours = runs[runs["group"] == "golden/liver/ours/axial"].iloc[0]
+    assert ours["budget_stages"] == "localizer 400, tuner 400, reiter1 217, reiter2 217"
+    scale = pd.read_csv(EXACT / "patch-scale.csv")
+    assert {"patches_256px", "selflabel_dice_64px"} <= set(scale["metric"])
+    assert set(pd.read_csv(EXACT / "patch-mode.csv")["col_group"]) == {"tile", "unshuffle"}
+    table5 = pd.read_csv(EXACT / "table5.csv")
+    assert set(table5["runs"]) == {"golden/liver/ours~reiter_stop=none/axial"}  # never the native run
 
 
 # ---------------------------------------------------------------- the compare machinery with "*"

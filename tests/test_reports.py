@@ -38,36 +38,19 @@ def make_config(model: str, results: Path, *, plane: str = "axial", task: str = 
     return override(cfg, changes or {})
 
 
-def write_run(results: Path, model: str, *, plane: str = "axial", task: str = "liver", dataset: str = "phantom",
-              seed: int = 0, tag: str = "", changes: dict | None = None, dice: dict | None = None,
-              nan_split: str | None = None, reiteration: int | None = None, examples: bool = False,
-              status: str = "complete") -> Path:
-    """One run folder: config.json, per_case.csv, metrics.csv (means of per_case), optional extras.
+def default_budget(model: str) -> dict:
+    """What a run records in config.json ``budget`` (`bench.engine.recipe.budget`): ours three stages, a
+    baseline one."""
+    steps = {"localizer": 400, "tuner": 400, "reiter1": 434} if model == "ours" else {"model": 400}
+    rate = 0.5 if model == "ours" else 0.75
+    stages = {k: {"epochs": 2, "steps": v, "seconds": v * rate} for k, v in steps.items()}
+    return {"stages": stages, "steps": sum(steps.values()), "epochs": 2 * len(steps),
+            "seconds": sum(s["seconds"] for s in stages.values())}
 
-    ``dice`` maps case id -> Dice (defaults to a model-quality level plus a seeded jitter);
-    ``nan_split`` makes every case of that split empty-vs-empty (Dice NaN, excluded).
-    """
-    cfg = make_config(model, results, plane=plane, task=task, dataset=dataset, seed=seed, tag=tag, changes=changes)
-    folder = run_dir(cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    saved = {"config": to_dict(cfg), "git": "unknown", "versions": {"python": "3"}, "device": "cpu",
-             "wall_time_s": {"train": 1.0, "evaluate": 0.5}, "parameters": 1000, "inference_s_per_slice": 0.01,
-             "status": status}
-    (folder / "config.json").write_text(json.dumps(saved))
-    rng = np.random.default_rng(zlib.crc32(f"{model}/{plane}/{task}/{seed}/{tag}".encode()))
-    base = QUALITY.get(model, 0.8) + 0.01 * cfg.profile.cascade.patch_levels - (0.0 if cfg.profile.cascade.multilevel_loss else 0.05)
-    rows = []
-    for split, cases in (("val", VAL_CASES), ("test", TEST_CASES)):
-        for case in cases:
-            d = (dice or {}).get(case, float(np.clip(base + rng.normal(0, 0.02), 0, 1)))
-            if split == nan_split:
-                d = math.nan
-            rows.append(dict(split=split, case=case, **{"class": task}, tp=10, fp=1, fn=1, tn=100,
-                             accuracy=0.95 + 0.04 * (d if not math.isnan(d) else 0), dice=d,
-                             iou=d / (2 - d) if not math.isnan(d) else math.nan,
-                             miou=(1 + d / (2 - d)) / 2 if not math.isnan(d) else math.nan))
-    pc = pd.DataFrame(rows)
-    pc.to_csv(folder / "per_case.csv", index=False)
+
+def _write_scores(folder: Path, pc: pd.DataFrame, task: str, suffix: str = "") -> None:
+    """per_case<suffix>.csv and metrics<suffix>.csv (means of per_case; global = mean + 0.001)."""
+    pc.to_csv(folder / f"per_case{suffix}.csv", index=False)
     mrows = []
     for split, part in pc.groupby("split"):
         n_excl = int(part["dice"].isna().sum())
@@ -78,11 +61,67 @@ def write_run(results: Path, model: str, *, plane: str = "axial", task: str = "l
                     value = min(1.0, value + 0.001)
                 mrows.append(dict(split=split, **{"class": task}, aggregation=agg, metric=metric, value=value,
                                   n_cases=len(part), n_excluded=n_excl))
-    pd.DataFrame(mrows).to_csv(folder / "metrics.csv", index=False)
+    pd.DataFrame(mrows).to_csv(folder / f"metrics{suffix}.csv", index=False)
+
+
+def _case_row(split: str, case: str, task: str, d: float) -> dict:
+    return dict(split=split, case=case, **{"class": task}, tp=10, fp=1, fn=1, tn=100,
+                accuracy=0.95 + 0.04 * (d if not math.isnan(d) else 0), dice=d,
+                iou=d / (2 - d) if not math.isnan(d) else math.nan,
+                miou=(1 + d / (2 - d)) / 2 if not math.isnan(d) else math.nan)
+
+
+def write_run(results: Path, model: str, *, plane: str = "axial", task: str = "liver", dataset: str = "phantom",
+              seed: int = 0, tag: str = "", changes: dict | None = None, dice: dict | None = None,
+              nan_split: str | None = None, reiteration: int | None = None, examples: bool = False,
+              status: str = "complete", raw_gain: float | None = 0.02, budget: dict | None | str = "default",
+              patch_sizes: tuple[int, ...] = ()) -> Path:
+    """One run folder: config.json, per_case.csv, metrics.csv (means of per_case), optional extras.
+
+    ``dice`` maps case id -> Dice (defaults to a model-quality level plus a seeded jitter);
+    ``nan_split`` makes every case of that split empty-vs-empty (Dice NaN, excluded); ``raw_gain``:
+    the raw scores (per_case_raw.csv, metrics_raw.csv) are each case's Dice minus it (None: no raw
+    files, as before raw scores were stored); ``budget``: config.json ``budget`` ("default":
+    `default_budget`, None: none recorded); ``patch_sizes``: reiteration.csv also records the patch
+    set and self-label Dice per size.
+    """
+    cfg = make_config(model, results, plane=plane, task=task, dataset=dataset, seed=seed, tag=tag, changes=changes)
+    folder = run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {"config": to_dict(cfg), "git": "unknown", "versions": {"python": "3"}, "device": "cpu",
+             "wall_time_s": {"train": 1.0, "evaluate": 0.5}, "parameters": 1000, "inference_s_per_slice": 0.01,
+             "status": status}
+    if budget == "default":
+        budget = default_budget(model) if plane != "fused" else None
+    if budget is not None:
+        saved["budget"] = budget
+    (folder / "config.json").write_text(json.dumps(saved))
+    rng = np.random.default_rng(zlib.crc32(f"{model}/{plane}/{task}/{seed}/{tag}".encode()))
+    base = QUALITY.get(model, 0.8) + 0.01 * cfg.profile.cascade.patch_levels - (0.0 if cfg.profile.cascade.multilevel_loss else 0.05)
+    rows, raw = [], []
+    for split, cases in (("val", VAL_CASES), ("test", TEST_CASES)):
+        for case in cases:
+            d = (dice or {}).get(case, float(np.clip(base + rng.normal(0, 0.02), 0, 1)))
+            if split == nan_split:
+                d = math.nan
+            rows.append(_case_row(split, case, task, d))
+            if raw_gain is not None:
+                raw.append(_case_row(split, case, task, d - raw_gain if not math.isnan(d) else d))
+    _write_scores(folder, pd.DataFrame(rows), task)
+    if raw_gain is not None:
+        _write_scores(folder, pd.DataFrame(raw), task, "_raw")
     if reiteration is not None:
-        rr = [dict(iteration=i, split=s, accuracy=0.9 + 0.01 * i, dice=0.8 + 0.02 * i + (0.01 if s == "test" else 0),
-                   miou=0.7 + 0.02 * i, n_train_samples=10 * (i + 1))
-              for i in range(reiteration + 1) for s in ("val", "test")]
+        rr = []
+        for i in range(reiteration + 1):
+            for s in ("val", "test"):
+                row = dict(iteration=i, split=s, accuracy=0.9 + 0.01 * i, dice=0.8 + 0.02 * i + (0.01 if s == "test" else 0),
+                           miou=0.7 + 0.02 * i, n_train_samples=10 * (i + 1))
+                if patch_sizes:
+                    row["patches"] = 0 if i == 0 else sum(10 * (k + 1) for k in range(len(patch_sizes)))
+                    for k, size in enumerate(patch_sizes):
+                        row[f"patches_{size}px"] = math.nan if i == 0 else 10 * (k + 1)
+                        row[f"selflabel_dice_{size}px"] = math.nan if i == 0 else round(0.7 + 0.01 * i - 0.05 * k, 4)
+                rr.append(row)
         pd.DataFrame(rr).to_csv(folder / "reiteration.csv", index=False)
     if examples:
         shape = (2, 16, 16)
@@ -154,15 +193,23 @@ def test_paper_numbers_transcribed_and_cross_consistent():
 
 
 @pytest.mark.parametrize("spec,expected", [("3-8", [3, 4, 5, 6, 7, 8]), ("3,5,7", [3, 5, 7]), ("7", [7]),
-                                           (" 4 - 5 , 8", [4, 5, 8]), ("7,7,3", [3, 7])])
+                                           (" 4 - 5 , 8", [4, 5, 8]), ("7,7,3", [3, 7]),
+                                           ("patch-scale,3,Patch-Mode", [3, "patch-mode", "patch-scale"]),
+                                           ("postprocess", ["postprocess"]), ("paired,7", [7, "paired"])])
 def test_parse_table_spec(spec, expected):
     assert parse_table_spec(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["9", "x", "", "8-3", "2-4", "3,,4", "3-"])
+@pytest.mark.parametrize("spec", ["9", "x", "", "8-3", "2-4", "3,,4", "3-", "patch_mode", "patch-mod", "3-patch"])
 def test_parse_table_spec_rejects(spec):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as err:
         parse_table_spec(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_parse_table_spec_names_the_close_table():
+    with pytest.raises(ConfigError, match="did you mean patch-mode"):
+        parse_table_spec("3,patch-mod")
 
 
 def test_parse_formats():
@@ -183,10 +230,12 @@ def test_collect_reads_config_not_folder_names(tmp_path):
     df = collect_results(tmp_path)
     assert set(df["model"]) == {"unet"} and set(df["plane"]) == {"coronal"} and set(df["task"]) == {"lesion"}
     expected = {"dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
-                "reiter_stop", "max_reiterations", "run_dir", "split", "class", "aggregation", "metric", "value",
-                "n_cases", "n_excluded"}
+                "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale",
+                "liver_prior", "postprocess", "budget_rule", "run_dir", "split", "class", "aggregation", "metric",
+                "value", "n_cases", "n_excluded", "variant"}
     assert expected <= set(df.columns)
-    assert len(df) == 2 * 2 * 4  # splits x aggregations x metrics
+    assert len(df) == 2 * 2 * 4 * 2  # splits x aggregations x metrics x (post, raw)
+    assert set(df["postprocess"]) == {"min_size>=20"} and set(df["liver_prior"]) == {"none"}
 
 
 def test_collect_skips_partial_folders_with_notes(tmp_path):
@@ -200,7 +249,7 @@ def test_collect_skips_partial_folders_with_notes(tmp_path):
     (bad / "config.json").write_text("{not json")
     res = load_results(tmp_path)
     assert set(res.runs["model"]) == {"unet", "deeplabv3"}
-    assert set(res.metrics["model"]) == {"unet"}
+    assert set(res.variant("post").metrics["model"]) == {"unet"}  # deeplabv3's metrics_raw.csv is intact
     text = " ".join(res.notes)
     assert "status 'running'" in text and "lacks column" in text and "config.json unreadable" in text
     assert not collect_per_case(tmp_path).empty and collect_reiterations(tmp_path).empty
@@ -225,7 +274,7 @@ def test_table7_layout_paper_columns_and_seeds(study_res):
                         & (res.metrics["task"] == "liver") & (res.metrics["patch_levels"] == 3)
                         & (res.metrics["multilevel_loss"]) & (res.metrics["reiter_stop"] == "plateau")
                         & (res.metrics["split"] == "val") & (res.metrics["metric"] == "dice")
-                        & (res.metrics["aggregation"] == "mean")]["value"]
+                        & (res.metrics["aggregation"] == "mean") & (res.metrics["variant"] == "post")]["value"]
     assert len(seeds) == 2 and c["ours"] == pytest.approx(seeds.mean())
     assert c["paper"] == 0.9511 and c["diff"] == pytest.approx(c["ours"] - 0.9511)
     fused = cell(t7, group="Fused (soft voting)", row="Dice", col_group="U-Net", col="Test")
@@ -290,7 +339,8 @@ def test_missing_runs_and_nan_cells_do_not_crash(tmp_path):
     write_run(tmp_path, "unet", plane="coronal")
     res = load_results(tmp_path)
     tables = build_tables(res, [3, 4, 5, 6, 7, 8], ReportOptions())
-    assert [t.name for t in tables] == ["table3", "table4", "table5", "table6", "table7", "table8", "paired"]
+    assert [t.name for t in tables] == ["table3", "table4", "table5", "table6", "table7", "table8", "paired",
+                                        "postprocess"]
     t7 = tables[4]
     nan = cell(t7, group="Axial Plane", row="Dice", col_group="Ours", col="Test")
     assert nan["status"] == "nan" and nan["n_excluded"] == 3
@@ -298,7 +348,7 @@ def test_missing_runs_and_nan_cells_do_not_crash(tmp_path):
     miss = cell(t7, group="Sagittal Plane", row="Dice", col_group="SegNet", col="Val")
     assert miss["status"] == "missing" and format_cell(miss) == "— (paper 0.7690)"
     assert f"bench train segnet --plane sagittal --dataset phantom --profile {PROFILE}" in t7.notes
-    assert f"bench evaluate ours --plane fused --dataset phantom --profile {PROFILE}" in t7.notes
+    assert "bench evaluate ours --plane fused --dataset phantom" in t7.notes  # evaluate takes no --profile
     t8 = tables[5]
     assert (t8.frame["status"] == "missing").all()
     assert f"bench train segnet --plane coronal --task lesion --dataset phantom --profile {PROFILE}" in t8.notes

@@ -98,7 +98,8 @@ def build_exact_results(inputs_dir: str | Path, results_root: str | Path, device
                 for variant, row in scores.items():
                     rows[variant].append({"split": split, "case": case, "class": cfg.task, **row})
             folder = _write_run(cfg, rows, dev, golden_inputs=str(inputs.root),
-                                splits={k: len(v) for k, v in inputs.splits.items()})
+                                splits={k: len(v) for k, v in inputs.splits.items()},
+                                **({"budget": dict(run.budget)} if run.budget else {}))
             if run.reiteration:
                 shutil.copyfile(inputs.root / run.reiteration, folder / "reiteration.csv")
             folders.append(folder)

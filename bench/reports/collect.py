@@ -18,14 +18,20 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import CascadeConfig, PROFILES, RunConfig, fingerprint, run_config_from_dict
+from bench.config import PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict
 from bench.errors import BenchError, DataError
 
 # Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
 CONFIG_COLUMNS = (
     "dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
-    "reiter_stop", "max_reiterations", "input_size", "fold", "config_key", "run_id", "run_dir",
+    "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior",
+    "postprocess", "budget_rule", "input_size", "fold", "config_key", "run_id", "run_dir",
 )
+# What a run spent on training, from config.json ``budget`` (`bench.engine.recipe.budget`): run-level
+# columns of ``Results.runs`` only. NaN/"" for a run recorded before budgets were (or a fused run:
+# it trains nothing; its planes carry the budget).
+BUDGET_COLUMNS = ("budget_steps", "budget_epochs", "budget_seconds", "budget_stages", "budget_matched_to",
+                  "budget_reference")
 METRIC_COLUMNS = ("split", "class", "aggregation", "metric", "value", "n_cases", "n_excluded")
 # scores after the run's post-processing (metrics.csv, per_case.csv) and without it (*_raw.csv)
 VARIANTS = ("post", "raw")
@@ -33,9 +39,14 @@ _VARIANT_SUFFIX = {"post": "", "raw": "_raw"}
 REITER_COLUMNS = ("iteration", "split", "accuracy", "dice", "miou")
 PER_CASE_REQUIRED = ("split", "case", "class", "dice")
 
-# The cascade fields the paper ablates (Tables 3-5). A run is a *default* run when all of them
-# equal the defaults of its named profile; an ablation variant differs in one of them.
-ABLATED_FIELDS = ("patch_levels", "multilevel_loss", "reiter_stop", "max_reiterations")
+# The fields ablations vary: the cascade fields the paper ablates (Tables 3-5), the ones this toolkit
+# adds (patch mode and scale, Algorithm 1's patch share and learning rate; their tables are
+# "patch-mode" and "patch-scale"), and the lesion baselines' liver prior (Table 8's "+ liver prior"
+# columns). A run is a *default* run when all of them equal the defaults of its named profile; a
+# variant differs in one of them, so a plain cell never picks a variant.
+ABLATED_FIELDS = ("patch_levels", "multilevel_loss", "reiter_stop", "max_reiterations", "patch_mode", "patch_scale",
+                  "patch_share", "reiter_lr_scale", "liver_prior")
+_FIELD_SECTION = {"liver_prior": "model"}  # the profile section of each ablated field (default: cascade)
 
 # Fields that do not change what a run measures: two runs differing only in these (and the seed)
 # are repeats of one experiment and are averaged as seeds.
@@ -66,9 +77,18 @@ class Results:
 
 
 def ablation_defaults(profile_name: str) -> dict[str, Any]:
-    """The ablated cascade fields at their defaults for a named profile (dataclass defaults if unknown)."""
-    cascade = PROFILES.get(profile_name).cascade if profile_name in PROFILES else CascadeConfig()
-    return {name: getattr(cascade, name) for name in ABLATED_FIELDS}
+    """The ablated fields at their defaults for a named profile (dataclass defaults if unknown)."""
+    profile = PROFILES.get(profile_name) if profile_name in PROFILES else None
+    sections = {"cascade": profile.cascade if profile else CascadeConfig(),
+                "model": profile.model if profile else ModelConfig()}
+    return {name: getattr(sections[_FIELD_SECTION.get(name, "cascade")], name) for name in ABLATED_FIELDS}
+
+
+def postprocess_rule(cfg: RunConfig) -> str:
+    """The run's post-processing for its task, as the tables print it: ``largest``, ``min_size>=20``, ``none``."""
+    pp = cfg.profile.postprocess
+    mode = pp.mode(cfg.task)
+    return f"min_size>={pp.min_voxels}" if mode == "min_size" else mode
 
 
 def experiment_key(cfg: RunConfig) -> str:
@@ -90,12 +110,66 @@ def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
         "multilevel_loss": bool(cascade.multilevel_loss),
         "reiter_stop": str(cascade.reiter_stop),
         "max_reiterations": int(cascade.max_reiterations),
+        "patch_mode": str(cascade.patch_mode),
+        "patch_scale": str(cascade.patch_scale),
+        "patch_share": float(cascade.patch_share),
+        "reiter_lr_scale": float(cascade.reiter_lr_scale),
+        "liver_prior": str(cfg.profile.model.liver_prior),
+        "postprocess": postprocess_rule(cfg),
+        "budget_rule": str(cfg.profile.train.budget),
         "input_size": int(cfg.profile.input_size),
         "fold": -1 if cfg.fold is None else int(cfg.fold),
         "config_key": experiment_key(cfg),
         "run_id": run_id,
         "run_dir": str(run_dir),
     }
+
+
+def budget_row(saved: dict[str, Any], cfg: RunConfig, root: Path) -> dict[str, Any]:
+    """BUDGET_COLUMNS of one run from its config.json ``budget`` (NaN/"" where nothing is recorded).
+
+    ``budget_stages`` is "stage steps, ..." in training order (``localizer 400, tuner 400, reiter1 434``);
+    ``budget_matched_to`` names the reference run (its run id below ``root`` when it lies there) and
+    its steps, for a ``train.budget=matched`` run.
+    """
+    spent = saved.get("budget") if isinstance(saved.get("budget"), dict) else {}
+    stages = spent.get("stages") if isinstance(spent.get("stages"), dict) else {}
+
+    def number(value: Any) -> float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    matched = spent.get("matched_to") if isinstance(spent.get("matched_to"), dict) else {}
+    ref = ""
+    if matched:
+        ref = _run_id_of(str(matched.get("run", "")), root) or "?"
+        if matched.get("steps") is not None:
+            ref += f" ({int(number(matched['steps'])):,} steps)"
+    return {
+        "budget_steps": number(spent.get("steps")),
+        "budget_epochs": number(spent.get("epochs")),
+        "budget_seconds": number(spent.get("seconds")),
+        "budget_stages": ", ".join(f"{name} {int(number(s.get('steps'))):,}" for name, s in stages.items()
+                                   if isinstance(s, dict)),
+        "budget_matched_to": ref,
+        "budget_reference": str(cfg.profile.train.budget_reference) if cfg.profile.train.budget == "matched" else "",
+    }
+
+
+def _run_id_of(path: str, root: Path) -> str:
+    """A run folder path as its run id below ``root`` (a relative path is taken as one already)."""
+    if not path:
+        return ""
+    p = Path(path)
+    for base in (root, root.resolve()):
+        for candidate in (p, p.resolve()):
+            try:
+                return candidate.relative_to(base).as_posix()
+            except ValueError:
+                continue
+    return p.as_posix()
 
 
 def _iter_config_files(root: Path):
@@ -154,6 +228,7 @@ def load_results(results_root: str | os.PathLike) -> Results:
             notes.append(f"{run_id}: status {status!r}, not 'complete'; skipped")
             continue
         row = _run_row(cfg, run_id, run_dir)
+        budget = budget_row(saved, cfg, root)
         if not (run_dir / "metrics.csv").is_file():
             notes.append(f"{run_id}: no metrics.csv; its cells show as missing")
         m = pc = None
@@ -172,13 +247,14 @@ def load_results(results_root: str | os.PathLike) -> Results:
             reiter.append(_attach(rt, row))
         examples = run_dir / "examples.npz"
         row.update(
+            **budget,
             has_metrics=m is not None,
             has_per_case=pc is not None,
             has_reiteration=rt is not None,
             examples=str(examples) if examples.is_file() else "",
         )
         runs.append(row)
-    run_cols = CONFIG_COLUMNS + ("has_metrics", "has_per_case", "has_reiteration", "examples")
+    run_cols = CONFIG_COLUMNS + BUDGET_COLUMNS + ("has_metrics", "has_per_case", "has_reiteration", "examples")
     results = Results(
         root=str(root),
         runs=pd.DataFrame(runs, columns=list(run_cols)) if runs else _empty(run_cols),
@@ -216,7 +292,7 @@ def pool_folds(results: Results) -> Results:
         pooled_id = f"{first['run_id']} (folds {', '.join(str(int(f)) for f in group['fold'])})"
         row = first.to_dict()
         row.update(run_id=pooled_id, fold=-1, tag=str(first["tag"]).rsplit("~fold", 1)[0],
-                   has_reiteration=bool(group["has_reiteration"].all()))
+                   has_reiteration=bool(group["has_reiteration"].all()), **_pooled_budget(group))
         pc = results.per_case[results.per_case["run_id"].isin(group["run_id"])]
         lines = []
         for _, fold_run in group.iterrows():
@@ -236,7 +312,7 @@ def pool_folds(results: Results) -> Results:
                 metrics.append(_attach(table.copy(), {**row}))
         rt = results.reiterations[results.reiterations["run_id"].isin(group["run_id"])]
         if not rt.empty:
-            mean = rt.groupby(["iteration", "split"], as_index=False)[list(REITER_COLUMNS[2:])].mean()
+            mean = rt.groupby(["iteration", "split"], as_index=False)[reiteration_value_columns(rt)].mean()
             reiter.append(_attach(mean, {**row}))
         new_runs.append(pd.DataFrame([row]))
     results.runs = pd.concat(new_runs, ignore_index=True)
@@ -247,6 +323,25 @@ def pool_folds(results: Results) -> Results:
     results.reiterations = _concat([r for r in reiter if not r.empty], CONFIG_COLUMNS + REITER_COLUMNS,
                                    numeric=REITER_COLUMNS[:1] + REITER_COLUMNS[2:])
     return results
+
+
+def reiteration_value_columns(frame: pd.DataFrame) -> list[str]:
+    """The per-iteration numbers of reiteration.csv: the scores, ``n_train_samples``, ``patches``,
+    ``patches_<size>px`` and ``selflabel_dice_<size>px`` (whichever the run wrote)."""
+    skip = set(CONFIG_COLUMNS) | {"iteration", "split", "variant"}
+    return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def _pooled_budget(group: pd.DataFrame) -> dict[str, Any]:
+    """A pooled cross-validation run's budget: the mean over its folds (each fold trains on its own)."""
+    out: dict[str, Any] = {c: pd.to_numeric(group[c], errors="coerce").mean()
+                           for c in ("budget_steps", "budget_epochs", "budget_seconds")}
+    k = len(group)
+    stages = sorted(set(group["budget_stages"]))
+    out["budget_stages"] = (f"mean of {k} folds; fold 0: {stages[0]}" if len(stages) > 1 else stages[0]) if stages else ""
+    matched = sorted(set(group["budget_matched_to"]) - {""})
+    out["budget_matched_to"] = "; ".join(matched)
+    return out
 
 
 def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], numeric: tuple[str, ...]) -> pd.DataFrame:

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ConfigError, DataError
-from bench.reports.collect import CONFIG_COLUMNS, METRIC_COLUMNS, Results
+from bench.reports.collect import CONFIG_COLUMNS, METRIC_COLUMNS, VARIANTS, Results
 from bench.reports.select import ReportOptions, resolve_scope
 
 SCORED_SPLITS = ("val", "test")
@@ -264,9 +264,15 @@ def add_externals(results: Results, specs: Sequence[str], options: ReportOptions
         m = pd.read_csv(ext.out_dir / "metrics.csv")
         pc = pd.read_csv(ext.out_dir / "per_case.csv", dtype={"case": str})
         for task in ext.tasks:
-            metrics.append(_attach(m[m["class"] == task][list(METRIC_COLUMNS)].copy(), ext, task, scope.dataset,
-                                   scope.profile))
-            per_case.append(_attach(pc[pc["class"] == task].copy(), ext, task, scope.dataset, scope.profile))
+            # the tool's own output, post-processed by nobody here: the same rows under both score
+            # variants, so --scores post and --scores raw both show the folder as it was given
+            for variant in VARIANTS:
+                metrics.append(_attach(m[m["class"] == task][list(METRIC_COLUMNS)].assign(variant=variant), ext,
+                                       task, scope.dataset, scope.profile))
+                per_case.append(_attach(pc[pc["class"] == task].assign(variant=variant), ext, task, scope.dataset,
+                                        scope.profile))
+        ext.notes.append(f"{ext.label}: scored as given (no post-processing applied by bench); the same numbers "
+                         f"under --scores post and raw")
         results.externals.append(ext)
         results.notes.extend(ext.notes)
     results.metrics = _concat(metrics)
@@ -283,7 +289,7 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     for col in ("value", "n_cases", "n_excluded", "dice"):
         if col in out.columns:
             out[col] = pd.to_numeric(out[col], errors="coerce")
-    for col in ("split", "class", "aggregation", "metric", "case"):
+    for col in ("split", "class", "aggregation", "metric", "case", "variant"):
         if col in out.columns:
             out[col] = out[col].astype(str)
     return out

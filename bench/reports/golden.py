@@ -65,8 +65,10 @@ DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
 }
 
 
-# The exact layer: tables 3-8, the paired comparison and the per-case / per-run frames.
-EXACT_NAMES = ("3", "4", "5", "6", "7", "8", "paired", "cases", "metrics")
+# The exact layer: tables 3-8 with their companions (the patch ablations, the paired and post-processing
+# comparisons: `bench.reports.tables.table_names`) and the per-case / per-run frames.
+EXACT_NAMES = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "paired", "postprocess", "cases", "metrics",
+               "runs")
 _WHY_EXACT_FLOAT = (
     "the exact layer involves no training: the same committed integer labels and float16 probabilities go "
     "through the same thresholding, post-processing and integer counting on every machine, so counts are "
@@ -293,12 +295,23 @@ def table_name(entry: Any) -> str:
     return f"table{text}" if text.isdigit() else text
 
 
+# run-level columns of the ``runs`` frame: what each run is and what it spent (paths and fingerprints left out:
+# they differ between machines or change with any new config default)
+RUN_FRAME_COLUMNS = ("model", "task", "plane", "tag", "seed", "profile", "patch_levels", "multilevel_loss",
+                     "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale",
+                     "liver_prior", "postprocess", "budget_rule", "budget_steps", "budget_epochs", "budget_seconds",
+                     "budget_stages", "budget_matched_to", "budget_reference", "has_metrics", "has_per_case",
+                     "has_reiteration")
+
+
 def result_frames(results: Any) -> list[TableResult]:
-    """The collected per-case rows and per-run metrics as tidy keyed frames (exact-layer golden files).
+    """The collected per-case rows, per-run metrics and runs as tidy keyed frames (exact-layer golden files).
 
     ``cases``: one row per (run, case, split, class) with TP/FP/FN/TN and every per-case score;
-    ``metrics``: one row per (run, split, aggregation, metric) with value, n_cases, n_excluded. They pin
-    what the tables do not show (foreground IoU, surface metrics, the global reduction, each case's counts).
+    ``metrics``: one row per (run, split, aggregation, metric) with value, n_cases, n_excluded; ``runs``:
+    one row per run with its ablated fields, post-processing and training budget (`RUN_FRAME_COLUMNS`).
+    They pin what the tables do not show (foreground IoU, surface metrics, the global reduction, each
+    case's counts, the budgets behind the tables' provenance).
     """
     from bench.reports.collect import CONFIG_COLUMNS
 
@@ -315,6 +328,14 @@ def result_frames(results: Any) -> list[TableResult]:
         f.insert(0, "table", name)
         title = "per-case counts and scores of every run" if name == "cases" else "metrics.csv of every run"
         out.append(TableResult(name, title, f, {"table": title, "source": "bench.reports.collect.load_results"}))
+    runs = results.runs
+    rest = [c for c in RUN_FRAME_COLUMNS if c in runs.columns]
+    f = runs[["run_id"] + rest].rename(columns={"run_id": "group"}).assign(row="", col_group="", col="")
+    f = f[list(KEY_COLUMNS) + rest]
+    f = f.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+    f.insert(0, "table", "runs")
+    title = "every run: ablated fields, post-processing, training budget"
+    out.append(TableResult("runs", title, f, {"table": title, "source": "bench.reports.collect.load_results"}))
     return out
 
 

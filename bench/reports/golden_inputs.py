@@ -12,11 +12,22 @@ What ``results/golden/exact/inputs/`` holds (written by `write_inputs`, read by 
                         runs (tag, model, task, planes, seed, config overrides) and the edge cases;
 * ``splits_final.json`` train/val/test by patient (the format of `bench.datasets.splits`);
 * ``reiteration.csv``   the iterations-ablation run's per-iteration rows (Table 5's input: in a real
-                        run they come from training, so here they are fixed numbers);
+                        run they come from training, so here they are fixed numbers), with the patch
+                        counts and self-label Dice per patch size a real run records;
+* ``reiteration_native.csv`` the same for the patch-scale ablation's ``native`` run;
 * ``<case>.npz``        one per patient: ``label`` uint8 (Z, Y, X) 0/1/2, ``spacing`` (z, y, x) mm and
                         one float16 probability volume per (task, run tag, plane), key
-                        ``<task>__<tag>__<plane>``. Zip entries carry a fixed date, so regenerating
-                        unchanged inputs changes no byte.
+                        ``<task>__<tag>__<plane>`` for the val and test patients (the train patients'
+                        files hold the label only: nothing scores them). Zip entries carry a fixed
+                        date, so regenerating unchanged inputs changes no byte.
+
+Every run also carries the training budget its config.json records (``budget`` in index.json:
+steps, epochs and seconds per stage, fixed numbers here), so the tables' budget provenance and
+the ``runs`` frame are pinned too. Beside the default runs, the extra seeds and the registered
+ablations, two runs exist for the fairness rows: U-Net on the lesion task with the liver prior
+(``model.liver_prior=channel``, three planes: Table 8's "+ liver prior" column and its fused row)
+and U-Net liver axial with ``train.budget=matched`` (a second experiment beside the default-tagged
+epochs run, which the tables must keep choosing).
 
 Deliberate edge cases (each is what a regression would change): probabilities exactly at 0.5 and
 one float16 step either side (the threshold is ``> 0.5``); per-voxel plane triples whose soft vote
@@ -44,7 +55,7 @@ import json
 import sys
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -67,6 +78,7 @@ TASKS = ("liver", "lesion")
 INDEX = "index.json"
 SPLITS_FILE = "splits_final.json"
 REITERATION = "reiteration.csv"
+REITERATION_NATIVE = "reiteration_native.csv"  # the patch-scale ablation's native run
 GENERATOR = "python -m bench.reports.golden_inputs --regenerate results/golden/exact/inputs"
 
 # Per model: boundary bias (voxels; < 0 under-segments), smooth-noise amplitude, plane-slab artefact
@@ -84,7 +96,19 @@ ABLATION_QUALITY = {  # by the overridden field's value; the worse, the more the
     "patch_levels=2": dict(bias=-0.5, noise=1.2, slab=1.5, stray=1),
     "multilevel_loss=False": dict(bias=0.7, noise=1.3, slab=1.5, stray=1),
     "reiter_stop=none": dict(bias=0.1, noise=0.8, slab=1.0, stray=1),
+    "liver_prior=channel": dict(bias=0.1, noise=1.0, slab=1.5, stray=1),  # U-Net given ours' liver prior
+    "budget=matched": dict(bias=0.2, noise=1.2, slab=1.8, stray=1),  # U-Net trained ours' optimiser steps
 }
+# Runs beside the default ones and the registered ablations: (tag, model, task, planes, overrides)
+FAIRNESS_RUNS = (
+    ("unet~liver_prior=channel", "unet", "lesion", PLANES, (("profile.model.liver_prior", "channel"),)),
+    ("unet~budget=matched", "unet", "liver", ("axial",), (("profile.train.budget", "matched"),)),
+)
+# Training budget per run (config.json ``budget``): optimiser steps per stage; seconds = steps x rate
+BASELINE_STEPS = 400
+OURS_STAGES = {"localizer": 400, "tuner": 400}
+REITER_STEPS = 217  # per reiteration: two for a plateau-stopped run, seven with reiter_stop=none
+SECONDS_PER_STEP = {"ours": 0.5, "segnet": 0.25, "unet": 0.25, "deeplabv3": 0.375}
 # (task, model, case) whose prediction is empty on every plane: no stray component, no probe
 EMPTY_PREDICTIONS = {("lesion", "segnet", "g05")}
 HALF_STEP_BELOW = float(np.float16(0.5) - np.float16(2.0**-12))  # 0.499755859375: background
@@ -110,6 +134,10 @@ EDGE_CASES = (
     "g08: segnet's sagittal liver collapses (far too small); the fused vote outvotes it",
     "a second seed for unet and ours liver axial: sd over seeds, per-case Dice averaged over seeds in the paired table",
     "anisotropic spacings (z 1-5 mm, y/x 0.6-0.8 mm): surface metrics in mm",
+    "fairness runs: U-Net lesion with ours' liver prior (Table 8's '+ liver prior' column, fused row, paired row); "
+    "U-Net liver axial with train.budget=matched beside its default-tagged epochs run, which the tables keep",
+    "every run records a training budget (steps, epochs, seconds per stage): Tables 7/8's budget provenance and "
+    "the runs frame",
 )
 
 
@@ -124,6 +152,7 @@ class RunSpec:
     seed: int = 0
     overrides: tuple[tuple[str, Any], ...] = ()
     reiteration: str = ""  # file in the inputs folder copied as the run's reiteration.csv
+    budget: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)  # config.json "budget"
 
     def key(self, plane: str) -> str:
         """The npz key of this run's probability volume on ``plane``."""
@@ -131,7 +160,8 @@ class RunSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"tag": self.tag, "model": self.model, "task": self.task, "planes": list(self.planes),
-                "seed": self.seed, "overrides": {k: v for k, v in self.overrides}, "reiteration": self.reiteration}
+                "seed": self.seed, "overrides": {k: v for k, v in self.overrides}, "reiteration": self.reiteration,
+                "budget": dict(self.budget)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str) -> "RunSpec":
@@ -139,7 +169,7 @@ class RunSpec:
             return cls(tag=str(data["tag"]), model=str(data["model"]), task=str(data["task"]),
                        planes=tuple(str(p) for p in data["planes"]), seed=int(data.get("seed", 0)),
                        overrides=tuple((str(k), v) for k, v in dict(data.get("overrides", {})).items()),
-                       reiteration=str(data.get("reiteration", "")))
+                       reiteration=str(data.get("reiteration", "")), budget=dict(data.get("budget") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{source}: malformed run entry {data!r} ({exc})") from None
 
@@ -217,25 +247,54 @@ def read_inputs(root: str | Path) -> GoldenInputs:
 
 
 def run_specs() -> list[RunSpec]:
-    """Default runs (every model x task, three planes), extra seeds, and the registered ablation variants."""
+    """Default runs (every model x task, three planes), extra seeds, the registered ablation variants (once
+    per tag: a variant equal to an earlier one is the same run) and the fairness runs, each with its budget."""
     from bench.ablations import ABLATIONS, variant_config
     from bench.config import RunConfig, get_profile
 
     runs = [RunSpec(tag=m, model=m, task=t, planes=PLANES) for t in TASKS for m in MODELS]
     runs += [RunSpec(tag=f"{m}~seed{s}", model=m, task="liver", planes=("axial",), seed=s) for m, s in EXTRA_SEEDS]
     profile = get_profile(PROFILE)
+    seen = {(r.tag, r.task) for r in runs}
     for name in ABLATIONS.names():
         ab = ABLATIONS.get(name)
         base = RunConfig(model=ab.model, plane=ab.plane, task=ab.task, dataset=DATASET, profile=profile)
         for _label, overrides in ab.variants:
             cfg = variant_config(base, overrides)
-            if cfg.run_tag == base.run_tag:
-                continue  # the variant at the profile default *is* the default run
-            changed = tuple((k, v) for k, v in overrides if _field(cfg, k) != _field(base, k))
+            if cfg.run_tag == base.run_tag or (cfg.run_tag, ab.task) in seen:
+                continue  # the default run, or a variant an earlier ablation already has (same config, same folder)
+            seen.add((cfg.run_tag, ab.task))
+            changed = {k.rsplit(".", 1)[-1]: v for k, v in overrides if _field(cfg, k) != _field(base, k)}
+            reiteration = ""
+            if "reiter_stop" in changed:
+                reiteration = REITERATION_NATIVE if changed.get("patch_scale") == "native" else REITERATION
             runs.append(RunSpec(tag=cfg.run_tag, model=ab.model, task=ab.task, planes=(ab.plane,),
-                                overrides=tuple(overrides),
-                                reiteration=REITERATION if any(k.endswith("reiter_stop") for k, _ in changed) else ""))
-    return runs
+                                overrides=tuple(overrides), reiteration=reiteration))
+    runs += [RunSpec(tag=tag, model=model, task=task, planes=planes, overrides=overrides)
+             for tag, model, task, planes, overrides in FAIRNESS_RUNS]
+    return [replace(r, budget=_budget(r)) for r in runs]
+
+
+def _budget(run: RunSpec) -> dict[str, Any]:
+    """The config.json ``budget`` a real run of this spec records (`bench.engine.recipe.budget`), fixed numbers:
+    ours trains localizer, tuner and its reiterations; a baseline one stage ("model"), by its own epochs
+    (fewer steps than ours) or, with train.budget=matched, exactly ours' steps on that plane."""
+    overrides = dict(run.overrides)
+    if run.model == "ours":
+        n_reiter = 7 if overrides.get("profile.cascade.reiter_stop") == "none" else 2
+        steps = {**OURS_STAGES, **{f"reiter{i}": REITER_STEPS for i in range(1, n_reiter + 1)}}
+    else:
+        steps = {"model": sum(OURS_STAGES.values()) + 2 * REITER_STEPS
+                 if overrides.get("profile.train.budget") == "matched" else BASELINE_STEPS}
+    rate = SECONDS_PER_STEP[run.model]
+    stages = {name: {"epochs": max(1, n // 100), "steps": n, "seconds": round(n * rate, 3)} for name, n in steps.items()}
+    out: dict[str, Any] = {"stages": stages, "steps": sum(steps.values()),
+                           "epochs": sum(s["epochs"] for s in stages.values()),
+                           "seconds": round(sum(s["seconds"] for s in stages.values()), 3)}
+    if overrides.get("profile.train.budget") == "matched":
+        ref = f"{DATASET}/{run.task}/ours/{run.planes[0]}"  # the reference run, as a run id below the results
+        out["matched_to"] = {"run": ref, "steps": out["steps"], "epochs": stages["model"]["epochs"]}
+    return out
 
 
 def _field(obj: Any, dotted: str) -> Any:
@@ -387,18 +446,36 @@ def _ablation_quality(run: RunSpec) -> Mapping[str, float]:
     return QUALITY[run.model]
 
 
-def reiteration_rows() -> list[dict[str, Any]]:
-    """Table 5's input: Val/Test mean scores per reiteration N = 0..7 (rising, then flat), 6 decimals."""
-    rng = _rng("reiteration")
+def reiteration_rows(kind: str = "zoom") -> list[dict[str, Any]]:
+    """Per-iteration rows of an Algorithm 1 run that records every iteration, 6 decimals.
+
+    ``zoom`` (Table 5's input; the iterations ablation and the patch-scale ablation's zoom run): Val/Test
+    mean scores per N = 0..7 rising, then flat. ``native`` (the patch-scale ablation's native run): a
+    steeper rise from the same N = 0. Both carry what a real run records beside: the training set size,
+    the patch set P (counts per size: 512 px input, levels 1-3 -> 256/128/64 px, cut once) and the
+    self-labels' Dice per size (from N = 1: the labels the iteration trains on).
+    """
+    rng = _rng("reiteration") if kind == "zoom" else _rng("reiteration", kind)
+    label_rng = _rng("selflabel", kind)
+    rise = {"zoom": 0.05, "native": 0.07}[kind]
+    patches = {256: 40, 128: 160, 64: 480}
     rows = []
     for n in range(8):
         gain = 1.0 - 0.5**n
+        label_dice = {k: round(0.78 + 0.12 * gain - 0.02 * level + int(label_rng.integers(-20, 21)) / 10000, 6)
+                      for level, k in enumerate(patches)}
         for split, offset in (("val", 0.0), ("test", -0.012)):
             jitter = int(rng.integers(-30, 31)) / 10000
-            dice = round(0.86 + offset + 0.05 * gain + jitter, 6)
-            rows.append({"iteration": n, "split": split,
-                         "accuracy": round(0.955 + 0.02 * gain + jitter / 4, 6), "dice": dice,
-                         "miou": round((1.0 + dice / (2.0 - dice)) / 2.0, 6), "n_train_samples": 120 + 48 * n})
+            dice = round(0.86 + offset + rise * gain + jitter, 6)
+            row = {"iteration": n, "split": split,
+                   "accuracy": round(0.955 + 0.02 * gain + jitter / 4, 6), "dice": dice,
+                   "miou": round((1.0 + dice / (2.0 - dice)) / 2.0, 6), "n_train_samples": 120 + 48 * n}
+            row["patches"] = sum(patches.values()) if n else 0
+            for k, count in patches.items():
+                row[f"patches_{k}px"] = count if n else None
+            for k, value in label_dice.items():
+                row[f"selflabel_dice_{k}px"] = value if n else None
+            rows.append(row)
     return rows
 
 
@@ -420,12 +497,15 @@ def generate() -> Iterator[tuple[str, Any]]:
     }
     yield INDEX, index
     yield SPLITS_FILE, dict(SPLIT)
-    yield REITERATION, reiteration_rows()
+    yield REITERATION, reiteration_rows("zoom")
+    yield REITERATION_NATIVE, reiteration_rows("native")
+    scored = set(SPLIT["val"]) | set(SPLIT["test"])
     for case in CASES:
         label, spacing, _ = reference(case)
         arrays: dict[str, np.ndarray] = {"label": label, "spacing": spacing}
-        for run in runs:
-            arrays.update(run_volumes(run, case, label))
+        if case in scored:  # train patients are never scored: their label suffices for the split check
+            for run in runs:
+                arrays.update(run_volumes(run, case, label))
         yield f"{case}.npz", arrays
 
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from bench.atomic import write_text
 from bench.reports.collect import Results, load_results
-from bench.reports.select import ReportOptions, resolve_scope
+from bench.reports.select import SCORE_TEXT, ReportOptions, resolve_scope
 from bench.reports.tables import POLICY, TableResult, build_tables, parse_table_spec
 from bench.reports.writers import FORMATS, to_markdown, write_table
 
@@ -50,6 +50,7 @@ def index_markdown(results: Results, options: ReportOptions, tables: list[TableR
         f"- results: `{results.root}` ({len(results.runs)} complete runs)",
         f"- scope: data set `{scope.dataset}`, profile `{scope.profile}` — {scope.reason}",
         f"- aggregation: {options.aggregation} over cases",
+        f"- scores: {SCORE_TEXT[options.scores]} (--scores; the post-processing table shows both)",
         f"- evaluation policy: {POLICY}", "",
         "## Contents", "",
     ]
@@ -68,9 +69,14 @@ def index_markdown(results: Results, options: ReportOptions, tables: list[TableR
     return "\n".join(lines)
 
 
-def write_report(results: Results, out_dir: str | os.PathLike, numbers: Sequence[int], formats: Sequence[str],
+def write_report(results: Results, out_dir: str | os.PathLike, numbers: Sequence[int | str], formats: Sequence[str],
                  options: ReportOptions, figures: bool = True) -> ReportOutput:
-    """Build the tables (and figures) from collected results and write them with index.md into ``out_dir``."""
+    """Build the tables (and figures) from collected results and write them with index.md into ``out_dir``.
+
+    ``numbers``: paper table numbers and table names (`parse_table_spec`); the companions of those
+    asked for join them (`bench.reports.tables.table_names`): the paired and post-processing
+    comparisons with Tables 7/8, the patch-mode/patch-scale ablations with Tables 3/5 when run.
+    """
     out = Path(out_dir)
     tables = build_tables(results, list(numbers), options)
     report = ReportOutput(out, tables, notes=list(results.notes))

@@ -117,13 +117,41 @@ def select_runs(
         key, frame = item
         return (int(not (frame["tag"] == model).any()), -len(frame), key)
 
-    key, chosen = sorted(groups, key=rank)[0]
+    ranked = sorted(groups, key=rank)
+    key, chosen = ranked[0]
     dropped = sorted(set(sel["run_id"]) - set(chosen["run_id"]))
+    why = ("it holds the default-tagged run, the one `bench train`/`bench demo` write" if (chosen["tag"] == model).any()
+           else "none holds the default-tagged run; it has the most seeds")
     note = (
         f"{model}/{task}/{plane}: {groups.ngroups} differently configured experiments match; "
-        f"used {', '.join(sorted(chosen['run_id']))}, not {', '.join(dropped)}"
+        f"used {', '.join(sorted(chosen['run_id']))} ({why}), not {', '.join(dropped)}"
+        f"{_differences(chosen, [frame for _, frame in ranked[1:]])}"
     )
     return chosen, [note]
+
+
+# collected config columns that tell experiments apart (the rest: identity, paths, the fingerprint)
+_SHOWN_DIFFERENCES = ("budget_rule", "postprocess", "input_size", "patch_levels", "multilevel_loss", "reiter_stop",
+                      "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior")
+
+
+def _differences(chosen: pd.DataFrame, others: list[pd.DataFrame]) -> str:
+    """"; they differ in train.budget (epochs vs matched): ..." for the selection note."""
+    diffs = []
+    for col in _SHOWN_DIFFERENCES:
+        if col not in chosen.columns:
+            continue
+        mine = sorted({str(v) for v in chosen[col]})
+        theirs = sorted({str(v) for f in others for v in f[col]} - set(mine))
+        if theirs:
+            diffs.append(f"{col} ({'/'.join(mine)} vs {'/'.join(theirs)})")
+    if not diffs:
+        return "; they differ in config values the tables do not show (compare their config.json)"
+    text = "; they differ in " + ", ".join(diffs)
+    if any(d.startswith("budget_rule") for d in diffs):
+        text += (": a matched-budget run and an epochs-budget run are different experiments (train.budget is part "
+                 "of the experiment), never averaged as seeds")
+    return text
 
 
 @dataclass

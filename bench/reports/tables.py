@@ -1,4 +1,5 @@
-"""Tables 3-8 (and the paired per-case comparison) as pure functions of the collected results.
+"""Tables 3-8 (the paired per-case comparison, the post-processing and patch ablations) as pure
+functions of the collected results.
 
 Each builder takes a `Results` bundle (tidy frames from `collect.load_results`) and
 `ReportOptions`, and returns a `TableResult`: a tidy frame with one row per table cell
@@ -8,14 +9,23 @@ notes. Builders read files of no kind and write nothing, so they are tested on f
 
 A cell is ``ok`` (a number), ``nan`` (runs exist but every case was excluded) or ``missing``
 (no run yet); a missing cell never raises, it adds the command that would produce it to the notes.
+
+Beyond the paper's tables: ``paired`` (ours minus each baseline, per case) and ``postprocess``
+(every model's Dice without and with the one post-processing rule) are built beside Tables 7/8;
+``patch-mode`` and ``patch-scale`` (this toolkit's ablations of 3.4 and Algorithm 1) beside
+Tables 3 and 5 when their runs exist, or when named (``bench report --tables patch-mode``).
+Where the paper's printed mIoU is in fact its foreground IoU (`paper.miou_is_foreground_iou`),
+the cell also carries our foreground IoU (``ours_fg_iou``) and ``diff`` compares that.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,8 +37,8 @@ from bench.reports.collect import Results, ablation_defaults
 from bench.reports.select import ANY, CellStats, ReportOptions, Scope, metric_stats, resolve_scope, seed_stats, select_runs
 
 CELL_COLUMNS = (
-    "table", "group", "row", "col_group", "col", "metric", "split", "ours", "sd", "n_seeds", "paper", "diff",
-    "ci_low", "ci_high", "n_cases", "n_excluded", "status", "runs",
+    "table", "group", "row", "col_group", "col", "metric", "split", "ours", "sd", "n_seeds", "paper",
+    "paper_fg_iou", "ours_fg_iou", "diff", "ci_low", "ci_high", "n_cases", "n_excluded", "status", "runs",
 )
 METRIC_LABELS = {"accuracy": "Accuracy", "dice": "Dice", "miou": "mIoU"}
 MODEL_LABELS = {"segnet": "SegNet", "unet": "U-Net", "deeplabv3": "DeepLabV3", "ours": "Ours"}
@@ -42,6 +52,16 @@ POLICY = (
     "(n_excluded); 'mean' = mean over cases, 'global' = from summed TP/FP/FN/TN"
 )
 TABLE_NUMBERS = (3, 4, 5, 6, 7, 8)
+# reading order of every table a report can hold; an ablation table of this toolkit follows the paper
+# table it extends, and is built with it when its runs exist (`table_names`)
+TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "paired", "postprocess")
+COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",)}
+FG_NOTE = (
+    "mIoU cells with 'paper X = fg IoU': the paper's printed mIoU equals the foreground IoU D/(2-D) of its own Dice "
+    "for that cell (within {tol}; bench.reports.paper.miou_is_foreground_iou), while our mIoU is Eq. 12 with C = 2 "
+    "(mean of background and foreground IoU); for these cells 'fg IoU' is our foreground IoU (ours_fg_iou, the 'iou' "
+    "metric) and the difference is fg IoU minus the paper's number"
+)
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
@@ -62,17 +82,40 @@ TableBuilder = Callable[[Results, ReportOptions], TableResult]
 TABLES: Registry[TableBuilder] = Registry("table")
 
 
-def parse_table_spec(spec: str) -> list[int]:
-    """``"3-8"`` -> [3..8], ``"3,5,7"`` -> [3, 5, 7], ``"7"`` -> [7]; anything else is a ConfigError."""
-    out: set[int] = set()
+def scored(builder: TableBuilder) -> TableBuilder:
+    """A builder that reads one score variant: it is given the results of ``options.scores`` only
+    (post-processed or raw), however it is called; the post-processing table, reading both, is not."""
+
+    @functools.wraps(builder)
+    def build(results: Results, options: ReportOptions) -> TableResult:
+        return builder(results.variant(options.scores), options)
+
+    return build
+
+
+def parse_table_spec(spec: str) -> list[int | str]:
+    """``"3-8"`` -> [3..8], ``"3,5,7"`` -> [3, 5, 7], ``"7"`` -> [7], table names (``"patch-mode"``,
+    ``"patch-scale"``, ``"paired"``, ``"postprocess"``) as themselves after the numbers:
+    ``"3,patch-mode"`` -> [3, "patch-mode"]. Anything else is a one-line ConfigError."""
+    numbers: set[int] = set()
+    names: list[str] = []
     known = f"{TABLE_NUMBERS[0]}-{TABLE_NUMBERS[-1]}"
+    named = [n for n in TABLE_ORDER if not n.isdigit()] + [n for n in TABLES.names()
+                                                          if not n.isdigit() and n not in TABLE_ORDER]
     parts = [p.strip() for p in str(spec).split(",")]
     if not parts or any(not p for p in parts):
-        raise ConfigError(f"--tables {spec!r}: expected e.g. 3-8, 3,5,7 or 7")
+        raise ConfigError(f"--tables {spec!r}: expected e.g. 3-8, 3,5,7, 7 or a table name ({', '.join(named)})")
     for part in parts:
+        if part.lower() in named:
+            if part.lower() not in names:
+                names.append(part.lower())
+            continue
         m = re.fullmatch(r"(\d+)\s*(?:-\s*(\d+))?", part)
         if not m:
-            raise ConfigError(f"--tables {spec!r}: {part!r} is not a table number or range (tables {known})")
+            close = difflib.get_close_matches(part.lower(), named, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"--tables {spec!r}: {part!r} is not a table number, range or name "
+                              f"(tables {known}, {', '.join(named)}){hint}")
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) else lo
         if hi < lo:
@@ -80,8 +123,8 @@ def parse_table_spec(spec: str) -> list[int]:
         for n in range(lo, hi + 1):
             if n not in TABLE_NUMBERS:
                 raise ConfigError(f"--tables {spec!r}: the paper's tables are {known}, not {n}")
-            out.add(n)
-    return sorted(out)
+            numbers.add(n)
+    return sorted(numbers) + [n for n in named if n in names]
 
 
 # ---------------------------------------------------------------- building blocks
@@ -108,13 +151,17 @@ class _Table:
 
     def cell(self, group: str, row: str, col_group: str, col: str, metric: str, split: str,
              stats: CellStats, paper_value: float = math.nan, ci_low: float = math.nan,
-             ci_high: float = math.nan) -> None:
-        diff = stats.ours - paper_value if stats.status == "ok" and not math.isnan(paper_value) else math.nan
+             ci_high: float = math.nan, fg: CellStats | None = None) -> None:
+        """One cell; ``fg`` (our foreground IoU) marks a paper mIoU that is a foreground IoU: the
+        difference is then taken against it (`paper.miou_is_foreground_iou`)."""
+        ours_fg = fg.ours if fg is not None and fg.status == "ok" else math.nan
+        compared = ours_fg if fg is not None else (stats.ours if stats.status == "ok" else math.nan)
+        diff = compared - paper_value if not (math.isnan(paper_value) or math.isnan(compared)) else math.nan
         rec = dict(
             table=self.name, group=group, row=row, col_group=col_group, col=col, metric=metric, split=split,
-            ours=stats.ours, sd=stats.sd, n_seeds=stats.n_seeds, paper=paper_value, diff=diff,
-            ci_low=ci_low, ci_high=ci_high, n_cases=stats.n_cases, n_excluded=stats.n_excluded,
-            status=stats.status, runs=" ".join(stats.runs),
+            ours=stats.ours, sd=stats.sd, n_seeds=stats.n_seeds, paper=paper_value, paper_fg_iou=fg is not None,
+            ours_fg_iou=ours_fg, diff=diff, ci_low=ci_low, ci_high=ci_high, n_cases=stats.n_cases,
+            n_excluded=stats.n_excluded, status=stats.status, runs=" ".join(stats.runs),
         )
         self.cells.append(rec)
 
@@ -140,6 +187,8 @@ class _Table:
         )
         if not used.empty and "input_size" in used:
             prov.setdefault("input_size", sorted({int(v) for v in used["input_size"]}))
+        if frame["paper_fg_iou"].astype(bool).any():
+            self.note(FG_NOTE.format(tol=paper.FG_IOU_TOLERANCE))
         n_missing = int((frame["status"] == "missing").sum())
         n_nan = int((frame["status"] == "nan").sum())
         if n_missing:
@@ -154,12 +203,25 @@ def _flags(dataset: str, profile: str) -> str:
     return f" --dataset {dataset}{root} --profile {profile}"
 
 
-def train_command(model: str, task: str, plane: str, dataset: str, profile: str) -> str:
-    """The command that produces a missing default run (fused: evaluate after the three planes)."""
+def train_command(model: str, task: str, plane: str, dataset: str, profile: str, *,
+                  sets: Sequence[tuple[str, Any]] = (), tag: str = "") -> str:
+    """The command that produces a missing run (fused: evaluate after the three planes).
+
+    ``sets``/``tag``: a variant's config overrides (``--set KEY=VALUE``) and results folder
+    (``--tag``). ``bench evaluate`` takes no ``--profile`` or ``--set``: a fused row is read from
+    its three planes' saved configs, found by model, task, tag and data set.
+    """
     task_flag = f" --task {task}" if task != "liver" else ""
+    tag_flag = f" --tag {tag}" if tag else ""
     if plane == "fused":
-        return f"bench evaluate {model} --plane fused{task_flag}{_flags(dataset, profile)}"
-    return f"bench train {model} --plane {plane}{task_flag}{_flags(dataset, profile)}"
+        root = "" if dataset == "phantom" else " --root PATH"
+        return f"bench evaluate {model} --plane fused{task_flag}{tag_flag} --dataset {dataset}{root}"
+    set_flags = "".join(f" --set {key}={_flag_value(value)}" for key, value in sets)
+    return f"bench train {model} --plane {plane}{task_flag}{set_flags}{tag_flag}{_flags(dataset, profile)}"
+
+
+def _flag_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def ablate_command(study: str, dataset: str, profile: str) -> str:
@@ -188,12 +250,15 @@ def _ablation_table(results: Results, options: ReportOptions, *, number: int, ti
                     t.note(f"{label}: {train_command('ours', 'liver', 'axial', scope.dataset, scope.profile)}")
                 else:
                     t.note(f"{label}: {ablate_command(study, scope.dataset, scope.profile)}")
-            t.cell("", row, col_group, label, metric, "val", stats, paper.lookup(number, (metric, value)))
+            key = (metric, value)
+            t.cell("", row, col_group, label, metric, "val", stats, paper.lookup(number, key),
+                   fg=_fg_stats(number, key, results, runs, "val", options.aggregation))
     return t.finish(task="liver", planes=["axial"], split="val", model="ours",
                     selection=f"ours, liver, axial, by cascade.{field_name}; other ablated fields at profile defaults")
 
 
 @TABLES.register("3", help="Table 3: impact of the patch level (ours, liver, axial, Val)")
+@scored
 def table3(results: Results, options: ReportOptions) -> TableResult:
     """Table 3: Accuracy/Dice/mIoU for patches fed at levels 1..k, k = 1, 2, 3 (Val, axial)."""
     scope = resolve_scope(results, options)
@@ -208,6 +273,7 @@ def table3(results: Results, options: ReportOptions) -> TableResult:
 
 
 @TABLES.register("4", help="Table 4: effect of the multi-level custom loss (ours, liver, axial, Val)")
+@scored
 def table4(results: Results, options: ReportOptions) -> TableResult:
     """Table 4: single loss on the final output vs the weighted multi-level loss (Eq. 4-6)."""
     return _ablation_table(results, options, number=4, field_name="multilevel_loss", values=[False, True],
@@ -219,6 +285,7 @@ def table4(results: Results, options: ReportOptions) -> TableResult:
 
 
 @TABLES.register("5", help="Table 5: metrics per reiteration N (ours, liver, axial, Val/Test)")
+@scored
 def table5(results: Results, options: ReportOptions) -> TableResult:
     """Table 5 from reiteration.csv of the iterations ablation run (reiter_stop = none)."""
     scope = resolve_scope(results, options)
@@ -239,16 +306,29 @@ def table5(results: Results, options: ReportOptions) -> TableResult:
     for n_iter in sorted(iterations):
         for metric in paper.METRICS:
             for split in paper.SPLITS:
-                if data is None or data.empty:
-                    stats = CellStats()
-                else:
-                    rows = data[(data["iteration"] == n_iter) & (data["split"] == split)]
-                    rows = rows.drop_duplicates("run_id", keep="last")
-                    stats = seed_stats(rows[metric], tuple(sorted(rows["run_id"])))
+                stats = _iteration_stats(data, n_iter, split, metric)
+                key = (n_iter, metric, split)
+                fg = _iteration_stats(data, n_iter, split, "iou") if paper.miou_is_foreground_iou(5, key) else None
                 t.cell("", f"N = {n_iter}", METRIC_LABELS[metric], SPLIT_LABELS[split], metric, split, stats,
-                       paper.lookup(5, (n_iter, metric, split)))
+                       paper.lookup(5, key), fg=fg)
     return t.finish(task="liver", planes=["axial"], model="ours", aggregation="mean (reiteration.csv)",
                     selection="ours, liver, axial, cascade.reiter_stop = none (else the default run)")
+
+
+def _iteration_stats(data: pd.DataFrame | None, iteration: int, split: str, column: str) -> CellStats:
+    """One reiteration.csv value over seeds (missing where the runs or the column are absent)."""
+    if data is None or data.empty or column not in data.columns:
+        return CellStats()
+    rows = data[(data["iteration"] == iteration) & (data["split"] == split)].drop_duplicates("run_id", keep="last")
+    return seed_stats(rows[column], tuple(sorted(rows["run_id"])))
+
+
+def _fg_stats(number: int, key: tuple, results: Results, runs: pd.DataFrame, split: str,
+              aggregation: str) -> CellStats | None:
+    """Our foreground IoU for a paper mIoU cell that is a foreground IoU; None for every other cell."""
+    if not paper.miou_is_foreground_iou(number, key):
+        return None
+    return metric_stats(results, runs, split, "iou", aggregation)
 
 
 def reiteration_runs(results: Results, scope: Scope) -> tuple[pd.DataFrame, list[str]]:
@@ -272,6 +352,7 @@ def reiteration_runs(results: Results, scope: Scope) -> tuple[pd.DataFrame, list
 
 
 @TABLES.register("6", help="Table 6: LiTS vs 3D-IRCADb (ours, axial, Val), liver and lesion")
+@scored
 def table6(results: Results, options: ReportOptions) -> TableResult:
     """Table 6: ours on each data set present (the paper's two always listed), liver and lesion, Val."""
     scope = resolve_scope(results, options)
@@ -293,8 +374,9 @@ def table6(results: Results, options: ReportOptions) -> TableResult:
                 stats = metric_stats(results, runs, "val", metric, options.aggregation)
                 if stats.status == "missing":
                     t.note(f"{DATASET_LABELS.get(ds, ds)} {task}: {train_command('ours', task, 'axial', ds, profile)}")
+                key = (task, ds, metric)
                 t.cell(task.capitalize(), DATASET_LABELS.get(ds, ds), "", label, metric, "val", stats,
-                       paper.lookup(6, (task, ds, metric)))
+                       paper.lookup(6, key), fg=_fg_stats(6, key, results, runs, "val", options.aggregation))
     return t.finish(dataset=datasets, profile=profiles or scope.profile, task=["liver", "lesion"], planes=["axial"],
                     split="val", model="ours", selection="ours, axial, default ablation fields; one row per data set")
 
@@ -313,29 +395,197 @@ def _profile_for(results: Results, dataset: str, wanted: str | None, fallback: s
 # ---------------------------------------------------------------- Tables 7 and 8 (models x planes)
 
 
+@dataclass(frozen=True)
+class ModelColumn:
+    """One model column of Tables 7/8 (and a row of the paired/postprocess tables): which runs feed it."""
+
+    model: str
+    label: str
+    fixed: tuple[tuple[str, Any], ...] = ()  # ablated fields this column fixes (e.g. liver_prior=channel)
+    in_paper: bool = True  # the paper has a number for it
+    sets: tuple[tuple[str, Any], ...] = ()  # --set overrides of the command that makes a missing run
+    tag: str = ""  # --tag of that command
+
+    def select(self, results: Results, scope: Scope, task: str, plane: str) -> tuple[pd.DataFrame, list[str]]:
+        return select_runs(results, dataset=scope.dataset, profile=scope.profile, model=self.model, task=task,
+                           plane=plane, fixed=dict(self.fixed))
+
+    def command(self, task: str, plane: str, scope: Scope) -> str:
+        return train_command(self.model, task, plane, scope.dataset, scope.profile, sets=self.sets, tag=self.tag)
+
+
+# model.liver_prior values -> the column label's suffix (see bench/models/liver_prior.py)
+LIVER_PRIORS = {"channel": "liver prior", "crop": "liver crop"}
+
+
+def prior_column(model: str, mode: str) -> ModelColumn:
+    """A lesion baseline given ours' liver prior (``model.liver_prior``): Table 8's "+ liver prior" columns."""
+    return ModelColumn(model, f"{MODEL_LABELS[model]} + {LIVER_PRIORS[mode]}", (("liver_prior", mode),), False,
+                       sets=(("model.liver_prior", mode),), tag=f"{model}~liver_prior={mode}")
+
+
+def model_columns(results: Results, scope: Scope, task: str, *, all_priors: bool = False) -> list[ModelColumn]:
+    """The paper's four models, then (lesion) each baseline with the liver prior: ``channel`` always
+    when ``all_priors`` (Table 8 shows the row, missing with its command), else, like ``crop``, only
+    where such a run exists in the scope."""
+    columns = [ModelColumn(m, MODEL_LABELS[m]) for m in paper.MODELS]
+    if task != "lesion":
+        return columns
+    runs = results.runs
+    present = set()
+    if not runs.empty:
+        mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["task"] == task)]
+        present = set(zip(mine["model"], mine["liver_prior"]))
+    for mode in LIVER_PRIORS:
+        for model in BASELINES:
+            if (all_priors and mode == "channel") or (model, mode) in present:
+                columns.append(prior_column(model, mode))
+    return columns
+
+
 def _model_table(results: Results, options: ReportOptions, number: int, task: str, title: str) -> TableResult:
     scope = resolve_scope(results, options)
     t = _Table(f"table{number}", title, scope, options)
+    columns = model_columns(results, scope, task, all_priors=True)
+    used: dict[str, list[pd.DataFrame]] = {}
     for plane in PLANE_ROWS:
         group = f"{plane.capitalize()} Plane" if plane != "fused" else FUSED_GROUP
+        selected = {}
+        for col in columns:
+            runs, notes = col.select(results, scope, task, plane)
+            for n in notes:
+                t.note(n)
+            t.use(runs)
+            used.setdefault(col.label, []).append(runs)
+            selected[col.label] = runs
         for metric in paper.METRICS:
-            for model in paper.MODELS:
-                runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=model,
-                                          task=task, plane=plane)
-                for n in notes:
-                    t.note(n)
-                t.use(runs)
+            for col in columns:
+                runs = selected[col.label]
                 for split in paper.SPLITS:
                     stats = metric_stats(results, runs, split, metric, options.aggregation)
                     if stats.status == "missing":
-                        t.note(train_command(model, task, plane, scope.dataset, scope.profile))
-                    t.cell(group, METRIC_LABELS[metric], MODEL_LABELS[model], SPLIT_LABELS[split], metric, split,
-                           stats, paper.lookup(number, (plane, model, split, metric)))
+                        t.note(col.command(task, plane, scope))
+                    key = (plane, col.model, split, metric)
+                    value = paper.lookup(number, key) if col.in_paper else math.nan
+                    fg = _fg_stats(number, key, results, runs, split, options.aggregation) if col.in_paper else None
+                    t.cell(group, METRIC_LABELS[metric], col.label, SPLIT_LABELS[split], metric, split, stats, value,
+                           fg=fg)
     t.note("the fused rows (soft voting of the three planes, Eq. 8) have no counterpart in the paper")
+    if any(not c.in_paper for c in columns):
+        t.note("'+ liver prior' columns: the baseline given the liver cascade's predicted liver mask as a second input "
+               "channel (model.liver_prior=channel; '+ liver crop': the slice cut to that mask's boxes, =crop), the "
+               "very prior ours segments lesions in, from ours' own liver run; beside the plain baseline they "
+               "separate the cascade from the architecture. The paper has no such rows")
+    frames = {label: pd.concat(parts, ignore_index=True) for label, parts in used.items()}
+    for line in budget_notes(frames):
+        t.note(line)
+    rules = postprocess_provenance(frames)
+    if isinstance(rules, dict):
+        t.note(f"the models' post-processing differs ({'; '.join(f'{k}: {v}' for k, v in rules.items())}): the "
+               f"comparison is not under one rule; see the postprocess table for every model without it")
     externals = _external_cells(t, results, options, task)
     extra = {"external": externals} if externals else {}
     return t.finish(task=task, planes=list(PLANE_ROWS), split=["val", "test"],
-                    selection="model x plane, ablation fields at profile defaults", **extra)
+                    selection="model x plane, ablation fields (and model.liver_prior) at profile defaults; "
+                              "'+ liver prior' columns: model.liver_prior fixed",
+                    budget=budget_provenance(frames), postprocessing=rules, **extra)
+
+
+# ---------------------------------------------------------------- budgets and post-processing in the provenance
+
+
+def _fmt_count(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def budget_text(runs: pd.DataFrame) -> str:
+    """One column's training budget per plane, planes with the same budget together:
+    ``axial, coronal, sagittal: 1,234 steps (localizer 400, tuner 400, reiter1 434), 612 s``.
+
+    From each run's config.json ``budget`` (`bench.reports.collect.budget_row`); several seeds: their
+    mean; a ``train.budget=matched`` run names its reference. Fused runs train nothing and are skipped.
+    """
+    if runs.empty or "budget_steps" not in runs.columns:
+        return "no run"
+    texts: dict[str, list[str]] = {}
+    for plane in PLANES_TRAINED:
+        r = runs[runs["plane"] == plane].drop_duplicates("run_id")
+        if r.empty:
+            continue
+        steps = pd.to_numeric(r["budget_steps"], errors="coerce")
+        if steps.isna().all():
+            texts.setdefault("no budget recorded (config.json predates budget records)", []).append(plane)
+            continue
+        text = f"{_fmt_count(steps.mean())} steps"
+        stages = sorted({str(v) for v in r["budget_stages"] if str(v)})
+        matched = sorted({str(v) for v in r["budget_matched_to"] if str(v)})
+        if matched:
+            text += f" (train.budget=matched to {'; '.join(matched)})"
+        elif len(stages) == 1 and "," in stages[0]:
+            text += f" ({stages[0]})"
+        elif len(stages) > 1:
+            text += f" (stages: {' | '.join(stages)})"
+        seconds = pd.to_numeric(r["budget_seconds"], errors="coerce")
+        if seconds.notna().any():
+            text += f", {_fmt_count(seconds.mean())} s"
+        if len(r) > 1:
+            text += f" (mean of {len(r)} runs)"
+        texts.setdefault(text, []).append(plane)
+    if not texts:
+        return "fused only (its planes carry the budget)"
+    return " / ".join(f"{', '.join(planes)}: {text}" for text, planes in texts.items())
+
+
+PLANES_TRAINED = ("axial", "coronal", "sagittal")
+
+
+def budget_provenance(frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Column label -> `budget_text` of the runs behind it, for columns with runs."""
+    return {label: budget_text(runs) for label, runs in frames.items() if not runs.empty}
+
+
+def budget_notes(frames: dict[str, pd.DataFrame], reference: str = "Ours") -> list[str]:
+    """A note naming every column whose optimiser steps differ from ours' on a plane by more than 1%."""
+    ref = frames.get(reference, pd.DataFrame())
+    if ref.empty or "budget_steps" not in ref.columns:
+        return []
+
+    def steps(runs: pd.DataFrame, plane: str) -> float:
+        values = pd.to_numeric(runs.loc[runs["plane"] == plane, "budget_steps"], errors="coerce")
+        return float(values.mean()) if values.notna().any() else math.nan
+
+    differ: dict[tuple[str, str, str, str], list[str]] = {}
+    same = 0
+    for label, runs in frames.items():
+        if label == reference or runs.empty:
+            continue
+        for plane in PLANES_TRAINED:
+            a, b = steps(runs, plane), steps(ref, plane)
+            if math.isnan(a) or math.isnan(b):
+                continue
+            if abs(a - b) > 0.01 * b:
+                rule = "/".join(sorted(set(runs.loc[runs["plane"] == plane, "budget_rule"].astype(str))))
+                differ.setdefault((label, _fmt_count(a), _fmt_count(b), rule), []).append(plane)
+            else:
+                same += 1
+    if differ:
+        listed = "; ".join(f"{label} {a} vs {b} ({', '.join(planes)}; train.budget={rule})"
+                           for (label, a, b, rule), planes in differ.items())
+        return [f"training budgets differ from ours' optimiser steps: {listed}. With train.budget=epochs each model "
+                f"trains its own epochs; --set train.budget=matched gives a model ours' steps (early stopping can "
+                f"still end it sooner); the provenance's budget line lists every column's"]
+    return [f"every compared column trained within 1% of ours' optimiser steps on its plane ({same} plane(s))"] if same else []
+
+
+def postprocess_provenance(frames: dict[str, pd.DataFrame]) -> str | dict[str, str]:
+    """The post-processing rule behind each column: one line when every model has the same."""
+    rules = {label: "/".join(sorted(set(runs["postprocess"].astype(str))))
+             for label, runs in frames.items() if not runs.empty and "postprocess" in runs.columns}
+    if not rules:
+        return "n/a (no runs)"
+    if len(set(rules.values())) == 1:
+        return f"{next(iter(rules.values()))}, the same for every model (profile.postprocess)"
+    return rules
 
 
 FUSED_GROUP = "Fused (soft voting)"
@@ -360,12 +610,14 @@ def _external_cells(t: _Table, results: Results, options: ReportOptions, task: s
 
 
 @TABLES.register("7", help="Table 7: liver, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
+@scored
 def table7(results: Results, options: ReportOptions) -> TableResult:
     """Table 7: liver segmentation, four models, three planes and the fused volume, Val and Test."""
     return _model_table(results, options, 7, "liver", "Table 7. Liver segmentation: baselines and ours per plane")
 
 
 @TABLES.register("8", help="Table 8: lesion, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
+@scored
 def table8(results: Results, options: ReportOptions) -> TableResult:
     """Table 8: lesion segmentation, four models, three planes and the fused volume, Val and Test."""
     return _model_table(results, options, 8, "lesion", "Table 8. Lesion segmentation: baselines and ours per plane")
@@ -399,21 +651,23 @@ def per_case_dice(results: Results, runs: pd.DataFrame, split: str) -> pd.Series
 
 
 @TABLES.register("paired", help="Paired per-case Dice: ours minus each baseline, bootstrap 95% CI")
+@scored
 def paired(results: Results, options: ReportOptions) -> TableResult:
     """Ours vs each baseline on the same data set/task/plane/split: mean per-case Dice difference, 95% CI."""
     scope = resolve_scope(results, options)
     t = _Table("paired", "Paired per-case comparison: Dice(ours) − Dice(baseline)", scope, options,
                row_header="Comparison")
     skipped = 0
+    frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for task in ("liver", "lesion"):
+        others = [c for c in model_columns(results, scope, task) if c.model != "ours"]
         for plane in PLANE_ROWS:
             ours_runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours",
                                            task=task, plane=plane)
             for n in notes:
                 t.note(n)
-            for baseline in BASELINES:
-                base_runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile,
-                                               model=baseline, task=task, plane=plane)
+            for col in others:
+                base_runs, notes = col.select(results, scope, task, plane)
                 for n in notes:
                     t.note(n)
                 for split in paper.SPLITS:
@@ -424,8 +678,10 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                         continue
                     t.use(ours_runs)
                     t.use(base_runs)
+                    frames.setdefault((task, "Ours"), []).append(ours_runs)
+                    frames.setdefault((task, col.label), []).append(base_runs)
                     stats, lo, hi = _paired_stats(a, b, ours_runs, base_runs)
-                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {MODEL_LABELS[baseline]}", "",
+                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {col.label}", "",
                            SPLIT_LABELS[split], "dice_diff", split, stats, ci_low=lo, ci_high=hi)
             for ext in results.externals:
                 if task not in ext.tasks:
@@ -442,13 +698,23 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                            "dice_diff", split, stats, ci_low=lo, ci_high=hi)
     if skipped:
         t.note(f"{skipped} (task, plane, baseline, split) comparison(s) skipped: per_case.csv missing on one side")
+    if any(label.endswith(tuple(LIVER_PRIORS.values())) for _, label in frames):
+        t.note("'Ours − X + liver prior': both segment lesions inside the same liver cascade's mask, so the "
+               "difference is the architecture's; 'Ours − X' adds the cascade's prior to it")
+    joined = {f"{task} {label}": pd.concat(parts, ignore_index=True) for (task, label), parts in frames.items()}
+    for task in ("liver", "lesion"):
+        mine = {label: pd.concat(parts, ignore_index=True) for (t_, label), parts in frames.items() if t_ == task}
+        for line in budget_notes(mine):
+            t.note(f"{task}: {line}")
     t.note(f"cases matched by id, per-case Dice averaged over seeds first; cases NaN on either side are excluded "
            f"(n_excluded); 95% percentile bootstrap over cases, {BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}; "
            f"sd = sd of the per-case differences")
     extra = {"external": [e.provenance() for e in results.externals]} if results.externals else {}
     return t.finish(task=["liver", "lesion"], planes=list(PLANE_ROWS), split=["val", "test"], metric="dice",
-                    selection="default runs of ours and of each baseline (as Tables 7/8); external folders "
-                              "(bench report --external) against ours at every plane", **extra)
+                    selection="default runs of ours and of each baseline (as Tables 7/8), and each lesion baseline "
+                              "with the liver prior where its runs exist; external folders (bench report --external) "
+                              "against ours at every plane",
+                    budget=budget_provenance(joined), postprocessing=_rules_by_task(frames), **extra)
 
 
 def _paired_stats(a: pd.Series, b: pd.Series, runs_a: pd.DataFrame, runs_b: pd.DataFrame
@@ -467,17 +733,261 @@ def _paired_stats(a: pd.Series, b: pd.Series, runs_a: pd.DataFrame, runs_b: pd.D
     return stats, lo, hi
 
 
-def build_tables(results: Results, numbers: list[int], options: ReportOptions,
+# ---------------------------------------------------------------- post-processing ablation (raw vs post)
+
+
+@TABLES.register("postprocess", help="Dice without and with the one post-processing rule: every model, task, plane")
+def postprocess_table(results: Results, options: ReportOptions) -> TableResult:
+    """Every model's Val/Test Dice without post-processing (raw), with it (post) and the difference.
+
+    Reads both score variants itself, so it must get the unfiltered results (`build_tables` does
+    that); ``--scores`` does not apply. Rows as Tables 7/8 select them (plus the lesion baselines
+    with the liver prior where their runs exist), so "ours without post-processing" and every
+    baseline without it stand side by side. The difference is taken per run (seed), then averaged.
+    """
+    scope = resolve_scope(results, options)
+    raw, post = results.variant("raw"), results.variant("post")
+    t = _Table("postprocess", "Post-processing ablation: Dice without and with the one rule, every model", scope,
+               options, row_header="Model")
+    frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    no_raw: set[str] = set()
+    for task in ("liver", "lesion"):
+        columns = model_columns(results, scope, task)
+        for plane in PLANE_ROWS:
+            group = f"{task.capitalize()} {plane}"
+            for col in columns:
+                runs, notes = col.select(results, scope, task, plane)
+                for n in notes:
+                    t.note(n)
+                t.use(runs)
+                frames.setdefault((task, col.label), []).append(runs)
+                for split in paper.SPLITS:
+                    without = metric_stats(raw, runs, split, "dice", options.aggregation)
+                    with_ = metric_stats(post, runs, split, "dice", options.aggregation)
+                    if with_.status == "missing" and runs.empty:
+                        t.note(col.command(task, plane, scope))
+                    elif without.status == "missing" and with_.status != "missing":
+                        no_raw |= set(runs["run_id"])
+                    label = SPLIT_LABELS[split]
+                    t.cell(group, col.label, label, "without", "dice", split, without)
+                    t.cell(group, col.label, label, "with", "dice", split, with_)
+                    t.cell(group, col.label, label, "with − without", "dice_diff", split,
+                           _variant_difference(post, raw, runs, split, options.aggregation))
+    if no_raw:
+        t.note(f"no metrics_raw.csv (evaluated before raw scores were stored; bench evaluate again to add them): "
+               f"{', '.join(sorted(no_raw))}")
+    t.note("'without': the thresholded prediction as the network gives it; 'with': after the run's post-processing "
+           "(liver: the largest 3-D component; lesion: components of at least min_voxels; profile.postprocess, the "
+           "same rule for every model); 'with − without' per run, then the mean (± sd) over seeds")
+    return t.finish(task=["liver", "lesion"], planes=list(PLANE_ROWS), split=["val", "test"], metric="dice",
+                    scores="both: without (metrics_raw.csv) and with (metrics.csv) post-processing; --scores does "
+                           "not apply to this table",
+                    selection="the runs of Tables 7/8 (default ablation fields), and each lesion baseline with the "
+                              "liver prior where its runs exist",
+                    postprocessing=_rules_by_task(frames))
+
+
+def _rules_by_task(frames: dict[tuple[str, str], list[pd.DataFrame]]) -> dict[str, Any]:
+    """Task -> `postprocess_provenance` of that task's columns (the rule differs by task)."""
+    out: dict[str, Any] = {}
+    for task in ("liver", "lesion"):
+        mine = {label: pd.concat(parts, ignore_index=True) for (t, label), parts in frames.items() if t == task}
+        if any(not f.empty for f in mine.values()):
+            out[task] = postprocess_provenance(mine)
+    return out or {"": "n/a (no runs)"}
+
+
+def _variant_difference(post: Results, raw: Results, runs: pd.DataFrame, split: str, aggregation: str) -> CellStats:
+    """Post minus raw Dice per run (seed), then mean and sd over the runs that have both."""
+    values = {}
+    for name, res in (("post", post), ("raw", raw)):
+        m = res.metrics
+        rows = m[m["run_id"].isin(runs["run_id"]) & (m["split"] == split) & (m["aggregation"] == aggregation)
+                 & (m["metric"] == "dice")] if not runs.empty else m.iloc[:0]
+        values[name] = rows.drop_duplicates("run_id", keep="last").set_index("run_id")
+    both = values["post"].index.intersection(values["raw"].index)
+    if both.empty:
+        return CellStats()
+    diff = values["post"].loc[both, "value"] - values["raw"].loc[both, "value"]
+    stats = seed_stats(diff, tuple(sorted(both)))
+    stats.n_cases = float(values["post"].loc[both, "n_cases"].max())
+    stats.n_excluded = float(values["post"].loc[both, "n_excluded"].max())
+    return stats
+
+
+# ---------------------------------------------------------------- this toolkit's ablations (patch mode, patch scale)
+
+
+@dataclass(frozen=True)
+class VariantTable:
+    """An ablation of ours (liver, axial) in the Table 3 layout: Val and Test per variant of one field."""
+
+    name: str
+    title: str
+    field_name: str  # the ablated cascade field (a `collect.ABLATED_FIELDS` entry)
+    values: tuple[Any, ...]
+    fixed: tuple[tuple[str, Any], ...] = ()  # further fields every variant has (e.g. reiter_stop = none)
+    per_iteration: bool = False  # also Algorithm 1's iterations from reiteration.csv
+    notes: tuple[str, ...] = ()
+
+
+PATCH_MODE = VariantTable(
+    name="patch-mode", title="Ablation: multi-level patch mode, tiles vs space-to-depth (ours, liver, axial)",
+    field_name="patch_mode", values=("tile", "unshuffle"),
+    notes=("tile: the image cut into tiles of the level's feature-map size, stacked as channels (section 3.4 read "
+           "literally; a channel's pixel can be far from the feature it joins); unshuffle: the 2^l x 2^l block under "
+           "each feature position (pixel_unshuffle, spatially coherent). The paper does not say which it "
+           "implemented, so no paper value stands beside either",))
+PATCH_SCALE = VariantTable(
+    name="patch-scale", title="Ablation: Algorithm 1's patches zoomed to the input size vs at native size "
+                              "(ours, liver, axial, every iteration)",
+    field_name="patch_scale", values=("zoom", "native"), fixed=(("reiter_stop", "none"), ("max_reiterations", ANY)),
+    per_iteration=True,
+    notes=("zoom: each patch resized to the network input (the network trains on magnified anatomy it never sees at "
+           "inference); native: each patch at its own size, batched by size (the tuning net is fully convolutional). "
+           "Both run every iteration (cascade.reiter_stop = none) and keep the best validation iteration",
+           "per-iteration rows are reiteration.csv: 3-D per-case means at the network input resolution (the final "
+           "rows are the evaluation at the original resolution); 'patches': the patch set P the iteration trains on "
+           "(with the per-size counts); 'self-label Dice': its labels S against the patches' ground truth, global "
+           "over the patches of that size (test scores are recorded, never used for the stop or the selection)"))
+VARIANT_TABLES = {spec.name: spec for spec in (PATCH_MODE, PATCH_SCALE)}
+
+
+def variant_ran(results: Results, scope: Scope, spec: VariantTable) -> bool:
+    """Whether a run of ``spec``'s non-default variant exists in the scope (then the table joins the report)."""
+    runs = results.runs
+    if runs.empty:
+        return False
+    default = ablation_defaults(scope.profile)[spec.field_name]
+    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["model"] == "ours")
+                & (runs["task"] == "liver") & (runs["plane"] == "axial")]
+    return bool((mine[spec.field_name] != default).any())
+
+
+def variant_table(results: Results, options: ReportOptions, spec: VariantTable) -> TableResult:
+    """The Table 3 layout over ``spec.values`` (Val and Test), then, for Algorithm 1's ablations, its iterations."""
+    results = results.variant(options.scores)
+    scope = resolve_scope(results, options)
+    t = _Table(spec.name, spec.title, scope, options)
+    defaults = ablation_defaults(scope.profile)
+    selected: dict[str, pd.DataFrame] = {}
+    for value in spec.values:
+        label = str(value)
+        runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours", task="liver",
+                                  plane="axial", fixed={spec.field_name: value, **dict(spec.fixed)})
+        for n in notes:
+            t.note(n)
+        t.use(runs)
+        selected[label] = runs
+        if runs.empty:
+            plain = value == defaults[spec.field_name] and not spec.fixed
+            t.note(f"{label}: " + (train_command("ours", "liver", "axial", scope.dataset, scope.profile) if plain
+                                   else ablate_command(spec.name, scope.dataset, scope.profile)))
+    group = "Final model" if spec.per_iteration else ""
+    for metric in paper.METRICS:
+        row = ("Average " if metric == "accuracy" else "") + METRIC_LABELS[metric]
+        for label, runs in selected.items():
+            for split in paper.SPLITS:
+                stats = metric_stats(results, runs, split, metric, options.aggregation)
+                t.cell(group, row, label, SPLIT_LABELS[split], metric, split, stats)
+    if spec.per_iteration:
+        _iteration_rows(t, results, selected, int(defaults["max_reiterations"]))
+    for n in spec.notes:
+        t.note(n)
+    fixed = ", ".join(f"cascade.{k} = {'any' if v is ANY else v}" for k, v in spec.fixed)
+    return t.finish(task="liver", planes=["axial"], split=["val", "test"], model="ours",
+                    default=f"cascade.{spec.field_name} = {defaults[spec.field_name]} (profile {scope.profile})",
+                    selection=f"ours, liver, axial, by cascade.{spec.field_name}" + (f"; {fixed}" if fixed else "")
+                              + "; other ablated fields at profile defaults")
+
+
+_SIZE_COLUMN = re.compile(r"patches_(\d+)px")
+
+
+def _iteration_rows(t: _Table, results: Results, selected: dict[str, pd.DataFrame], max_default: int) -> None:
+    """Per iteration N and variant: Val/Test Dice and the patch set's size (reiteration.csv); then per N and
+    patch size: that size's patches and the Dice of their self-labels."""
+    rt = results.reiterations
+    data = {label: rt[rt["run_id"].isin(runs["run_id"])] for label, runs in selected.items() if not runs.empty}
+    data = {label: d for label, d in data.items() if not d.empty}
+    for label, runs in selected.items():
+        if not runs.empty and label not in data:
+            t.note(f"{label}: no reiteration.csv in {', '.join(sorted(runs['run_id']))}")
+    iterations = sorted({int(i) for d in data.values() for i in d["iteration"].dropna()}) or list(range(max_default + 1))
+    sizes = sorted({int(m.group(1)) for d in data.values() for c in d.columns if (m := _SIZE_COLUMN.fullmatch(c))},
+                   reverse=True)
+    for n in iterations:
+        for label in selected:
+            d = data.get(label)
+            for split in paper.SPLITS:
+                t.cell(ITERATION_GROUP, f"N = {n}", label, SPLIT_LABELS[split], "dice", split,
+                       _iteration_stats(d, n, split, "dice"))
+            stats = _iteration_stats(d, n, "val", "patches")  # one value per iteration: the val row carries it
+            if stats.status == "ok":
+                t.cell(ITERATION_GROUP, f"N = {n}", label, "patches", "patches", "train", stats)
+    for n in iterations:
+        for size in sizes:
+            for label in selected:
+                d = data.get(label)
+                for column, col in ((f"patches_{size}px", "patches"), (f"selflabel_dice_{size}px", "self-label Dice")):
+                    stats = _iteration_stats(d, n, "val", column)
+                    if stats.status == "ok":  # N = 0 trains on no patch: no row
+                        t.cell(SIZE_GROUP, f"N = {n}, {size} px", label, col, column, "train", stats)
+
+
+ITERATION_GROUP = "Per iteration (reiteration.csv)"
+SIZE_GROUP = "Per iteration and patch size: Algorithm 1's patches P and self-labels S"
+
+
+def _variant_builder(spec: VariantTable) -> TableBuilder:
+    def build(results: Results, options: ReportOptions) -> TableResult:
+        return variant_table(results, options, spec)
+
+    build.__doc__ = spec.title
+    return build
+
+
+TABLES.add("patch-mode", _variant_builder(PATCH_MODE),
+           help="Ablation (not in the paper): patch mode tile vs unshuffle (ours, liver, axial, Val/Test)")
+TABLES.add("patch-scale", _variant_builder(PATCH_SCALE),
+           help="Ablation (not in the paper): Algorithm 1's patches zoom vs native, every iteration (ours, liver, axial)")
+
+
+# ---------------------------------------------------------------- the report's tables
+
+
+def table_names(results: Results, numbers: Sequence[int | str], options: ReportOptions,
+                with_paired: bool = True) -> list[str]:
+    """The tables to build, in reading order (`TABLE_ORDER`): those asked for, the paired and post-processing
+    comparisons with Tables 7/8 (``with_paired``), and each toolkit ablation with its paper table (patch-mode
+    with 3, patch-scale with 5) when a run of its non-default variant exists."""
+    wanted = [str(n) for n in numbers]
+    for name in wanted:
+        TABLES.get(name)  # an unknown name: one line with "did you mean"
+    chosen = set(wanted)
+    if any(n in chosen for n in ("3", "5")):
+        scope = resolve_scope(results, options)
+        for parent, companions in COMPANIONS.items():
+            if parent in chosen:
+                chosen |= {c for c in companions if variant_ran(results, scope, VARIANT_TABLES[c])}
+    if with_paired and chosen & {"7", "8"}:
+        chosen |= {"paired", "postprocess"}
+    order = list(TABLE_ORDER) + sorted(n for n in chosen if n not in TABLE_ORDER)
+    return [n for n in order if n in chosen]
+
+
+def build_tables(results: Results, numbers: Sequence[int | str], options: ReportOptions,
                  with_paired: bool = True) -> list[TableResult]:
-    """The requested tables in order, plus the paired comparison when Tables 7 or 8 are asked for."""
+    """The requested tables in reading order, with their companions (`table_names`).
+
+    Every builder gets the unfiltered results: each reads the scores ``options.scores`` names
+    (post-processed or raw; `scored`) except the post-processing table, which reads both.
+    """
     from bench.reports.select import SCORE_TEXT
 
-    results = results.variant(options.scores)
-    out = [TABLES.get(str(n))(results, options) for n in numbers]
-    if with_paired and any(n in (7, 8) for n in numbers):
-        out.append(TABLES.get("paired")(results, options))
+    out = [TABLES.get(n)(results, options) for n in table_names(results, numbers, options, with_paired)]
     for table in out:  # cross-validation: each fold's run and test numbers behind a pooled cell
-        table.provenance["scores"] = SCORE_TEXT[options.scores]
+        table.provenance.setdefault("scores", SCORE_TEXT[options.scores])
         folds = {rid: results.folds[rid] for rid in table.provenance.get("runs", []) if rid in results.folds}
         if folds:
             table.provenance["folds"] = folds

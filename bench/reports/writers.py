@@ -49,16 +49,21 @@ def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = Fa
     """
     esc = tex_escape if tex else (lambda x: x)
     paper = rec["paper"]
+    fg = _flag(rec.get("paper_fg_iou", False))  # the paper's mIoU is a foreground IoU: compare ours' fg IoU
 
     def paper_part(body: str) -> str:
         return f" {{\\scriptsize ({esc(body)})}}" if tex else f" ({body})"
 
-    tail = paper_part(f"paper {paper:.{digits}f}") if _finite(paper) else ""
+    printed = f"paper {paper:.{digits}f}" + (" = fg IoU" if fg else "")
+    tail = paper_part(printed) if _finite(paper) else ""
     if rec["status"] == "missing":
         return esc(MISSING) + tail
     if rec["status"] == "nan" or not _finite(rec["ours"]):
         k = int(rec["n_excluded"]) if _finite(rec["n_excluded"]) else "?"
         return esc(f"NaN ({k} excluded)") + tail
+    if str(rec["metric"]).startswith("patches"):  # counts (a mean over seeds may be fractional)
+        value = float(rec["ours"])
+        return esc(f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}")
     signed = rec["metric"] == "dice_diff"
     text = f"{rec['ours']:+.{digits}f}" if signed else f"{rec['ours']:.{digits}f}"
     if _finite(rec["sd"]) and (signed or int(rec["n_seeds"] or 0) > 1):
@@ -68,15 +73,38 @@ def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = Fa
     if signed and _finite(rec["n_cases"]):
         text += f" (n={int(rec['n_cases'])})"
     text = esc(text)
-    if _finite(paper):
+    if _finite(paper) and fg:
+        ours_fg = rec.get("ours_fg_iou")
+        if _finite(ours_fg):
+            text += paper_part(f"fg IoU {float(ours_fg):.{digits}f}; {printed}, {rec['diff']:+.{digits}f}")
+        else:
+            text += paper_part(f"{printed}; our fg IoU not recorded")
+    elif _finite(paper):
         text += paper_part(f"paper {paper:.{digits}f}, {rec['diff']:+.{digits}f}")
     return text
+
+
+def _flag(value: Any) -> bool:
+    """A boolean cell as written in memory or read back from CSV ("True"/"False")."""
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    try:
+        return bool(value) and not (isinstance(value, float) and math.isnan(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _columns(f: pd.DataFrame) -> list[tuple[str, str]]:
+    """(col_group, col) pairs: groups in first-appearance order, each group's columns in theirs."""
+    cols: list[tuple[str, str]] = list(dict.fromkeys(zip(f["col_group"], f["col"])))
+    order = {g: i for i, g in enumerate(dict.fromkeys(g for g, _ in cols))}
+    return sorted(cols, key=lambda c: order[c[0]])  # stable: within a group, first appearance
 
 
 def _grid(result: TableResult, tex: bool = False) -> tuple[list[str], list[tuple[str, str, list[str]]]]:
     """Column labels and (group, row, cells) in first-appearance order: the paper's layout."""
     f = result.frame
-    cols: list[tuple[str, str]] = list(dict.fromkeys(zip(f["col_group"], f["col"])))
+    cols = _columns(f)
     # one spanning group (Table 3's "Patch Level") adds nothing per column; several (models) must stay
     single = len({g for g, _ in cols}) <= 1
     labels = [c if single else f"{g} {c}".strip() for g, c in cols]
@@ -138,7 +166,7 @@ def to_latex(result: TableResult) -> str:
     """A booktabs table (needs ``\\usepackage{booktabs}``); provenance and notes as comments and a footnote."""
     f = result.frame
     labels, rows = _grid(result, tex=True)
-    cols = list(dict.fromkeys(zip(f["col_group"], f["col"])))
+    cols = _columns(f)
     n = len(cols) + 1
     lines = [f"% {tex_escape(line)}" for line in _provenance_lines(result)]
     lines += [f"% note: {tex_escape(note)}" for note in result.notes]
@@ -168,6 +196,8 @@ def to_latex(result: TableResult) -> str:
     short = tex_escape("; ".join(line for line in _provenance_lines(result) if line.startswith(wanted)))
     if f["paper"].notna().any():
         short += r"; small print: (paper value, ours $-$ paper)"
+    if "paper_fg_iou" in f and f["paper_fg_iou"].map(_flag).any():
+        short += tex_escape("; 'paper X = fg IoU': the paper's mIoU is its foreground IoU, compared with ours (fg IoU)")
     lines += [r"\bottomrule", r"\end{tabular}", "", f"\\par\\smallskip {short}", r"\end{table}", ""]
     return "\n".join(lines)
 

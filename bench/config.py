@@ -145,6 +145,11 @@ class PreprocessConfig(_Checked):
     hu_min: float = -100.0
     hu_max: float = 200.0
     zscore: bool = True
+    # Eq. 1's mean and sd: "patient" = of the patient's whole windowed volume (depends on the field of
+    # view and body size: the same liver lands 0.7 sd apart in two 3D-IRCADb patients); "window" =
+    # fixed, the window's centre and a quarter of its width (the window maps to [-2, 2] for every
+    # patient and scanner, as nnU-Net normalises CT with fixed data-set statistics)
+    zscore_stats: Literal["patient", "window"] = "patient"
     median_size: int = field(default=3, metadata=_range(0))  # 3x3 median per axial slice; 0 or 1 = off
     slice_fit: Literal["pad", "resize", "spacing"] = "pad"
     # slice_fit="spacing": every slice resampled to this many mm per pixel, then centre-padded/cropped

@@ -55,3 +55,34 @@ def test_spacing_fit_needs_a_target():
 
     with pytest.raises(ConfigError, match="spacing_mm > 0"):
         PreprocessConfig(slice_fit="spacing")
+
+
+def test_window_statistics_give_the_same_organ_the_same_value_in_every_patient():
+    """The same 110 HU liver in a tight and a wide field of view: per-patient z-scores disagree,
+    the window's fixed statistics do not (and the cache applies the same numbers as predict)."""
+    from bench.config import PreprocessConfig
+    from bench.datasets.cache import preprocess_to_npy
+    from bench.datasets.preprocess import preprocess_volume
+
+    def scan(fov_air: int) -> np.ndarray:
+        vol = np.full((4, 40 + 2 * fov_air, 40 + 2 * fov_air), -1000, dtype=np.int16)
+        vol[:, fov_air:fov_air + 40, fov_air:fov_air + 40] = 40  # soft tissue
+        vol[:, fov_air + 10:fov_air + 30, fov_air + 10:fov_air + 30] = 110  # liver
+        return vol
+
+    def liver_value(vol: np.ndarray, cfg: PreprocessConfig) -> float:
+        out = preprocess_volume(vol, cfg)
+        return float(out[0, out.shape[1] // 2, out.shape[2] // 2])
+
+    patient, window = PreprocessConfig(median_size=0), PreprocessConfig(median_size=0, zscore_stats="window")
+    tight, wide = scan(2), scan(30)
+    assert abs(liver_value(tight, patient) - liver_value(wide, patient)) > 0.5
+    assert liver_value(tight, window) == liver_value(wide, window) == (110 - 50) / 75
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stats = preprocess_to_npy(wide, window, Path(tmp) / "v.npy")
+        cached = np.load(Path(tmp) / "v.npy")
+    assert (stats["mean"], stats["std"]) == (50.0, 75.0)
+    np.testing.assert_allclose(cached.astype(np.float32), preprocess_volume(wide, window), atol=2e-3)

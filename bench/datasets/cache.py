@@ -337,10 +337,14 @@ def preprocess_to_npy(image: np.ndarray, cfg: PreprocessConfig, path: Path) -> d
     equals the paper's order (window -> z-score -> median) exactly, at a fraction of the cost.
     Returns the z-score statistics and the volume's minimum (the pad value of its slices).
     """
-    if cfg.zscore:
-        mean, std = window_statistics(image, cfg)
-    else:
+    if not cfg.zscore:
         mean, std = 0.0, 1.0
+    elif cfg.zscore_stats == "window":
+        from bench.datasets.preprocess import window_zscore
+
+        mean, std = window_zscore(cfg)
+    else:
+        mean, std = window_statistics(image, cfg)
     vmin = np.inf
     step = _slab_len(image.shape[1:])
     with NpyWriter(path, image.shape, np.float16) as out:

@@ -69,9 +69,14 @@ def median_filter_slices(volume: np.ndarray, size: int = 3) -> np.ndarray:
     return ndimage.median_filter(volume, size=(1, size, size), mode="nearest")
 
 
+def window_zscore(cfg: PreprocessConfig) -> tuple[float, float]:
+    """The fixed Eq. 1 statistics of ``zscore_stats="window"``: the window's centre and a quarter width."""
+    return (cfg.hu_min + cfg.hu_max) / 2.0, (cfg.hu_max - cfg.hu_min) / 4.0
+
+
 def preprocess_volume(image_hu: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """Window -> z-score -> median, float32 (Z, Y, X)."""
     out = hu_window(image_hu, cfg.hu_min, cfg.hu_max)
     if cfg.zscore:
-        out = zscore(out)
+        out = zscore(out, *window_zscore(cfg)) if cfg.zscore_stats == "window" else zscore(out)
     return median_filter_slices(out, cfg.median_size)

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench golden golden-inputs clean
+.PHONY: venv demo test test-all bench golden golden-calibrate golden-inputs clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ bench: venv
 # rewrite the golden tables of every layer, or of one: make golden LAYER=exact
 golden: venv
 	$(BENCH) report --check results/golden$(if $(LAYER),/$(LAYER)) --update-golden
+
+# recalibrate the training layer (its study under every seed x kernel set x thread count, then its tables
+# and tolerances rewritten): about an hour on 2 idle cores; KERNELS=native,avx2,default on an AVX2-only CPU
+KERNELS ?= native,avx2
+golden-calibrate: venv
+	$(BENCH) report --calibrate results/golden/train --seeds 0,1,2 --threads 1,2 --kernels $(KERNELS)
 
 # rewrite the exact layer's fixed inputs (only after a deliberate change of their generator), then: make golden LAYER=exact
 golden-inputs: venv

@@ -17,7 +17,7 @@ Profiles
            stopping patience 50, 512x512 input, patches 256/128/64, ASPP 6/12/18, <= 7 reiterations.
 ``demo``   the same code sized so ``make demo`` trains every model on three planes on 2 CPU cores.
 ``smoke``  toy size (64x64, a few steps) for tests.
-``golden`` the smallest deterministic run whose tables CI compares with ``results/golden``.
+``golden`` the training study CI compares with ``results/golden/train`` (demo scale, converged models).
 """
 
 from __future__ import annotations
@@ -382,18 +382,25 @@ PROFILES.add(
     "golden",
     Profile(
         name="golden",
-        input_size=32,
-        # enough steps that predictions leave the 0.5 boundary (tables stable to float noise)
-        train=TrainConfig(lr=3e-3, batch_size=4, epochs=3, patience=50, steps_per_epoch=6,
-                          foreground_fraction=0.5, val_max_cases=1),
-        model=ModelConfig(encoder="resnet18", width=0.125, output_stride=16),
-        cascade=CascadeConfig(base_channels=8, loc_base_channels=4, max_reiterations=2, reiter_epochs=1,
-                              dilation_rates=(1, 2), aspp_rates=(1, 2, 3), reiter_patch_levels=(1,),
-                              # a 16x16 quarter of a 32x32 slice holds <= ~16% liver: mu = 0.1 keeps
-                              # some patches so CI exercises Algorithm 1's patch path
-                              area_threshold=0.1),
+        input_size=64,
+        # the knobs still open to tuning (issue 12) are written out too: changing a default must not
+        # move the calibrated golden tables; changing them here is a deliberate recalibration
+        preprocess=PreprocessConfig(slice_fit="pad", zscore_stats="patient"),
+        # the demo profile's scale, written out so a change of `demo` does not move the golden tables:
+        # at 64x64 and 6 epochs of 25 steps U-Net and the cascade converge on the phantom (liver Dice
+        # ~0.87+), so no golden cell hangs on whether a tiny model collapses to background, which float
+        # summation order (CPU, kernel set, threads) decided at the former 32x32 / 18 steps
+        train=TrainConfig(lr=2e-3, batch_size=16, epochs=6, patience=50, steps_per_epoch=25,
+                          foreground_fraction=0.5, val_max_cases=2),
+        model=ModelConfig(encoder="resnet18", width=0.25, output_stride=16),
+        cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
+                              reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
+                              gradcam_layer="decoder3", patch_mode="tile", patch_scale="zoom", patch_share=0.0,
+                              reiter_lr_scale=1.0),
+        postprocess=PostprocessConfig(),
     ),
-    help="CI golden tables: the smallest deterministic study (32x32)",
+    help="CI's calibrated training golden (results/golden/train): the demo scale (64x64, 6 epochs of 25 steps), "
+         "U-Net and ours, liver, axial",
 )
 
 

@@ -256,7 +256,7 @@ def test_open_or_prepare_for_a_run(tmp_path, phantom_root):
     cfg = RunConfig(model="unet", dataset="phantom", root=str(phantom_root), cache=str(tmp_path / "cache"),
                     profile=get_profile("golden"))
     cache, splits = open_or_prepare(cfg, progress=False)
-    assert cache.case_ids() == ["0", "1", "2"] and cache.input_size == 32
+    assert cache.case_ids() == ["0", "1", "2"] and cache.input_size == cfg.profile.input_size
     assert all(cache.planes(c) == list(PLANES) for c in cache.case_ids())
     assert {k: len(v) for k, v in splits.items()} == {"train": 1, "val": 1, "test": 1}
     path = splits_path(cfg.cache, "phantom", phantom_root)

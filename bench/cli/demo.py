@@ -36,6 +36,9 @@ def demo(
                                             help="default: patch-level,loss,iterations on the phantom, none on real data"),
     folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
                                         "leave-one-patient-out on real data with up to 10 patients, else 5)"),
+    budget: str = typer.Option("matched", "--budget", help="matched (default): every baseline trains as many "
+                               "optimiser steps as ours on the same plane, task and fold; epochs: each model its "
+                               "profile's epochs"),
     workers: int = typer.Option(0, "--workers", help="runs side by side (0: two single-thread workers on a CPU)"),
     report: bool = typer.Option(True, "--report/--no-report", help="write Tables 3-8 and figures at the end"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
@@ -65,10 +68,11 @@ def demo(
         planes=_names(planes) if planes else (("axial",) if real else StudyPlan.planes),
         tasks=_names(tasks), lesion_planes=_names(lesion_planes),
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
-        folds=folds,
+        folds=folds, budget=budget,
     )
     console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
-                  f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}",
+                  f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
+                  f"budget {budget}",
                   highlight=False, soft_wrap=True)
     timings = run_study(profile, results, dataset=dataset, root=str(adapter.root) if real or root else "",
                         cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,

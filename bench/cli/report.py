@@ -2,7 +2,8 @@
 index.md from a results folder;
 ``--external NAME=PRED_DIR`` adds another tool's 3-D predictions (nnU-Net, ...) to Tables 7/8 and the
 paired comparison (`bench.reports.external`); ``--check GOLDEN`` compares freshly built tables with
-committed golden tables (CI)."""
+committed golden tables (CI); ``--calibrate LAYER`` reruns a training layer's study under several
+seeds, kernel sets and thread counts and rewrites its tables and calibrated tolerances."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def report(
                                         "(exact, train), results/golden/exact one; exit 1 on any difference"),
     update_golden: bool = typer.Option(False, "--update-golden", help="with --check: rewrite the golden tables "
                                        "of the layer(s)"),
+    calibrate: Optional[str] = typer.Option(None, "--calibrate", help="training golden layer folder (e.g. "
+                                            "results/golden/train): run its study under every --seeds x --kernels x "
+                                            "--threads condition, derive per-column tolerances and unstable cells "
+                                            "from the spread, rewrite the layer"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="with --calibrate: seeds (default 0,1,2)"),
+    threads: Optional[str] = typer.Option(None, "--threads", help="with --calibrate: threads per run (default 1,2)"),
+    kernels: Optional[str] = typer.Option(None, "--kernels", help="with --calibrate: CPU kernel sets, any of native, "
+                                          "avx2, default (default native,avx2)"),
+    command: Optional[str] = typer.Option(None, "--command", help="with --calibrate: the study command, with "
+                                          "{results} (default: the layer manifest's)"),
     external: Optional[List[str]] = typer.Option(None, "--external", help="NAME=PRED_DIR (repeatable): score a "
                                                  "folder of 3-D label maps (nnU-Net, LiTS or identical names) on the "
                                                  "runs' val/test patients; added to Tables 7/8 and the paired table"),
@@ -44,6 +55,15 @@ def report(
     from bench.reports.writers import parse_formats
 
     console = Console()
+    given = [flag for flag, value in (("--seeds", seeds), ("--threads", threads), ("--kernels", kernels),
+                                      ("--command", command)) if value is not None]
+    if given and calibrate is None:
+        raise ConfigError(f"{given[0]} is a calibration option; it needs --calibrate LAYER_DIR")
+    if calibrate is not None:
+        if check is not None or external or results is not None:
+            raise ConfigError("--calibrate runs the layer's study itself; it takes no --check, --results or --external")
+        _calibrate(console, calibrate, seeds, threads, kernels, command, parse_table_spec(tables), aggregation)
+        return
     if update_golden and check is None:
         raise ConfigError("--update-golden needs --check GOLDEN_DIR (the folder to rewrite)")
     if external and check is not None:
@@ -107,7 +127,8 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
         for m in out.mismatches:
             console.print(f"[red]MISMATCH[/red] {out.layer}: {escape(str(m))}", highlight=False, soft_wrap=True)
         rule = ("equal to {} (counts exact, other numbers within 1e-9, text equal)" if out.layer == "exact"
-                else "within tolerance of {}")
+                else "within tolerance of {}" + (f" ({out.excluded} unstable cell(s) not compared)"
+                                                  if out.excluded else ""))
         if out.mismatches:
             failed.append(out)
             console.print(f"[red]golden check failed ({out.layer} layer)[/red]: {len(out.mismatches)} difference(s) "
@@ -122,3 +143,44 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
                                    f"{len(layers)} layer(s) of {escape(str(golden_dir))} "
                                    f"({', '.join(o.layer for o in failed)})", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    from bench.errors import ConfigError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2") from None
+    if not values:
+        raise ConfigError(f"{flag} {text!r}: name at least one value")
+    return values
+
+
+def _calibrate(console: Console, folder: str, seeds: Optional[str], threads: Optional[str], kernels: Optional[str],
+               command: Optional[str], numbers: list[int], aggregation: str) -> None:
+    """``--calibrate``: run the layer's study under every condition and rewrite it (`bench.engine.golden_calibrate`)."""
+    import shlex
+    import sys
+
+    from rich.markup import escape
+
+    from bench.cli.paths_check import writable_dir
+    from bench.engine.golden_calibrate import DEFAULT_KERNELS, DEFAULT_SEEDS, DEFAULT_THREADS, calibrate_layer
+
+    writable_dir(folder, "--calibrate")
+    seed_list = _int_list(seeds, "--seeds") if seeds is not None else list(DEFAULT_SEEDS)
+    thread_list = _int_list(threads, "--threads") if threads is not None else list(DEFAULT_THREADS)
+    kernel_list = [k.strip() for k in kernels.split(",") if k.strip()] if kernels is not None else list(DEFAULT_KERNELS)
+    invocation = "bench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else (
+        f"bench report --calibrate {folder}" + (f" --seeds {seeds}" if seeds else "")
+        + (f" --threads {threads}" if threads else "") + (f" --kernels {kernels}" if kernels else "")
+        + (f" --command {shlex.quote(command)}" if command else ""))
+    manifest = calibrate_layer(folder, command=command, seeds=seed_list, kernels=kernel_list, threads=thread_list,
+                               numbers=numbers, options={"aggregation": aggregation, "dataset": None, "profile": None},
+                               invocation=invocation,
+                               say=lambda text: console.print(escape(text), highlight=False, soft_wrap=True))
+    cal = manifest["calibration"]
+    console.print(f"[yellow]golden calibrated (train layer)[/yellow]: {len(cal['conditions'])} conditions, "
+                  f"{len(manifest['excluded'])} unstable cell(s) excluded, tolerances and tables rewritten in "
+                  f"{escape(str(folder))} ({cal['seconds']:.0f} s)", highlight=False, soft_wrap=True)

@@ -12,8 +12,10 @@
   per-case/per-run frames (`bench.reports.golden.result_frames`). Nothing here computes a metric,
   a reduction, a fusion or a post-processing step itself, so a change in any of them reaches the
   tables. Identical on any CPU: compared exactly (counts) or to 1e-9.
-* ``train`` - the manifest's command (a small training study) makes the results; tolerances are
-  per column, with their reasons, in its manifest.
+* ``train`` - the manifest's command (a training study: U-Net and the cascade, liver, axial, at the
+  ``golden`` profile) makes the results; its tolerances per column and the cells it does not
+  compare come from a calibration (`bench.engine.golden_calibrate`, ``bench report --calibrate``)
+  and are recorded, with their reasons and the measured spread, in its manifest.
 
 `check_layer` serves ``bench report --check`` (compare, or rewrite with ``--update-golden``).
 Standalone, to look at the exact layer's results tree::
@@ -133,6 +135,7 @@ class LayerOutcome:
     source: str
     mismatches: list = field(default_factory=list)
     updated: list[Path] = field(default_factory=list)
+    excluded: int = 0  # cells a calibration found unstable: present on both sides, values not compared
 
     @property
     def ok(self) -> bool:
@@ -187,8 +190,9 @@ def check_layer(folder: str | Path, results: str | None = None, update: bool = F
                 say: Callable[[str], None] = print) -> LayerOutcome:
     """Build one layer's tables and compare them with its golden files (or rewrite them when ``update``).
 
-    ``numbers``/``options`` only shape a training layer being (re)written; a check always uses the
-    manifest's own tables and report options, and the exact layer always builds its full set.
+    ``numbers``/``options`` only shape a training layer being (re)written without a calibration; a check,
+    and the rewrite of a calibrated layer (its tolerances and excluded cells are about those tables),
+    use the manifest's own tables and report options; the exact layer always builds its full set.
     """
     from bench.reports.golden import (EXACT_TOLERANCES, MANIFEST, compare_tables, layer_kind, read_manifest,
                                       write_golden)
@@ -198,7 +202,7 @@ def check_layer(folder: str | Path, results: str | None = None, update: bool = F
     manifest = read_manifest(folder) if has_manifest or not update else None
     kind = layer_kind(manifest, folder)
     options = dict(options or {"aggregation": "mean", "dataset": None, "profile": None})
-    if manifest and not update:
+    if manifest and (not update or "calibration" in manifest):  # a calibrated layer keeps its shape
         options = dict(manifest.get("report_options", options))
         numbers = [int(n) for n in manifest["tables"] if str(n).isdigit()]
     with tempfile.TemporaryDirectory(prefix=f"bench-golden-{kind}-") as tmp:
@@ -211,11 +215,14 @@ def check_layer(folder: str | Path, results: str | None = None, update: bool = F
     names = [t.name for t in tables]
     n_cells = sum(len(t.frame) for t in tables)
     if update:
-        extra = _exact_manifest(folder) if kind == "exact" else {"layer": "train"}
+        # a training layer keeps its calibration (tolerances, excluded cells) when only its tables are rewritten
+        extra = _exact_manifest(folder) if kind == "exact" else {
+            "layer": "train", **{k: manifest[k] for k in ("calibration", "excluded", "update") if manifest and k in manifest}}
         files = write_golden(folder, tables, command=command, report_options=options, source=source,
                              tolerances=tolerances, extra=extra)
         return LayerOutcome(folder, kind, n_cells, names, source, updated=files)
-    return LayerOutcome(folder, kind, n_cells, names, source, mismatches=compare_tables(folder, tables))
+    return LayerOutcome(folder, kind, n_cells, names, source, mismatches=compare_tables(folder, tables),
+                        excluded=len((manifest or {}).get("excluded") or []))
 
 
 def _exact_manifest(folder: Path) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from bench.config import PLANES, RunConfig, get_profile
+from bench.errors import ConfigError
 from bench.paths import seed_tag
 
 MODELS_IN_TABLES = ("segnet", "unet", "deeplabv3", "ours")
@@ -30,7 +31,13 @@ class StudyPlan:
     ablations: tuple[str, ...] = ("patch-level", "loss", "iterations")
     fused: bool = True
     folds: int = 0  # K > 0: every run once per cross-validation fold (K = patients: leave-one-out)
-    overrides: tuple[tuple[str, object], ...] = ()  # applied to every run (e.g. the budget rule)
+    overrides: tuple[tuple[str, object], ...] = ()  # applied to every run
+    # "matched": every model but the budget reference (train.budget_reference, ours) trains as many
+    # optimiser steps as the reference's run on the same plane, task, seed and fold (issue 12: the
+    # cascade's localizer + tuner + reiterations otherwise get more steps than a baseline's epochs);
+    # "epochs": each model its own profile epochs (the golden study: cheaper, and its numbers are
+    # calibrated that way)
+    budget: str = "matched"
 
 
 def study_targets(profile: str, results: str, dataset: str, root: str, cache: str, seeds: tuple[int, ...],
@@ -39,6 +46,8 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
     from bench.ablations import ABLATIONS, variant_config
     from bench.config import override
 
+    if plan.budget not in ("matched", "epochs"):
+        raise ConfigError(f"study budget {plan.budget!r}: expected matched or epochs")
     prof = get_profile(profile)
     targets: list[tuple[str, RunConfig]] = []
     folds: tuple[int | None, ...] = tuple(range(plan.folds)) if plan.folds else (None,)
@@ -48,6 +57,8 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
                 cfg = RunConfig(model=model, plane=plane, task=task, dataset=dataset, root=root, seed=seed,
                                 device=device, results=results, cache=cache, profile=prof, fold=fold)
                 cfg = override(cfg, dict(plan.overrides)) if plan.overrides else cfg
+                if plan.budget == "matched" and model != cfg.profile.train.budget_reference:
+                    cfg = override(cfg, {"profile.train.budget": "matched"})
                 tag = seed_tag(model, "", seed, fold)
                 return override(cfg, {"tag": tag}) if tag != model else cfg
 

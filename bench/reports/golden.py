@@ -5,12 +5,16 @@ CSVs (``table3.csv`` ... written by the report; the exact layer also ``paired.cs
 per-case/per-run frames ``cases.csv``/``metrics.csv``) and its own ``manifest.json``: the layer,
 how its results are built, the report options, and the tolerance of every compared column *with
 the reason for it* (lm-eval / nnU-Net practice: a tolerance without its origin is a number nobody
-dares to change). Golden files change only through ``bench report --check DIR --update-golden``.
+dares to change). Golden files change only through ``bench report --check DIR --update-golden`` and,
+for a training layer, ``bench report --calibrate DIR``.
 
 * exact layer: every column is compared (``"*"`` in its tolerances): counts exactly, every other
   number to 1e-9 absolute, every text (status, runs, metric) exactly; a column or cell on one
   side only is a mismatch. Built by `bench.engine.golden` from committed inputs, no training.
-* train layer: the columns named in its tolerances, with calibrated tolerances.
+* train layer: the columns named in its tolerances, with tolerances calibrated from the spread of the
+  study over seeds, kernel sets and thread counts (`bench.reports.golden_calibrate`); the cells the
+  calibration found unstable (``excluded`` in the manifest, each with its reason and spread) must
+  exist but are not compared.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -38,16 +42,17 @@ from bench.reports.tables import TableResult
 MANIFEST = "manifest.json"
 LAYERS = ("exact", "train")  # each a folder under results/golden/ with its own manifest.json
 # --workers is fixed: the thread count per run changes float summation order
-DEFAULT_COMMAND = "bench demo --profile golden --results {results} --lesion-planes axial,coronal,sagittal --workers 2 --no-report"
+DEFAULT_COMMAND = ('bench demo --profile golden --models unet,ours --planes axial --tasks liver --ablations "" '
+                   '--budget epochs --workers 2 --no-report --results {results}')
 KEY_COLUMNS = ("group", "row", "col_group", "col")
 EXACT_COLUMNS = ("status",)  # compared for equality, always
 
 _WHY_METRIC = (
-    "the golden run is a tiny model (32x32 input, a few optimiser steps) trained on CPU; a different CPU, "
-    "BLAS or thread count changes float summation order, which can flip a few boundary pixels whose "
-    "probability sits near 0.5. At 32x32 a phantom liver covers ~150-250 pixels per slice, so a handful of "
-    "flipped boundary pixels moves a case's Dice by ~0.01; 0.02 allows that while still catching a changed "
-    "metric formula, a swapped split, a lost case or a broken model (each moves Dice by >= 0.05)"
+    "uncalibrated default of a training layer written from one run (--update-golden on a folder without a "
+    "calibration): a converged model's case Dice moves by ~0.01 when a different CPU, kernel set or thread "
+    "count flips boundary pixels; 0.02 allows that while still catching a broken model, a swapped split or a "
+    "lost case (each moves Dice by >= 0.05). `bench report --calibrate DIR` replaces it with a tolerance "
+    "measured over seeds, kernel sets and thread counts"
 )
 DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
     "ours": {"abs": 0.02, "why": _WHY_METRIC},
@@ -204,12 +209,15 @@ def _text(value: Any) -> str:
 
 
 def compare_frames(table: str, golden: pd.DataFrame, new: pd.DataFrame,
-                   tolerances: Mapping[str, Any], exact: Sequence[str] = EXACT_COLUMNS) -> list[Mismatch]:
+                   tolerances: Mapping[str, Any], exact: Sequence[str] = EXACT_COLUMNS,
+                   excluded: Collection[tuple[str, ...]] = ()) -> list[Mismatch]:
     """Cell-by-cell comparison of two tidy tables; NaN equals NaN, missing vs present is a mismatch.
 
     Compared: the ``exact`` columns for equality, and the columns named in ``tolerances`` within their
     tolerance. With a ``"*"`` tolerance every other column is compared too: numbers within the
-    tolerance, text for equality, and a column present on one side only is a mismatch.
+    tolerance, text for equality, and a column present on one side only is a mismatch. ``excluded``
+    cells (keys a calibration found unstable) must still exist on both sides, but none of their
+    values or their status is compared.
     """
     g, n = _normalise(golden), _normalise(new)
     out: list[Mismatch] = []
@@ -238,6 +246,8 @@ def compare_frames(table: str, golden: pd.DataFrame, new: pd.DataFrame,
         if key not in g_rows:
             out.append(Mismatch(table, key, "(cell)", "absent", "present"))
             continue
+        if key in excluded:
+            continue
         a, b = g_rows[key], n_rows[key]
         for col in exact:
             if col in a and col in b and a[col] != b[col]:
@@ -259,6 +269,21 @@ def compare_frames(table: str, golden: pd.DataFrame, new: pd.DataFrame,
     return out
 
 
+def excluded_keys(manifest: Mapping[str, Any]) -> dict[str, set[tuple[str, ...]]]:
+    """The manifest's excluded cells as table name -> set of key tuples (what `compare_frames` skips)."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for entry in manifest.get("excluded", []) or []:
+        try:
+            table, key = str(entry["table"]), tuple(str(k) for k in entry["key"])
+        except (KeyError, TypeError):
+            raise DataError(f"golden manifest: an excluded cell needs 'table' and 'key' (got {entry!r})") from None
+        if len(key) != len(KEY_COLUMNS):
+            raise DataError(f"golden manifest: excluded cell {table} {list(key)} needs {len(KEY_COLUMNS)} key parts "
+                            f"({', '.join(KEY_COLUMNS)})")
+        out.setdefault(table, set()).add(key)
+    return out
+
+
 def _table_frames(new_tables: Mapping[str, pd.DataFrame] | Sequence[TableResult]) -> dict[str, pd.DataFrame]:
     if isinstance(new_tables, Mapping):
         return dict(new_tables)
@@ -272,6 +297,7 @@ def compare_tables(golden_dir: str | os.PathLike, new_tables: Mapping[str, pd.Da
     manifest = read_manifest(golden_dir)
     tolerances = manifest["tolerances"] if tolerances is None else tolerances
     exact = tuple(manifest.get("compare", {}).get("exact", EXACT_COLUMNS))
+    excluded = excluded_keys(manifest)
     frames = _table_frames(new_tables)
     out: list[Mismatch] = []
     names = [table_name(entry) for entry in manifest["tables"]]
@@ -283,7 +309,7 @@ def compare_tables(golden_dir: str | os.PathLike, new_tables: Mapping[str, pd.Da
         if name not in frames:
             out.append(Mismatch(name, (), "(table)", "present", "not built"))
             continue
-        out += compare_frames(name, golden, frames[name], tolerances, exact)
+        out += compare_frames(name, golden, frames[name], tolerances, exact, excluded.get(name, set()))
     if "*" in tolerances:  # the exact layer: a table built but not in golden is a difference too
         out += [Mismatch(name, (), "(table)", "absent", "built") for name in frames if name not in names]
     return out
@@ -405,21 +431,36 @@ def _bench_executable() -> str:
     return shutil.which("bench") or "bench"
 
 
-def run_golden_command(command: str, results_dir: str | os.PathLike, timeout: float | None = None) -> str:
-    """Run the manifest's command with ``{results}`` replaced, on CPU; returns the command as run."""
+def run_golden_command(command: str, results_dir: str | os.PathLike, timeout: float | None = None,
+                       env: Mapping[str, str | None] | None = None, log: str | os.PathLike | None = None) -> str:
+    """Run the manifest's command with ``{results}`` replaced, on CPU; returns the command as run.
+
+    ``env`` sets (a string) or removes (None) environment variables for this run only (a calibration's
+    kernel set and thread count); ``log`` sends the command's output to that file instead of the terminal.
+    """
     text = command.replace("{results}", shlex.quote(str(results_dir)))
     argv = shlex.split(text)
     if not argv:
         raise DataError("golden manifest command is empty")
     if argv[0] == "bench":
         argv[0] = _bench_executable()
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the golden run is a CPU run on every machine
+    run_env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the golden run is a CPU run on every machine
+    for name, value in (env or {}).items():
+        if value is None:
+            run_env.pop(name, None)
+        else:
+            run_env[name] = value
     try:
-        proc = subprocess.run(argv, env=env, timeout=timeout)
+        if log is None:
+            proc = subprocess.run(argv, env=run_env, timeout=timeout)
+        else:
+            with open(log, "w") as out:
+                proc = subprocess.run(argv, env=run_env, timeout=timeout, stdout=out, stderr=subprocess.STDOUT)
     except FileNotFoundError:
         raise BenchError(f"golden command not found: {argv[0]} (from {text!r})") from None
     except subprocess.TimeoutExpired:
         raise BenchError(f"golden command timed out after {timeout} s: {text}") from None
     if proc.returncode != 0:
-        raise BenchError(f"golden command failed with exit status {proc.returncode}: {text}")
+        where = f" (output in {log})" if log is not None else ""
+        raise BenchError(f"golden command failed with exit status {proc.returncode}: {text}{where}")
     return text

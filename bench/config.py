@@ -229,7 +229,8 @@ class CascadeConfig(_Checked):
     deep_supervision: bool = True
     multilevel_loss: bool = True  # Eq. 4-6; False = single BCE+Dice on the final output (Table 4)
     # Grad-CAM layer: "bottleneck" | "decoder1" (deepest) .. "decoder4" (full resolution). The paper does
-    # not say; see README "Reproduction notes" for how the default was chosen.
+    # not say; the default was chosen on validation patients only (benchmarks/gradcam_layers.py; numbers
+    # in README "Reproduction notes").
     gradcam_layer: GradcamLayer = "decoder3"
     gradcam_threshold: float = field(default=0.3, metadata=_range(0, 1, low_open=True, high_open=True))
     crf: bool = False  # dense CRF refinement of the thresholded ROI (needs pydensecrf2)
@@ -358,13 +359,28 @@ PROFILES.add(
     Profile(
         name="cpu",
         input_size=128,
-        train=TrainConfig(lr=1e-3, batch_size=8, epochs=8, patience=50, steps_per_epoch=40,
-                          foreground_fraction=0.5, val_max_cases=0),
+        # Real CT, two patients per fold at most, 2 cores. Chosen by principle, not on the patients'
+        # scores (a 2-patient leave-one-out has no validation patient to choose on); README
+        # "Reproduction notes" has the failure that motivated each:
+        # * spacing 3.0 mm per pixel (128 px = 384 mm, a wide abdomen): every patient at one physical
+        #   scale, as nnU-Net resamples to a target spacing; 'pad' shrinks a 0.57 mm and a 0.78 mm
+        #   scan by the same factor, so the same liver is 35% larger in one than in the other;
+        # * the window's fixed centre/width for the z-score: per-patient statistics put liver at
+        #   2.17 in one 3D-IRCADb patient and 1.51 in another, a shift no model trained on one
+        #   patient survives;
+        # * augmentation (zoom, rotation, intensity): one training patient per fold;
+        # * 6 epochs of 30 steps, localizer 3, one reiteration of 2 epochs: the real-data study
+        #   (U-Net and ours, liver and lesion, two folds, baselines at ours' matched steps) in about
+        #   30 minutes on 2 cores; one model and plane in a few minutes.
+        preprocess=PreprocessConfig(slice_fit="spacing", spacing_mm=3.0, zscore_stats="window"),
+        train=TrainConfig(lr=1e-3, batch_size=8, epochs=6, patience=50, steps_per_epoch=30,
+                          foreground_fraction=0.5, val_max_cases=0, augment=True),
         model=ModelConfig(encoder="resnet18", width=0.5, output_stride=16),
-        cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
+        cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=3, max_reiterations=1,
                               reiter_epochs=2, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
     ),
-    help="default on real CT without CUDA: 128x128, 8 epochs of 40 steps, one model and plane in minutes on 2 cores",
+    help="default on real CT without CUDA: 128x128 at 3 mm/pixel, window z-score, augmentation, 6 epochs of 30 "
+         "steps; one model and plane in minutes on 2 cores",
 )
 PROFILES.add(
     "smoke",

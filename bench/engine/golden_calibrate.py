@@ -184,27 +184,11 @@ def recorded_threads(results: Path) -> dict[str, int]:
     return out
 
 
-def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Sequence[int] = DEFAULT_SEEDS,
-                    kernels: Sequence[str] = DEFAULT_KERNELS, threads: Sequence[int] = DEFAULT_THREADS,
-                    numbers: Sequence[int] = (3, 4, 5, 6, 7), options: Mapping[str, Any] | None = None,
-                    invocation: str = "", say: Callable[[str], None] = print, keep_results: bool = False
-                    ) -> dict[str, Any]:
-    """Run every condition, derive the calibration, rewrite the layer; returns the new manifest.
+def _layer_setup(folder: Path, command: str | None, numbers: Sequence[int], options: Mapping[str, Any] | None
+                 ) -> tuple[str, list[int], dict[str, Any]]:
+    """The study command, table numbers and report options: the layer's manifest's, else the arguments."""
+    from bench.reports.golden import DEFAULT_COMMAND, MANIFEST, read_manifest
 
-    ``command``/``numbers``/``options`` default to the layer's manifest (a layer without one: the
-    arguments, then `bench.reports.golden.DEFAULT_COMMAND`). ``invocation`` is the command line to
-    record as how to rerun this calibration.
-    """
-    import pandas as pd
-
-    from bench.atomic import write_text
-    from bench.engine.golden import _report_options
-    from bench.reports.collect import load_results
-    from bench.reports.golden import DEFAULT_COMMAND, MANIFEST, read_manifest, run_golden_command, write_golden
-    from bench.reports.golden_calibrate import calibrate, summary_lines
-    from bench.reports.tables import build_tables
-
-    folder = Path(folder)
     manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
     if manifest is not None and manifest.get("layer", "train") != "train":
         raise ConfigError(f"{folder}: --calibrate is for a training layer; the {manifest['layer']} layer is compared "
@@ -213,7 +197,61 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     if manifest is not None:
         numbers = [int(n) for n in manifest["tables"] if str(n).isdigit()]
         options = dict(manifest.get("report_options", {}))
-    options = dict(options or {"aggregation": "mean", "dataset": None, "profile": None})
+    return command, list(numbers), dict(options or {"aggregation": "mean", "dataset": None, "profile": None})
+
+
+def _run_condition(cond: Condition, tmp: Path, numbers: Sequence[int], options: Mapping[str, Any],
+                   say: Callable[[str], None]) -> tuple[list, float, dict[str, int]]:
+    """Run one condition's study, check its thread count, build its tables; returns (tables, seconds, threads)."""
+    from bench.engine.golden import _report_options
+    from bench.reports.collect import load_results
+    from bench.reports.golden import run_golden_command
+    from bench.reports.tables import build_tables
+
+    results, log = tmp / cond.name, tmp / f"{cond.name}.log"
+    t0 = time.perf_counter()
+    try:
+        run_golden_command(cond.command, results, env=cond.env, log=log)
+    except BenchError:
+        if log.is_file():
+            say("\n".join(log.read_text(errors="replace").strip().splitlines()[-15:]))
+        raise
+    seconds = time.perf_counter() - t0
+    ran = recorded_threads(results)
+    wrong = {run: n for run, n in ran.items() if n != cond.threads and cond.pinned}
+    if wrong:
+        run, n = next(iter(wrong.items()))
+        raise BenchError(f"calibration {cond.name}: run {run} recorded {n} threads, not {cond.threads}; "
+                         f"the thread count could not be set on this machine")
+    built = build_tables(load_results(results), list(numbers), _report_options(options), with_paired=False)
+    shutil.rmtree(results, ignore_errors=True)
+    return built, seconds, ran
+
+
+def _condition_record(cond: Condition, reference: bool, capability: str, seconds: float,
+                      ran: Mapping[str, int]) -> dict[str, Any]:
+    return {"name": cond.name, "reference": reference, "seed": cond.seed, "kernels": cond.kernels,
+            "capability": capability, "threads": cond.threads, "threads_recorded": sorted(set(ran.values())),
+            "command": cond.command, "env": {k: v for k, v in cond.env.items() if v is not None},
+            "env_removed": sorted(k for k, v in cond.env.items() if v is None), "seconds": round(seconds, 1)}
+
+
+def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Sequence[int] = DEFAULT_SEEDS,
+                    kernels: Sequence[str] = DEFAULT_KERNELS, threads: Sequence[int] = DEFAULT_THREADS,
+                    numbers: Sequence[int] = (3, 4, 5, 6, 7), options: Mapping[str, Any] | None = None,
+                    invocation: str = "", say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every condition, derive the calibration, rewrite the layer; returns the new manifest.
+
+    ``command``/``numbers``/``options`` default to the layer's manifest (a layer without one: the
+    arguments, then `bench.reports.golden.DEFAULT_COMMAND`). ``invocation`` is the command line to
+    record as how to rerun this calibration.
+    """
+    from bench.atomic import write_text
+    from bench.reports.golden import _versions, read_manifest, write_golden
+    from bench.reports.golden_calibrate import calibrate, summary_lines
+
+    folder = Path(folder)
+    command, numbers, options = _layer_setup(folder, command, numbers, options)
     cores = _cores()
     conditions = conditions_for(command, seeds, kernels, threads, cores)
     capabilities = {k: kernel_capability(k) for k in dict.fromkeys(kernels)}
@@ -224,49 +262,22 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     if same:
         say(f"calibration: note: kernel sets {', '.join(same)} are the same kernels on this CPU "
             f"({capabilities[same[0]]}); add --kernels default for a second kernel set")
-    tables: dict[str, dict[str, pd.DataFrame]] = {}
-    records = []
-    reference_tables = None
+    tables: dict[str, dict[str, Any]] = {}
+    records, reference_tables = [], None
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-golden-calibrate-") as tmp:
-        for i, cond in enumerate(conditions, 1):
-            results = Path(tmp) / cond.name
-            log = Path(tmp) / f"{cond.name}.log"
+        for i, cond in enumerate(conditions, 1):  # conditions_for puts the reference first
             shown = " ".join(f"{k}={v}" for k, v in cond.env.items() if v is not None)
             say(f"calibration [{i}/{len(conditions)}] {cond.name}: {(shown + ' ') if shown else ''}"
-                f"{cond.command.replace('{results}', str(results))}")
-            t0 = time.perf_counter()
-            try:
-                run_golden_command(cond.command, results, env=cond.env, log=log)
-            except BenchError:
-                if log.is_file():
-                    tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-                    say("\n".join(tail))
-                raise
-            seconds = time.perf_counter() - t0
-            ran = recorded_threads(results)
-            wrong = {run: n for run, n in ran.items() if n != cond.threads and cond.pinned}
-            if wrong:
-                run, n = next(iter(wrong.items()))
-                raise BenchError(f"calibration {cond.name}: run {run} recorded {n} threads, not {cond.threads}; "
-                                 f"the thread count could not be set on this machine")
-            built = build_tables(load_results(results), list(numbers), _report_options(options), with_paired=False)
+                f"{cond.command.replace('{results}', str(Path(tmp) / cond.name))}")
+            built, seconds, ran = _run_condition(cond, Path(tmp), numbers, options, say)
             tables[cond.name] = {t.name: t.frame for t in built}
-            if i == 1:  # conditions_for puts the reference first
-                reference_tables = built
-            records.append({"name": cond.name, "reference": i == 1, "seed": cond.seed, "kernels": cond.kernels,
-                            "capability": capabilities[cond.kernels], "threads": cond.threads,
-                            "threads_recorded": sorted(set(ran.values())), "command": cond.command,
-                            "env": {k: v for k, v in cond.env.items() if v is not None},
-                            "env_removed": sorted(k for k, v in cond.env.items() if v is None),
-                            "seconds": round(seconds, 1)})
+            reference_tables = built if i == 1 else reference_tables
+            records.append(_condition_record(cond, i == 1, capabilities[cond.kernels], seconds, ran))
             say(f"calibration [{i}/{len(conditions)}] {cond.name}: {seconds:.0f} s")
-            shutil.rmtree(results, ignore_errors=True)
     cal, cells, spreads = calibrate(tables)
     for line in summary_lines(cal):
         say(line)
-    from bench.reports.golden import _versions
-
     calibration = {
         "command": invocation or f"bench report --calibrate {folder.as_posix()}",
         "study_command": command,
@@ -284,11 +295,11 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
     }
-    source = f"calibration reference condition {conditions[0].name}: {command}"
     extra = {"layer": "train", "calibration": calibration, "excluded": cal.excluded,
              "update": f"{calibration['command']}  (rewrites the tables and the tolerances; "
                        f"bench report --check {folder.as_posix()} --update-golden rewrites the tables only)"}
-    write_golden(folder, reference_tables, command=command, report_options=options, source=source,
+    write_golden(folder, reference_tables, command=command, report_options=options,
+                 source=f"calibration reference condition {conditions[0].name}: {command}",
                  tolerances=cal.tolerances, extra=extra)
     write_text(folder / CALIBRATION_DIR / "cells.csv", cells.to_csv(index=False))
     write_text(folder / CALIBRATION_DIR / "spread.csv", spreads.to_csv(index=False))

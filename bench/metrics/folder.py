@@ -133,37 +133,27 @@ class ScoreResult:
     warnings: list[str]
 
 
-def score_folders(
-    pred_dir: str | Path,
-    gt_dir: str | Path,
-    out_dir: str | Path,
-    task: str = "both",
-    surface: bool = False,
-    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
-    device: str = "auto",
-    connectivity: int = DEFAULT_CONNECTIVITY,
-    warn: Callable[[str], None] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> ScoreResult:
-    """Score every reference case; write per_case.csv, metrics.csv, summary.json into ``out_dir``.
-
-    ``surface``: also HD95, NSD, ASSD, MSSD and RMSD (mm, the reference's spacing) from one
-    surface-distance pass per case and class (`bench.metrics.surface`).
-    """
+def _check_options(task: str, tolerance_mm: float, connectivity: int) -> None:
     if task not in TASK_CHOICES:
         raise DataError(f"unknown task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if tolerance_mm < 0:
         raise DataError(f"--tolerance must be >= 0 mm, got {tolerance_mm}")
     if connectivity not in (1, 2, 3):
         raise DataError(f"--connectivity must be 1 (faces, MONAI), 2 (faces + edges, LiTS) or 3, got {connectivity}")
-    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
-    notes: list[str] = []
 
-    def note(msg: str) -> None:
-        notes.append(msg)
-        if warn is not None:
-            warn(msg)
 
+@dataclass
+class _Pairing:
+    """Which reference cases have a prediction: scored, missing (scored as empty), unmatched (ignored)."""
+
+    refs: FolderIndex
+    preds: FolderIndex
+    missing: list[str]
+    unmatched: list[str]
+
+
+def _pair_folders(pred_dir: Path, gt_dir: Path, note: Callable[[str], None]) -> _Pairing:
+    """Index both folders and match case ids; a folder without any match is an error, the rest are notes."""
     refs = index_folder(gt_dir, "reference")
     preds = index_folder(pred_dir, "prediction")
     for folder, idx in ((gt_dir, refs), (pred_dir, preds)):
@@ -184,28 +174,64 @@ def score_folders(
         note(f"{len(missing)} reference case(s) without a prediction, scored as empty predictions: {', '.join(missing)}")
     if unmatched:
         note(f"{len(unmatched)} prediction(s) without a reference, not scored: {', '.join(preds.files[c].name for c in unmatched)}")
+    return _Pairing(refs, preds, missing, unmatched)
+
+
+def _score_case_pair(cid: str, pairing: _Pairing, classes: tuple[str, ...], surface: bool, tolerance_mm: float,
+                     device: str, connectivity: int) -> list[dict[str, Any]]:
+    """One reference case's rows: counts (and surface distances) per class; no prediction = empty prediction."""
+    ref_path = pairing.refs.files[cid]
+    ref, spacing, _ = read_label_map(ref_path)
+    if cid in pairing.preds.files:
+        _check_pair(pairing.preds.files[cid], ref_path)
+        pred, _, _ = read_label_map(pairing.preds.files[cid])
+    else:
+        pred = np.zeros_like(ref)
+    counts = label_counts(pred, ref, device=device)
+    surf = None
+    if surface:
+        surf = {c: surface_metrics(task_mask(pred, c), task_mask(ref, c), spacing, tolerance_mm, connectivity)
+                for c in classes}
+    return case_rows(cid, {c: counts[c] for c in classes}, split="all", surface=surf)
+
+
+def score_folders(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    out_dir: str | Path,
+    task: str = "both",
+    surface: bool = False,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+    device: str = "auto",
+    connectivity: int = DEFAULT_CONNECTIVITY,
+    warn: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ScoreResult:
+    """Score every reference case; write per_case.csv, metrics.csv, summary.json into ``out_dir``.
+
+    ``surface``: also HD95, NSD, ASSD, MSSD and RMSD (mm, the reference's spacing) from one
+    surface-distance pass per case and class (`bench.metrics.surface`).
+    """
+    _check_options(task, tolerance_mm, connectivity)
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    notes: list[str] = []
+
+    def note(msg: str) -> None:
+        notes.append(msg)
+        if warn is not None:
+            warn(msg)
+
+    pairing = _pair_folders(pred_dir, gt_dir, note)
     classes = ("liver", "lesion") if task == "both" else (task,)
     rows: list[dict[str, Any]] = []
-    for cid in refs.files:
-        ref_path = refs.files[cid]
+    for cid in pairing.refs.files:
         if progress is not None:
             progress(cid)
-        ref, spacing, _ = read_label_map(ref_path)
-        if cid in preds.files:
-            _check_pair(preds.files[cid], ref_path)
-            pred, _, _ = read_label_map(preds.files[cid])
-        else:
-            pred = np.zeros_like(ref)
-        counts = label_counts(pred, ref, device=device)
-        surf = None
-        if surface:
-            surf = {c: surface_metrics(task_mask(pred, c), task_mask(ref, c), spacing, tolerance_mm, connectivity)
-                    for c in classes}
-        rows += case_rows(cid, {c: counts[c] for c in classes}, split="all", surface=surf)
+        rows += _score_case_pair(cid, pairing, classes, surface, tolerance_mm, device, connectivity)
     extra = {
-        "n_missing": len(missing),
-        "missing": missing,
-        "unmatched_predictions": [preds.files[c].name for c in unmatched],
+        "n_missing": len(pairing.missing),
+        "missing": pairing.missing,
+        "unmatched_predictions": [pairing.preds.files[c].name for c in pairing.unmatched],
         "inputs": {"predictions": str(pred_dir), "references": str(gt_dir), "task": task,
                    "surface": surface, "tolerance_mm": tolerance_mm if surface else None,
                    "connectivity": connectivity if surface else None},
@@ -214,4 +240,4 @@ def score_folders(
     summary = write_evaluation(out_dir, rows, with_splits=False,
                                policy=evaluation_policy(surface, tolerance_mm if surface else None,
                                                         connectivity if surface else None), extra=extra)
-    return ScoreResult(summary, Path(out_dir), missing, unmatched, notes)
+    return ScoreResult(summary, Path(out_dir), pairing.missing, pairing.unmatched, notes)

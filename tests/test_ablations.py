@@ -58,3 +58,28 @@ def test_study_plan_dedupes_default_variant_and_orders_dependencies():
     order = [j.key for j in jobs]  # the plan's order respects every dependency
     assert order.index(liver_ours.key) < order.index(lesion_ours.key)
     assert all(order.index(n) < order.index(j.key) for j in fused for n in j.needs)
+
+
+def test_study_matches_every_baseline_budget_to_ours_and_orders_ours_first():
+    """The study's default budget: baselines train ours' optimiser steps (the reference run is planned first);
+    ours itself trains by its epochs; --budget epochs leaves every model at its own epochs."""
+    from bench.engine.scheduler import plan
+    from bench.engine.study import StudyPlan, study_targets
+    from bench.errors import ConfigError
+
+    matched = StudyPlan(models=("unet", "segnet", "ours"), planes=("axial",), ablations=(), lesion_planes=("axial",))
+    jobs = plan(study_targets("smoke", "res", "phantom", "", "cache", (0,), "cpu", matched))
+    budgets = {(j.cfg.model, j.cfg.task): j.cfg.profile.train.budget for j in jobs}
+    assert budgets == {("unet", "liver"): "matched", ("segnet", "liver"): "matched", ("ours", "liver"): "epochs",
+                       ("unet", "lesion"): "matched", ("segnet", "lesion"): "matched", ("ours", "lesion"): "epochs"}
+    key = {(j.cfg.model, j.cfg.task): j.key for j in jobs}
+    order = [j.key for j in jobs]
+    for task in ("liver", "lesion"):
+        unet = next(j for j in jobs if (j.cfg.model, j.cfg.task) == ("unet", task))
+        assert key[("ours", task)] in unet.needs  # the reference's recorded steps are the budget
+        assert order.index(key[("ours", task)]) < order.index(key[("unet", task)])
+    epochs = plan(study_targets("smoke", "res", "phantom", "", "cache", (0,), "cpu",
+                                StudyPlan(models=("unet", "ours"), planes=("axial",), ablations=(), budget="epochs")))
+    assert {j.cfg.profile.train.budget for j in epochs} == {"epochs"}
+    with pytest.raises(ConfigError, match="matched or epochs"):
+        study_targets("smoke", "res", "phantom", "", "cache", (0,), "cpu", StudyPlan(budget="steps"))

@@ -171,6 +171,49 @@ def test_interrupted_prepare_exits_nonzero_and_leaves_no_half_case(tmp_path, sig
         assert sorted(p.name for p in cache.glob("*/*/*") if p.is_dir()) == ["0", "1", "2", "3"]
 
 
+def _children(pid: int) -> set[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"  # a zombie has finished
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_a_studys_worker_processes(tmp_path, signal_phantom):
+    """A killed `bench demo --workers 2` takes its training workers with it (they once trained on as orphans,
+    and the parent waited for them inside ProcessPoolExecutor's exit)."""
+    results = tmp_path / "res"
+    cmd = [*LAUNCHERS["python -m bench"], "demo", "--root", str(signal_phantom), "--profile", "smoke", "--models",
+           "unet,segnet", "--planes", "axial", "--tasks", "liver", "--ablations", "", "--budget", "epochs",
+           "--workers", "2", "--no-report", "--results", str(results), "--cache", str(tmp_path / "cache")]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=bench_env())
+    deadline = time.monotonic() + 240
+    workers: set[int] = set()
+    try:
+        while len(workers) < 2:  # the pool's workers (and its resource tracker) have started
+            assert proc.poll() is None, f"the study ended before it could be interrupted: {proc.stderr.read()}"
+            assert time.monotonic() < deadline, "no worker processes appeared"
+            workers = {c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()}
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    time.sleep(1)
+    assert [pid for pid in workers if _alive(pid)] == []
+    # the workers were stopped, not waited for: neither run got as far as its evaluation
+    assert sorted(results.rglob("metrics.csv")) == []
+
+
 def test_interrupt_message_names_resume_for_train():
     from bench.cli.exits import interrupt_message
 

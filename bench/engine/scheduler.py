@@ -92,6 +92,22 @@ def default_workers(device: str) -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes and drop queued jobs.
+
+    ``ProcessPoolExecutor.__exit__`` waits for running jobs: after an interrupt the parent would block
+    until every worker finished its run, and a killed parent would leave them training as orphans. A
+    terminated worker's half-written files are cleared by the runner's dead-process rule on the next run.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public handle on the workers
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.join(timeout=10)
+
+
 def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool = False, progress: bool = True,
             say: Callable[[str], None] = print) -> float:
     """Run the jobs (``force`` and ``resume`` apply to the requested ones); returns the seconds taken."""
@@ -107,7 +123,8 @@ def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool
     done: set[str] = set()
     pending = {job.key: job for job in jobs}
     running: dict[Future, Job] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         while pending or running:
             # longest first: the tail is then short jobs filling the gaps, not one long run alone
             for key, job in sorted(pending.items(), key=lambda kv: -cost(kv[1])):
@@ -125,4 +142,8 @@ def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool
                 seconds = future.result()  # a failed run stops the study with its own error
                 done.add(job.key)
                 say(f"  {job.label}: {job.key} ({seconds:.0f} s)")
+    except BaseException:  # a failed run, Ctrl-C or SIGTERM: stop the workers too, none trains on unattended
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
     return time.perf_counter() - t0

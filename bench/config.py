@@ -249,7 +249,9 @@ class CascadeConfig(_Checked):
     # levels whose patch size feeds Algorithm 1
     reiter_patch_levels: tuple[int, ...] = field(default=(1, 2, 3), metadata=_range(1, 3, items=True))
     self_label_threshold: float = field(default=0.5, metadata=_range(0, 1, low_open=True, high_open=True))
-    self_label_source: Literal["prediction", "ground_truth"] = "prediction"  # Algorithm 1's S
+    # Algorithm 1's S: "prediction" = each patch predicted on its own (zoomed or native, patch_scale);
+    # "slice" = the patch's window of the prediction on its whole slice; "ground_truth" = an oracle
+    self_label_source: Literal["prediction", "slice", "ground_truth"] = "prediction"
     # Algorithm 1's patches: "zoom" = resized to the input size (homogeneous batches, magnified
     # anatomy); "native" = at their own size, batched by size (the tuning net is fully convolutional)
     patch_scale: Literal["zoom", "native"] = "zoom"
@@ -412,7 +414,7 @@ PROFILES.add(
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
                               reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
                               gradcam_layer="decoder3", patch_mode="tile", patch_scale="zoom", patch_share=0.0,
-                              reiter_lr_scale=1.0),
+                              reiter_lr_scale=1.0, self_label_source="prediction"),
         postprocess=PostprocessConfig(),
     ),
     help="CI's calibrated training golden (results/golden/train): the demo scale (64x64, 6 epochs of 25 steps), "

@@ -94,3 +94,50 @@ def test_lesion_cascade_trains_liver_first_then_fused(tmp_path, tiny_phantom):
         train_run(replace(base, plane=plane), progress=False)
     fused = evaluate_fused(replace(base, plane="fused"), progress=False)
     assert (fused / "metrics.csv").exists()
+
+
+def test_slice_self_labels_are_each_patchs_window_of_the_whole_slice_prediction(tmp_path):
+    """self_label_source='slice': a kept patch's label is cut from the prediction on its whole slice, at the
+    patch's own position (checked against the image: the stored patch is the slice's window there)."""
+    import numpy as np
+
+    from bench.engine.reiterate import PatchSet, cut_patches, refresh_self_labels
+
+    rng = np.random.default_rng(0)
+    images = {c: rng.normal(size=(3, 32, 32)).astype(np.float32) for c in ("a", "b")}
+    labels = {c: np.zeros((3, 32, 32), np.uint8) for c in ("a", "b")}
+    labels["a"][1, 2:20, 4:30] = 1
+    labels["b"][2, 10:32, 0:18] = 1
+
+    class Cache:
+        def images(self, case, plane):
+            return images[case]
+
+        def labels(self, case, plane):
+            return labels[case]
+
+    counts = cut_patches(Cache(), ["a", "b"], "axial", "liver", [16], 0.3, lambda c, p: np.ones((3, 32, 32), np.uint8),
+                         tmp_path)
+    assert counts[16] > 0
+    # a "network" whose whole-slice prediction is a pattern no patch could produce on its own
+    pattern = {c: (np.add.outer(np.arange(32), np.arange(32)) % 3 == k).astype(np.float32)[None].repeat(3, 0)
+               for k, c in enumerate(("a", "b"))}
+    calls = []
+
+    def slice_probs(case: int, slices):
+        calls.append((case, tuple(int(s) for s in slices)))
+        return torch.from_numpy(pattern["ab"[case]][slices])
+
+    ps = PatchSet(tmp_path / "patches-16", 16)
+    quality = refresh_self_labels(lambda image, prior: torch.zeros_like(image), [ps], 0.5, "slice",
+                                  torch.device("cpu"), slice_probs=slice_probs)
+    where = np.load(tmp_path / "patches-16" / "where.npy")
+    got = np.load(tmp_path / "patches-16" / "selflabel.npy")
+    for k, (case, z, y, x) in enumerate(where):
+        name = "ab"[case]
+        assert np.array_equal(np.asarray(ps.image[k], np.float32), images[name][z, y:y + 16, x:x + 16].astype(np.float16))
+        assert np.array_equal(got[k], pattern[name][z, y:y + 16, x:x + 16].astype(np.uint8))
+    assert sorted(calls) == [(0, (1,)), (1, (2,))]  # each needed slice predicted once
+    assert 0.0 <= quality[16] < 1.0
+    # the oracle source gives the truth back, the per-patch source predicts the patches themselves
+    assert refresh_self_labels(lambda i, p: i, [ps], 0.5, "ground_truth", torch.device("cpu"))[16] == 1.0

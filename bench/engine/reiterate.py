@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from bench.datasets.base import task_mask
 
 PATCH_ARRAYS = ("image", "prior", "truth")
+WHERE = "where.npy"  # per patch: (case index in the train list, slice index, row, column) of its corner
 
 
 def patch_sizes(input_size: int, levels: tuple[int, ...], divisor: int) -> list[int]:
@@ -107,15 +108,17 @@ def cut_patches(cache, case_ids: list[str], plane: str, task: str, sizes: list[i
     from bench.atomic import atomic_path
     from bench.models.patches import extract_patches, select_patches
 
-    kept: dict[int, dict[str, list[np.ndarray]]] = {s: {n: [] for n in PATCH_ARRAYS} for s in sizes}
-    for case in case_ids:
+    kept: dict[int, dict[str, list[np.ndarray]]] = {s: {n: [] for n in (*PATCH_ARRAYS, "where")} for s in sizes}
+    for index, case in enumerate(case_ids):
         images = torch.from_numpy(np.asarray(cache.images(case, plane), dtype=np.float32))
         truth = torch.from_numpy(task_mask(np.asarray(cache.labels(case, plane)), task).astype(np.uint8))
         prior = torch.from_numpy(np.array(prior_of(case, plane), dtype=np.uint8))
         for size in sizes:
-            p_img, p_truth, p_prior, _ = extract_patches(images, truth, prior, size)
+            p_img, p_truth, p_prior, positions = extract_patches(images, truth, prior, size)
             keep = select_patches(p_truth, mu)
             if len(keep):
+                where = positions[keep].numpy().astype(np.int32)
+                kept[size]["where"].append(np.concatenate([np.full((len(where), 1), index, np.int32), where], 1))
                 kept[size]["image"].append(p_img[keep].numpy().astype(np.float16))
                 kept[size]["truth"].append(p_truth[keep].numpy().astype(np.uint8))
                 kept[size]["prior"].append(p_prior[keep].numpy().astype(np.uint8))
@@ -124,13 +127,37 @@ def cut_patches(cache, case_ids: list[str], plane: str, task: str, sizes: list[i
         group = _group_dir(folder, size)
         group.mkdir(parents=True, exist_ok=True)
         for name, chunks in parts.items():
-            dtype = np.float16 if name == "image" else np.uint8
-            array = np.concatenate(chunks) if chunks else np.zeros((0, size, size), dtype=dtype)
+            dtype = {"image": np.float16, "where": np.int32}.get(name, np.uint8)
+            empty = (0, 4) if name == "where" else (0, size, size)
+            array = np.concatenate(chunks) if chunks else np.zeros(empty, dtype=dtype)
             with atomic_path(group / f"{name}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, array)
             counts[size] = len(array)
     return counts
+
+
+SlicePredictor = Callable[[int, np.ndarray], torch.Tensor]  # (case index, slice indices) -> (k, H, W) probabilities
+
+
+def _slice_context_probs(ps: "PatchSet", slice_probs: SlicePredictor) -> torch.Tensor:
+    """``self_label_source='slice'``: every patch's probabilities cropped from its whole slice's prediction.
+
+    The network predicts the full slice, as at inference, and each patch takes its window of that map:
+    the label then has the context and scale the network was trained on (a patch predicted on its own
+    is seen magnified or without context, and its labels are far worse: README, Algorithm 1).
+    """
+    where = np.load(ps.folder / WHERE)
+    out = torch.zeros((len(where), ps.size, ps.size), dtype=torch.float32)
+    for case in np.unique(where[:, 0]):
+        rows = np.flatnonzero(where[:, 0] == case)
+        slices = np.unique(where[rows, 1])
+        probs = slice_probs(int(case), slices)
+        at = {int(z): k for k, z in enumerate(slices)}
+        for r in rows:
+            _, z, y, x = (int(v) for v in where[r])
+            out[r] = probs[at[z], y:y + ps.size, x:x + ps.size]
+    return out
 
 
 def patch_sets(folder: Path, sizes: list[int], input_size: int, scale: str) -> list[PatchSet]:
@@ -140,12 +167,14 @@ def patch_sets(folder: Path, sizes: list[int], input_size: int, scale: str) -> l
 
 @torch.no_grad()
 def refresh_self_labels(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sets: list[PatchSet],
-                        threshold: float, source: str, device: torch.device, batch_size: int = 16) -> dict[int, float]:
+                        threshold: float, source: str, device: torch.device, batch_size: int = 16,
+                        slice_probs: SlicePredictor | None = None) -> dict[int, float]:
     """Step 4: S = the network's patch masks (or the ground truth with ``source='ground_truth'``).
 
-    Each patch is predicted as it is trained (zoomed or native; `PatchSet.side`) and the mask is
-    mapped back to the patch's own size. Returns each size's self-label Dice against the patches'
-    ground truth (global over the patches; NaN when a size has none).
+    ``source='prediction'``: each patch is predicted on its own as it is trained (zoomed or native;
+    `PatchSet.side`), the mask mapped back to the patch's size. ``source='slice'``: the patch's
+    window of the network's prediction on its whole slice (``slice_probs``). Returns each size's
+    self-label Dice against the patches' ground truth (global over the patches; NaN when a size has none).
     """
     from bench.atomic import atomic_path
     from bench.engine.infer import predict_slices
@@ -157,6 +186,10 @@ def refresh_self_labels(predict: Callable[[torch.Tensor, torch.Tensor], torch.Te
         truth = np.array(ps.truth, dtype=np.uint8)
         if source == "ground_truth" or not len(ps):
             labels = truth.copy()
+        elif source == "slice":
+            if slice_probs is None:
+                raise ValueError("self_label_source='slice' needs the slice predictor")
+            labels = (_slice_context_probs(ps, slice_probs) > threshold).numpy().astype(np.uint8)
         else:
             def as_trained(image: torch.Tensor, prior: torch.Tensor, side: int = ps.side) -> torch.Tensor:
                 """Predict a batch of patches as they are trained (zoomed or native), back at their size."""
@@ -174,6 +207,21 @@ def refresh_self_labels(predict: Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 
 # ---------------------------------------------------------------- the iterations
+
+
+def _train_slice_predictor(ctx: Any, tuner: "Tuner", data: "TunerData") -> SlicePredictor:
+    """(train case index, slice indices) -> the tuner's probabilities on those whole slices, with their priors."""
+    from bench.engine.infer import predict_slices
+
+    cases, plane = list(ctx.splits["train"]), ctx.cfg.plane
+
+    def slice_probs(case: int, slices: np.ndarray) -> torch.Tensor:
+        images = np.asarray(ctx.cache.images(cases[case], plane))[slices]
+        prior = np.asarray(data.train_prior(cases[case], plane))[slices]
+        return predict_slices(tuner.probabilities, images, ctx.cfg.profile.train.batch_size, ctx.device,
+                              extras=[prior])
+
+    return slice_probs
 
 
 @dataclass
@@ -270,7 +318,8 @@ def reiterate(ctx, tuner: Tuner, data: TunerData) -> Reiteration:
         if ctx.info.is_main:
             tuner.model.eval()
             label_dice = refresh_self_labels(tuner.probabilities, sets, cc.self_label_threshold, cc.self_label_source,
-                                             ctx.device, cfg.profile.train.batch_size)
+                                             ctx.device, cfg.profile.train.batch_size,
+                                             slice_probs=_train_slice_predictor(ctx, tuner, data))
         ctx.info.barrier()
         sets = patch_sets(folder, sizes, cfg.profile.input_size, cc.patch_scale)  # reopen with the new labels
         enlarged = Joined([data.train, *sets], second_share=cc.patch_share)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 
 def is_terminal() -> bool:
@@ -77,3 +77,33 @@ class Progress:
 def progress(title: str, total: int, enabled: bool = True) -> Iterator[Progress]:
     with Progress(title, total, enabled) as p:
         yield p
+
+
+@contextlib.contextmanager
+def bench_warnings_one_line() -> Iterator[None]:
+    """Warnings issued by bench's own modules print as one ``warning: <message>`` line on stderr.
+
+    Python's default format adds the file, line and source line, which reads like a crash to a
+    user. Warnings from other packages (torch, nibabel, ...) keep the default format. The CLI and
+    every scheduler worker process (which does not run the CLI's entry point) install it.
+    """
+    import warnings
+
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    original = warnings.showwarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if os.path.abspath(filename).startswith(package_dir + os.sep):
+            from rich.console import Console
+            from rich.markup import escape
+
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False,
+                                       soft_wrap=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original

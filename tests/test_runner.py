@@ -183,3 +183,27 @@ class Exploit:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
+
+
+def test_a_worker_prints_bench_warnings_as_one_line(monkeypatch, capfd):
+    """Scheduler workers do not run the CLI entry point; their bench warnings must still be one line
+    (a real-data study printed 'cascade.py:68: UserWarning: ...' plus the source line)."""
+    import warnings
+
+    import bench.engine.runner as runner
+    from bench.config import RunConfig, get_profile, to_dict
+    from bench.engine.scheduler import _run_job
+
+    def warn_like_the_engine(cfg, **kwargs):
+        warnings.warn_explicit("no validation patients; keeping the last epoch", UserWarning,
+                               filename=runner.__file__, lineno=1)
+        warnings.warn_explicit("from another package", UserWarning, filename="/elsewhere/pkg.py", lineno=7)
+
+    monkeypatch.setattr(runner, "run", warn_like_the_engine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        _run_job(to_dict(RunConfig(model="unet", profile=get_profile("smoke"), device="cpu")), 0, False, False, False)
+    err = capfd.readouterr().err
+    assert "warning: no validation patients; keeping the last epoch" in err
+    assert "runner.py" not in err and "UserWarning: no validation" not in err
+    assert "warning: from another package" not in err  # other packages' warnings keep Python's own handling

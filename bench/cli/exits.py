@@ -34,6 +34,8 @@ import signal
 import sys
 from typing import Any, Iterator, Sequence
 
+from bench.progress import bench_warnings_one_line  # noqa: F401  (used by run(); workers use it too)
+
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
@@ -135,34 +137,6 @@ def interrupt_message(signum: int, args: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------- warnings
-
-
-@contextlib.contextmanager
-def bench_warnings_one_line() -> Iterator[None]:
-    """Warnings issued by bench's own modules print as one ``warning: <message>`` line on stderr.
-
-    Python's default format adds the file, line and source line, which reads like a crash to a
-    user. Warnings from other packages (torch, nibabel, ...) keep the default format.
-    """
-    import warnings
-
-    package_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    original = warnings.showwarning
-
-    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if os.path.abspath(filename).startswith(package_dir + os.sep):
-            from rich.console import Console
-
-            Console(stderr=True).print(f"[yellow]warning:[/yellow] {_escape(str(message))}", highlight=False,
-                                       soft_wrap=True)
-        else:
-            original(message, category, filename, lineno, file, line)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = original
 
 
 # ---------------------------------------------------------------- errors

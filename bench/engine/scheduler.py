@@ -69,12 +69,14 @@ def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: 
     import torch
 
     from bench.engine.runner import run
+    from bench.progress import bench_warnings_one_line
 
     if threads:  # a worker process: bars from two processes on one terminal would garble each other
         torch.set_num_threads(threads)
         os.environ["BENCH_PROGRESS"] = "plain"
     t0 = time.perf_counter()
-    run(run_config_from_dict(cfg_dict), resume=resume, force=force, progress=progress)
+    with bench_warnings_one_line():  # a worker does not run the CLI's entry point, which installs it
+        run(run_config_from_dict(cfg_dict), resume=resume, force=force, progress=progress)
     return time.perf_counter() - t0
 
 

@@ -14,11 +14,9 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import torch.multiprocessing as mp
 

@@ -148,8 +148,8 @@ def test_label_conventions_missing_splits_and_bad_input(study: dict, tmp_path: P
     # an export with --task lesion: 1 means lesion; it feeds Table 8 only
     lesion_files = _write_hand_folder(study, tmp_path / "lesion", LABELS["lesion"],
                                       transform=lambda a: (a == 2).astype(np.uint8))
-    liver_files = _write_hand_folder(study, tmp_path / "liver", LABELS["liver"],
-                                     transform=lambda a: (a >= 1).astype(np.uint8))
+    _write_hand_folder(study, tmp_path / "liver", LABELS["liver"],
+                       transform=lambda a: (a >= 1).astype(np.uint8))
     res = add_externals(load_results(cfg.results), [f"les={tmp_path / 'lesion'}", f"liv={tmp_path / 'liver'}"],
                         options, tmp_path / "out")
     les, liv = res.externals

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.engine.runner import run as train_run
-from bench.paths import checkpoint_dir, run_dir
+from bench.paths import checkpoint_dir
 from tests.conftest import tiny_config
 
 

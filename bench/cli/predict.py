@@ -8,7 +8,6 @@ at 0.5, post-processed like the run, and written as a NIfTI on the input's grid 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console

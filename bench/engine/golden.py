@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import pandas as pd
 import torch
 
 from bench.config import PLANES, RunConfig, get_profile, override

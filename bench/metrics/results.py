@@ -17,7 +17,6 @@ Files (written atomically):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping

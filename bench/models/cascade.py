@@ -37,7 +37,6 @@ from bench.models.gradcam import grad_cam
 from bench.models.localization import LocalizationNet
 from bench.models.roi import box_prior, roi_from_heatmap
 from bench.models.tuning import (
-    MAX_PATCH_LEVELS,
     PAPER_TUNING_NON_TRAINABLE,
     PAPER_TUNING_PARAMS,
     PAPER_TUNING_TRAINABLE,

@@ -200,9 +200,15 @@ def test_a_worker_prints_bench_warnings_as_one_line(monkeypatch, capfd):
         warnings.warn_explicit("from another package", UserWarning, filename="/elsewhere/pkg.py", lineno=7)
 
     monkeypatch.setattr(runner, "run", warn_like_the_engine)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        _run_job(to_dict(RunConfig(model="unet", profile=get_profile("smoke"), device="cpu")), 0, False, False, False)
+    monkeypatch.setenv("BENCH_PROGRESS", "")  # restored afterwards: a worker sets it to plain
+    threads = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            _run_job(to_dict(RunConfig(model="unet", profile=get_profile("smoke"), device="cpu")), 1, False, False,
+                     False)  # threads=1: as in a worker process
+    finally:
+        torch.set_num_threads(threads)
     err = capfd.readouterr().err
     assert "warning: no validation patients; keeping the last epoch" in err
     assert "runner.py" not in err and "UserWarning: no validation" not in err

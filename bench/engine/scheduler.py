@@ -12,6 +12,7 @@ depend on the scheduling order (they do depend on the thread count).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -75,7 +76,9 @@ def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: 
         torch.set_num_threads(threads)
         os.environ["BENCH_PROGRESS"] = "plain"
     t0 = time.perf_counter()
-    with bench_warnings_one_line():  # a worker does not run the CLI's entry point, which installs it
+    # a worker process does not run the CLI's entry point, which installs the one-line format;
+    # inline (threads == 0) the caller's own warning handling stays in charge
+    with bench_warnings_one_line() if threads else contextlib.nullcontext():
         run(run_config_from_dict(cfg_dict), resume=resume, force=force, progress=progress)
     return time.perf_counter() - t0
 

@@ -18,13 +18,19 @@ def default_profile(dataset: str, device: str = "auto") -> str:
     return "paper" if torch.cuda.is_available() else "cpu"
 
 
-def parse_seeds(seed: int, seeds: str | None) -> list[int]:
-    if not seeds:
-        return [seed]
+def parse_int_list(text: str, flag: str, example: str = "0,1,2") -> list[int]:
+    """A comma-separated list of integers given to ``flag``; a bad or empty one is a one-line error."""
     try:
-        return [int(s) for s in seeds.split(",") if s.strip()]
+        values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds {seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. {example}") from None
+    if not values:
+        raise ConfigError(f"{flag} {text!r}: name at least one value")
+    return values
+
+
+def parse_seeds(seed: int, seeds: str | None) -> list[int]:
+    return parse_int_list(seeds, "--seeds") if seeds else [seed]
 
 
 def build_run_config(model: str, plane: str, task: str, dataset: str, root: str | None, profile: str | None,

@@ -145,18 +145,6 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
         raise typer.Exit(1)
 
 
-def _int_list(text: str, flag: str) -> list[int]:
-    from bench.errors import ConfigError
-
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 1,2") from None
-    if not values:
-        raise ConfigError(f"{flag} {text!r}: name at least one value")
-    return values
-
-
 def _calibrate(console: Console, folder: str, seeds: Optional[str], threads: Optional[str], kernels: Optional[str],
                command: Optional[str], numbers: list[int], aggregation: str) -> None:
     """``--calibrate``: run the layer's study under every condition and rewrite it (`bench.engine.golden_calibrate`)."""
@@ -165,12 +153,13 @@ def _calibrate(console: Console, folder: str, seeds: Optional[str], threads: Opt
 
     from rich.markup import escape
 
+    from bench.cli.common import parse_int_list
     from bench.cli.paths_check import writable_dir
     from bench.engine.golden_calibrate import DEFAULT_KERNELS, DEFAULT_SEEDS, DEFAULT_THREADS, calibrate_layer
 
     writable_dir(folder, "--calibrate")
-    seed_list = _int_list(seeds, "--seeds") if seeds is not None else list(DEFAULT_SEEDS)
-    thread_list = _int_list(threads, "--threads") if threads is not None else list(DEFAULT_THREADS)
+    seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else list(DEFAULT_SEEDS)
+    thread_list = parse_int_list(threads, "--threads", "1,2") if threads is not None else list(DEFAULT_THREADS)
     kernel_list = [k.strip() for k in kernels.split(",") if k.strip()] if kernels is not None else list(DEFAULT_KERNELS)
     invocation = "bench " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["report"] else (
         f"bench report --calibrate {folder}" + (f" --seeds {seeds}" if seeds else "")

@@ -1,26 +1,20 @@
-"""The golden regression's layers: build a layer's tables, compare them with its committed ones.
+"""The exact golden layer: committed inputs -> the real evaluation and report code -> tables, no training.
 
-``results/golden/`` holds one folder per layer, each with its own ``manifest.json``:
+Its inputs (`bench.golden.inputs`: label volumes and float16 probability volumes) become a results
+tree through the code real runs use: `bench.engine.evaluate.score_case_variants` (threshold > 0.5,
+the run config's post-processing, counts, scores, surface metrics), `bench.engine.infer.fuse_soft`
+(soft voting), the evaluation writer (per_case/metrics/summary, the reductions and the NaN rule) and
+`bench.engine.records.run_record` (config.json). The report code then collects it
+(`bench.reports.collect.load_results`) and builds Tables 3-8, the paired comparison and the
+per-case/per-run frames (`result_frames`). Nothing here computes a metric, a reduction, a fusion or
+a post-processing step itself, so a change in any of them reaches the tables. Identical on any
+CPU: compared exactly (counts) or to 1e-9 (`EXACT_TOLERANCES`, a constant of this code: the
+layer's manifest cannot loosen it).
 
-* ``exact`` - committed inputs (`bench.reports.golden_inputs`: label volumes and float16
-  probability volumes, no training) turned into a results tree by `build_exact_results` through
-  the code real runs use: `bench.engine.evaluate.score_case` (threshold > 0.5, the run config's
-  post-processing, counts, scores, surface metrics), `bench.engine.infer.fuse_soft` (soft voting),
-  `bench.metrics.results.write_evaluation` (per_case/metrics/summary, the reductions and the NaN
-  rule) and `bench.engine.records.run_record` (config.json). The report code then collects it
-  (`bench.reports.collect.load_results`) and builds Tables 3-8, the paired comparison and the
-  per-case/per-run frames (`bench.reports.golden.result_frames`). Nothing here computes a metric,
-  a reduction, a fusion or a post-processing step itself, so a change in any of them reaches the
-  tables. Identical on any CPU: compared exactly (counts) or to 1e-9.
-* ``train`` - the manifest's command (a training study: U-Net and the cascade, liver, axial, at the
-  ``golden`` profile) makes the results; its tolerances per column and the cells it does not
-  compare come from a calibration (`bench.engine.golden_calibrate`, ``bench report --calibrate``)
-  and are recorded, with their reasons and the measured spread, in its manifest.
-
-`check_layer` serves ``bench report --check`` (compare, or rewrite with ``--update-golden``).
+This layer sits above the engine and the reports (it uses both), which never import each other.
 Standalone, to look at the exact layer's results tree::
 
-    python -m bench.engine.golden --inputs results/golden/exact/inputs --results /tmp/golden-exact
+    python -m bench.golden.exact --inputs results/golden/exact/inputs --results /tmp/golden-exact
 """
 
 from __future__ import annotations
@@ -28,23 +22,96 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
+from bench.atomic import write_json
 from bench.config import PLANES, RunConfig, get_profile, override
+from bench.datasets.base import task_mask
 from bench.engine.evaluate import score_case_variants, write_scores
 from bench.engine.infer import fuse_soft
+from bench.engine.records import run_fingerprint, run_record
 from bench.errors import BenchError
+from bench.golden.inputs import GENERATOR, GoldenInputs, RunSpec, read_inputs
+from bench.golden.manifest import KEY_COLUMNS, report_options
+from bench.models import get_model_spec
 from bench.paths import run_dir
-from bench.reports.golden_inputs import GoldenInputs, RunSpec, read_inputs
+from bench.reports.collect import CONFIG_COLUMNS, load_results
+from bench.reports.tables import TableResult, build_tables
 
-EXACT_COMMAND = "python -m bench.engine.golden --inputs {inputs} --results {results}"
-EXACT_BUILDER = "bench.engine.golden.build_exact_results (run in-process by bench report --check)"
+EXACT_COMMAND = "python -m bench.golden.exact --inputs {inputs} --results {results}"
+EXACT_BUILDER = "bench.golden.exact.build_exact_results (run in-process by bench check)"
 SCORED_SPLITS = ("val", "test")  # what `bench evaluate` scores; train patients are never scored
+
+# The exact layer: tables 3-8 with their companions (the patch ablations, the paired and post-processing
+# comparisons: `bench.reports.tables.table_names`) and the per-case / per-run frames.
+EXACT_NAMES = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "paired", "postprocess", "cases", "metrics",
+               "runs")
+_WHY_EXACT_FLOAT = (
+    "the exact layer involves no training: the same committed integer labels and float16 probabilities go "
+    "through the same thresholding, post-processing and integer counting on every machine, so counts are "
+    "identical and every other number is a few float64 operations on them (divisions, means over <= 8 cases, "
+    "a seeded bootstrap). Those can differ only in the last bits (summation order of a numpy/pandas build, "
+    "~1e-16 relative), which can at most flip the 10th significant digit metrics.csv stores (~1e-10); 1e-9 "
+    "absorbs that, while the smallest real change, one voxel of a 9216-voxel case, moves a case's accuracy by "
+    "1.1e-4 and a mean over 3 cases by 3.6e-5, more than four orders of magnitude above the tolerance"
+)
+EXACT_TOLERANCES: dict[str, dict[str, Any]] = {
+    "*": {"abs": 1e-9, "why": _WHY_EXACT_FLOAT + "; text columns (status, runs, metric, split) must be equal"},
+    **{c: {"abs": 0, "why": "integer voxel counts of fixed inputs: exact"} for c in ("tp", "fp", "fn", "tn")},
+    "n_cases": {"abs": 0, "why": "cases per split follow from the committed split file: exact"},
+    "n_excluded": {"abs": 0, "why": "empty-reference-and-prediction cases (the NaN rule) of fixed inputs: exact"},
+    "n_seeds": {"abs": 0, "why": "runs behind a cell are fixed by the inputs: exact"},
+    "paper": {"abs": 0.0, "why": "constants transcribed from the paper (bench/reports/paper.py): any change "
+              "is an edit of the transcription and must be deliberate"},
+}
+
+
+
+# run-level columns of the ``runs`` frame: what each run is and what it spent (paths and fingerprints left out:
+# they differ between machines or change with any new config default)
+RUN_FRAME_COLUMNS = ("model", "task", "plane", "tag", "seed", "profile", "patch_levels", "multilevel_loss",
+                     "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale",
+                     "liver_prior", "postprocess", "budget_rule", "budget_steps", "budget_epochs", "budget_seconds",
+                     "budget_stages", "budget_matched_to", "budget_reference", "has_metrics", "has_per_case",
+                     "has_reiteration")
+
+
+def result_frames(results: Any) -> list[TableResult]:
+    """The collected per-case rows, per-run metrics and runs as tidy keyed frames (exact-layer golden files).
+
+    ``cases``: one row per (run, case, split, class) with TP/FP/FN/TN and every per-case score;
+    ``metrics``: one row per (run, split, aggregation, metric) with value, n_cases, n_excluded; ``runs``:
+    one row per run with its ablated fields, post-processing and training budget (`RUN_FRAME_COLUMNS`).
+    They pin what the tables do not show (foreground IoU, surface metrics, the global reduction, each
+    case's counts, the budgets behind the tables' provenance).
+    """
+    out = []
+    run_cols = [c for c in CONFIG_COLUMNS if c != "run_id"]
+    for name, frame, keys in (("cases", results.per_case, ("run_id", "case", "split", "class")),
+                              ("metrics", results.metrics, ("run_id", "split", "aggregation", "metric"))):
+        f = frame.drop(columns=[c for c in run_cols if c in frame.columns] + (["class"] if name == "metrics" else []))
+        if "variant" in f.columns:  # post-processed and raw scores of one run are separate rows
+            f = f.assign(run_id=f["run_id"] + " [" + f["variant"] + "]").drop(columns=["variant"])
+        f = f.rename(columns=dict(zip(keys, KEY_COLUMNS)))
+        rest = [c for c in f.columns if c not in KEY_COLUMNS]
+        f = f[list(KEY_COLUMNS) + rest].sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+        f.insert(0, "table", name)
+        title = "per-case counts and scores of every run" if name == "cases" else "metrics.csv of every run"
+        out.append(TableResult(name, title, f, {"table": title, "source": "bench.reports.collect.load_results"}))
+    runs = results.runs
+    rest = [c for c in RUN_FRAME_COLUMNS if c in runs.columns]
+    f = runs[["run_id"] + rest].rename(columns={"run_id": "group"}).assign(row="", col_group="", col="")
+    f = f[list(KEY_COLUMNS) + rest]
+    f = f.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+    f.insert(0, "table", "runs")
+    title = "every run: ablated fields, post-processing, training budget"
+    out.append(TableResult("runs", title, f, {"table": title, "source": "bench.reports.collect.load_results"}))
+    return out
+
 
 
 # ---------------------------------------------------------------- the exact layer's results tree
@@ -61,9 +128,6 @@ def _run_config(inputs: GoldenInputs, run: RunSpec, plane: str, results_root: Pa
 
 def _write_run(cfg: RunConfig, rows: dict[str, list[dict[str, Any]]], device: torch.device, **record: Any) -> Path:
     """per_case/metrics/summary with and without post-processing (the one writer) and a complete config.json."""
-    from bench.atomic import write_json
-    from bench.engine.records import run_fingerprint, run_record
-
     folder = run_dir(cfg)
     write_scores(folder, rows, SCORED_SPLITS, True, cfg)
     write_json(folder / "config.json", run_record(cfg, device, fingerprint=run_fingerprint(cfg), status="complete",
@@ -78,9 +142,6 @@ def build_exact_results(inputs_dir: str | Path, results_root: str | Path, device
     metrics included: the inputs carry anisotropic spacings), plus a fused folder when the run has
     all three planes (soft voting, scored with the axial run's config, as `bench evaluate --plane fused`).
     """
-    from bench.datasets.base import task_mask
-    from bench.models import get_model_spec
-
     inputs = read_inputs(inputs_dir)
     root = Path(results_root)
     dev = torch.device(device)
@@ -123,35 +184,9 @@ def build_exact_results(inputs_dir: str | Path, results_root: str | Path, device
 # ---------------------------------------------------------------- one layer: build, compare or update
 
 
-@dataclass
-class LayerOutcome:
-    """What checking (or updating) one layer found."""
-
-    folder: Path
-    layer: str  # exact | train
-    n_cells: int
-    names: list[str]
-    source: str
-    mismatches: list = field(default_factory=list)
-    updated: list[Path] = field(default_factory=list)
-    excluded: int = 0  # cells a calibration found unstable: present on both sides, values not compared
-
-    @property
-    def ok(self) -> bool:
-        return not self.mismatches
-
-
-def _report_options(options: dict[str, Any]):
-    from bench.reports.select import ReportOptions
-
-    return ReportOptions(**options)
-
-
-def _exact_tables(folder: Path, results: str | None, work: Path) -> tuple[list, str, dict[str, Any]]:
-    from bench.reports.collect import load_results
-    from bench.reports.golden import EXACT_NAMES, result_frames
-    from bench.reports.tables import build_tables
-
+def exact_tables(folder: Path, results: str | None, work: Path) -> tuple[list[TableResult], str, dict[str, Any]]:
+    """(tables, where they came from, report options) of the exact layer in ``folder``: built from its inputs
+    into ``work`` (or read from ``results``), then Tables 3-8 with their companions and the frames."""
     inputs_dir = folder / "inputs"
     index = read_inputs(inputs_dir).index
     options = {"aggregation": "mean", "dataset": index["dataset"], "profile": index["profile"]}
@@ -163,85 +198,27 @@ def _exact_tables(folder: Path, results: str | None, work: Path) -> tuple[list, 
         source = f"built in-process: {EXACT_COMMAND.format(inputs=inputs_dir, results='<temporary folder>')}"
     res = load_results(root)
     numbers = [int(n) for n in EXACT_NAMES if n.isdigit()]
-    tables = build_tables(res, numbers, _report_options(options), with_paired=True) + result_frames(res)
+    tables = build_tables(res, numbers, report_options(options), with_paired=True) + result_frames(res)
     return tables, source, options
 
 
-def _train_tables(folder: Path, manifest: dict[str, Any] | None, results: str | None, work: Path,
-                  numbers: Sequence[int], options: dict[str, Any], say: Callable[[str], None]
-                  ) -> tuple[list, str, str]:
-    from bench.reports.collect import load_results
-    from bench.reports.golden import DEFAULT_COMMAND, run_golden_command
-    from bench.reports.tables import build_tables
-
-    command = manifest["command"] if manifest else DEFAULT_COMMAND
-    if results is not None:
-        root, source = Path(results), f"tables built from --results {results}"
-    else:
-        root = work / "results"
-        say(f"golden: running {command.replace('{results}', str(root))}")
-        source = f"ran: {run_golden_command(command, root)}"
-    return build_tables(load_results(root), list(numbers), _report_options(options), with_paired=False), source, command
-
-
-def check_layer(folder: str | Path, results: str | None = None, update: bool = False,
-                numbers: Sequence[int] = (3, 4, 5, 6, 7, 8), options: dict[str, Any] | None = None,
-                say: Callable[[str], None] = print) -> LayerOutcome:
-    """Build one layer's tables and compare them with its golden files (or rewrite them when ``update``).
-
-    ``numbers``/``options`` only shape a training layer being (re)written without a calibration; a check,
-    and the rewrite of a calibrated layer (its tolerances and excluded cells are about those tables),
-    use the manifest's own tables and report options; the exact layer always builds its full set.
-    """
-    from bench.reports.golden import (EXACT_TOLERANCES, MANIFEST, compare_tables, layer_kind, read_manifest,
-                                      write_golden)
-
-    folder = Path(folder)
-    has_manifest = (folder / MANIFEST).is_file()
-    manifest = read_manifest(folder) if has_manifest or not update else None
-    kind = layer_kind(manifest, folder)
-    options = dict(options or {"aggregation": "mean", "dataset": None, "profile": None})
-    if manifest and (not update or "calibration" in manifest):  # a calibrated layer keeps its shape
-        options = dict(manifest.get("report_options", options))
-        numbers = [int(n) for n in manifest["tables"] if str(n).isdigit()]
-    with tempfile.TemporaryDirectory(prefix=f"bench-golden-{kind}-") as tmp:
-        if kind == "exact":
-            tables, source, options = _exact_tables(folder, results, Path(tmp))
-            command, tolerances = EXACT_COMMAND, EXACT_TOLERANCES
-        else:
-            tables, source, command = _train_tables(folder, manifest, results, Path(tmp), numbers, options, say)
-            tolerances = manifest["tolerances"] if manifest else None
-    names = [t.name for t in tables]
-    n_cells = sum(len(t.frame) for t in tables)
-    if update:
-        # a training layer keeps its calibration (tolerances, excluded cells) when only its tables are rewritten
-        extra = _exact_manifest(folder) if kind == "exact" else {
-            "layer": "train", **{k: manifest[k] for k in ("calibration", "excluded", "update") if manifest and k in manifest}}
-        files = write_golden(folder, tables, command=command, report_options=options, source=source,
-                             tolerances=tolerances, extra=extra)
-        return LayerOutcome(folder, kind, n_cells, names, source, updated=files)
-    return LayerOutcome(folder, kind, n_cells, names, source, mismatches=compare_tables(folder, tables),
-                        excluded=len((manifest or {}).get("excluded") or []))
-
-
-def _exact_manifest(folder: Path) -> dict[str, Any]:
-    from bench.reports.golden_inputs import GENERATOR
-
+def exact_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest keys that say how the exact layer in ``folder`` is built (written before the common ones)."""
     index = read_inputs(folder / "inputs").index
     return {
         "layer": "exact",
         "builder": EXACT_BUILDER,
         "inputs": {"folder": "inputs", "generator": index.get("generator", GENERATOR), "seed": index.get("seed"),
                    "cases": index.get("cases"), "edge_cases": index.get("edge_cases")},
-        "update": f"bench report --check {folder.as_posix()} --update-golden  (make golden LAYER=exact)",
+        "update": f"bench check {folder.as_posix()} --update-golden  (make golden LAYER=exact)",
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.engine.golden --inputs DIR --results DIR``: write the exact layer's results tree."""
-    parser = argparse.ArgumentParser(prog="python -m bench.engine.golden", description=main.__doc__)
+    """``python -m bench.golden.exact --inputs DIR --results DIR``: write the exact layer's results tree."""
+    parser = argparse.ArgumentParser(prog="python -m bench.golden.exact", description=main.__doc__)
     parser.add_argument("--inputs", required=True, help="the exact layer's inputs folder")
-    parser.add_argument("--results", required=True, help="results folder to write (bench report --results reads it)")
+    parser.add_argument("--results", required=True, help="results folder to write (bench check --results reads it)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:

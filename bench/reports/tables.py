@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.metrics.policy import TABLE_POLICY
 from bench.registry import Registry
 from bench.reports import paper
 from bench.reports.collect import Results, ablation_defaults
@@ -46,11 +47,6 @@ BASELINES = ("segnet", "unet", "deeplabv3")
 SPLIT_LABELS = {"val": "Val", "test": "Test"}
 PLANE_ROWS = ("axial", "coronal", "sagittal", "fused")
 DATASET_LABELS = {"lits": "LiTS", "ircadb": "3D IRCADB"}
-POLICY = (
-    "Accuracy, Dice, mIoU (mean of background and foreground IoU, Eq. 12) per 3-D case; a case with an "
-    "empty reference and an empty prediction has Dice/IoU/mIoU = NaN, is excluded from means and counted "
-    "(n_excluded); 'mean' = mean over cases, 'global' = from summed TP/FP/FN/TN"
-)
 TABLE_NUMBERS = (3, 4, 5, 6, 7, 8)
 # reading order of every table a report can hold; an ablation table of this toolkit follows the paper
 # table it extends, and is built with it when its runs exist (`table_names`)
@@ -183,7 +179,7 @@ class _Table:
             seeds=sorted({int(s) for s in used["seed"]}) if not used.empty else [],
             n_seeds=int(frame["n_seeds"].max()) if len(frame) and frame["n_seeds"].notna().any() else 0,
             runs=sorted(used["run_id"]) if not used.empty else [],
-            policy=POLICY,
+            policy=TABLE_POLICY,
         )
         if not used.empty and "input_size" in used:
             prov.setdefault("input_size", sorted({int(v) for v in used["input_size"]}))

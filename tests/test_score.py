@@ -298,3 +298,29 @@ def test_totalsegmentator_liver_any_orientation(tmp_path: Path) -> None:
 def _mk(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def test_lesion_match_option_through_the_console_script(tmp_path: Path) -> None:
+    """`bench score --lesion-match`: a half-covered lesion is found under overlap, missed under iou50;
+    a bad rule is one line, exit 2."""
+    from tests.cli_run import assert_one_line_error, bench
+
+    ref = np.zeros((12, 12, 6), np.uint8)
+    ref[2:10, 2:10, 1:5] = 1
+    ref[3:7, 3:7, 2:4] = 2  # one lesion of 32 voxels
+    pred = ref.copy()
+    pred[3:7, 3:7, 3] = 1  # half of it predicted: IoU 0.5, not > 0.5
+    save(tmp_path / "gt" / "a.nii.gz", ref)
+    save(tmp_path / "pred" / "a.nii.gz", pred)
+    found = {}
+    for match in ("overlap", "iou50"):
+        out = tmp_path / match
+        proc = bench("score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--task", "lesion", "--out", str(out),
+                     "--lesion-match", match, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        row = pd.read_csv(out / "per_case.csv").iloc[0]
+        found[match] = (int(row["n_ref_lesions"]), int(row["n_detected"]), int(row["fp_lesions"]))
+        assert json.loads((out / "summary.json").read_text())["policy"]["lesion_detection"]["match"] == match
+    assert found == {"overlap": (1, 1, 0), "iou50": (1, 0, 1)}
+    bad = bench("score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--lesion-match", "any", cwd=tmp_path)
+    assert_one_line_error(bad, "--lesion-match", "iou50")

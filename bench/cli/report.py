@@ -21,7 +21,8 @@ def report(
     results: Optional[str] = typer.Option(None, "--results", help="results folder (default: results; with "
                                           "--check on one layer: use these results instead of building them)"),
     tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7, and table names: patch-mode, "
-                               "patch-scale, paired, postprocess (bench ls tables)"),
+                               "patch-scale, lesion-detection (lesion-wise recall/precision/FP beside Table 8, built "
+                               "with 8), paired, postprocess (bench ls tables)"),
     format: str = typer.Option("md,csv,tex", "--format", help="any of md, csv, tex"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
     aggregation: str = typer.Option("mean", "--aggregation", help="mean (over cases) | global (summed counts)"),

@@ -103,7 +103,7 @@ def test_unmodified_exact_layer_passes_on_every_kernel_set(kernels):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines() == [
         f"golden check OK (exact layer): {_golden_cells()} cells (tables 3, patch-mode, 4, 5, patch-scale, 6, 7, 8, "
-        f"paired, postprocess, cases, metrics, runs) "
+        f"lesion-detection, paired, postprocess, cases, metrics, runs) "
         f"equal to results/golden/exact (counts exact, other numbers within 1e-9, text equal)"]
 
 
@@ -132,6 +132,23 @@ def test_metric_formula_change_fails():
     assert any(line.startswith("MISMATCH exact: metrics [") and " / global / dice] value" in line for line in lines)
     # only what depends on Dice moved: no accuracy, IoU or mIoU cell
     assert not [line for line in lines if "ccuracy" in line or "iou" in line.lower()]
+
+
+def test_changed_lesion_matching_rule_fails():
+    """Lesion detection scored under the strict IoU rule while the runs declare 'overlap': only the lesion
+    detection columns, metrics rows and table move."""
+    bad = """
+        def _bad(pred, ref, spacing, match="overlap", connectivity=3):
+            return _orig(pred, ref, spacing, "iou50", connectivity)
+    """
+    proc = _bench(["report", "--check", "results/golden/exact"],
+                  code=_patched("bench.metrics.lesions", "lesion_detection", bad))
+    _failed(proc)
+    assert _calls(proc) > 0
+    lines = _mismatches(proc)
+    assert any(line.startswith("MISMATCH exact: lesion-detection [") and "/ Recall /" in line for line in lines)
+    assert any(line.startswith("MISMATCH exact: cases [") and "] n_detected:" in line for line in lines)
+    assert not [line for line in lines if "dice" in line.lower() or line.startswith("MISMATCH exact: table")]
 
 
 def test_changed_fusion_fails():

@@ -275,13 +275,13 @@ def test_standalone_builder_and_update_reproduce_the_committed_layer(tmp_path):
 
     proc = _bench(["check", str(layer), "--results", str(results), "--update-golden"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("golden updated (exact layer): 14 files")
+    assert proc.stdout.startswith("golden updated (exact layer): 15 files")
     manifest = json.loads((layer / "manifest.json").read_text())
     assert manifest["layer"] == "exact" and manifest["tolerances"]["*"]["abs"] == 1e-9
     assert manifest["tolerances"]["tp"]["abs"] == 0 and manifest["tolerances"]["*"]["why"]
     assert manifest["command"] == command and manifest["inputs"]["generator"]
     rewritten = {p.stem: pd.read_csv(p, keep_default_na=False, dtype=str) for p in layer.glob("*.csv")}
-    assert len(rewritten) == 13 and compare_tables(EXACT, rewritten) == []
+    assert len(rewritten) == 14 and compare_tables(EXACT, rewritten) == []
 
 
 # ---------------------------------------------------------------- the inputs: reproducible and rich enough

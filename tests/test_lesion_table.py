@@ -81,3 +81,29 @@ def test_recall_nan_when_no_patient_has_a_lesion(tmp_path: Path) -> None:
     assert val["status"] == "nan" and val["n_excluded"] == 1
     fp = cell(table, group="Axial Plane", row="FP lesions / case", col_group="Ours", split="val")
     assert fp["ours"] == 1.0 and not math.isnan(fp["ours"])
+
+
+def test_a_lesion_run_is_evaluated_with_lesion_detection(tmp_path: Path, tiny_phantom: Path) -> None:
+    """`run` (train + evaluate) on the tiny phantom: per_case.csv carries the lesion counts, the reference
+    lesions are the reference's own components, and the declared rule (evaluate.lesion_match) is in the policy."""
+    import json
+
+    from bench.datasets import get_dataset
+    from bench.engine.runner import run
+    from bench.metrics.lesions import lesion_detection
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, tiny_phantom, "unet", task="lesion", **{
+        "profile.train.epochs": 1, "profile.train.steps_per_epoch": 2, "profile.evaluate.lesion_match": "iou50"})
+    folder = run(cfg, progress=False)
+    pc = pd.read_csv(folder / "per_case.csv", dtype={"case": str})
+    adapter = get_dataset("phantom", root=str(tiny_phantom))
+    for _, row in pc.iterrows():
+        case = adapter.load(row["case"])
+        ref = case.mask("lesion")
+        assert row["n_ref_lesions"] == lesion_detection(ref, ref, case.spacing).n_ref_lesions
+        assert 0 <= row["n_detected"] <= row["n_ref_lesions"]
+        assert row["fp_lesions"] == row["n_pred_lesions"] - row["n_pred_matched"]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["policy"]["lesion_detection"]["match"] == "iou50"
+    assert "lesion_detection" in summary["splits"]["test"]["classes"]["lesion"]

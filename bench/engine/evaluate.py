@@ -29,6 +29,8 @@ import torch
 
 from bench.config import PLANE_AXIS, PLANES, RunConfig
 from bench.errors import ConfigError, DataError
+from bench.metrics.results import write_evaluation
+from bench.metrics.scorer import ScoreOptions, score_masks
 from bench.paths import EXAMPLES, PER_CASE, RAW_SUFFIX, checkpoint_path, run_dir
 
 SlicePredictor = Callable[[torch.Tensor], torch.Tensor]  # (B,1,S,S) preprocessed -> (B,1,S,S) probabilities
@@ -76,8 +78,6 @@ def score_mask(mask: np.ndarray, reference: np.ndarray, device: torch.device,
                cfg: RunConfig | None = None) -> dict:
     """One binary mask against its reference through the one scorer (`bench.metrics.scorer`): counts,
     scores, surface metrics in mm when ``surface``, lesion detection when the run's task is lesion."""
-    from bench.metrics.scorer import ScoreOptions, score_masks
-
     options = ScoreOptions.for_run(cfg, surface, device) if cfg is not None else ScoreOptions(surface=surface, device=device)
     task = cfg.task if cfg is not None else "liver"
     return score_masks(task, mask, reference, spacing, options)
@@ -127,9 +127,6 @@ def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str], suffi
 
 def write_scores(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str], surface: bool, cfg: RunConfig) -> None:
     """Write the post-processed and the raw results (each merged with the other splits' old rows)."""
-    from bench.metrics.results import write_evaluation
-    from bench.metrics.scorer import ScoreOptions
-
     mode, min_voxels = postprocess_rule(cfg)
     for variant, suffix in (("post", ""), ("raw", RAW_SUFFIX)):
         frame = _merge_splits(folder, pd.DataFrame(rows[variant]), scored, suffix)

@@ -157,6 +157,8 @@ def lesion_detection(pred: Any, ref: Any, spacing: Sequence[float], match: str =
         raise ValueError(f"prediction shape {p.shape} differs from reference shape {r.shape}")
     if p.ndim != 3 or len(spacing) != 3:
         raise ValueError(f"lesion detection needs 3-D volumes and a 3-value spacing, got {p.shape} and {spacing}")
+    box = _union_box(p, r)  # components never cross the union's bounding box: label only inside it
+    p, r = p[box], r[box]
     structure = ndimage.generate_binary_structure(3, connectivity)
     ref_lab, n_ref = ndimage.label(r, structure=structure)
     pred_lab, n_pred = ndimage.label(p, structure=structure)
@@ -188,6 +190,16 @@ def lesion_detection(pred: Any, ref: Any, spacing: Sequence[float], match: str =
     det_by = np.bincount(bins[ref_hit], minlength=n_bins) if n_ref else np.zeros(n_bins, np.int64)
     return LesionCounts(int(n_ref), int(ref_hit.sum()), int(n_pred), int(pred_hit.sum()),
                         tuple(int(v) for v in ref_by), tuple(int(v) for v in det_by))
+
+
+def _union_box(p: np.ndarray, r: np.ndarray) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``p | r`` (an empty box when both are empty)."""
+    out = []
+    for axis in range(p.ndim):
+        other = tuple(a for a in range(p.ndim) if a != axis)
+        hit = np.flatnonzero(np.any(p, axis=other) | np.any(r, axis=other))
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1) if hit.size else slice(0, 0))
+    return tuple(out)
 
 
 def _as_bool(x: Any) -> np.ndarray:

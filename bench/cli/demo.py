@@ -54,6 +54,12 @@ def demo(
     writable_dir(cache, "--cache")
     if out is not None:
         writable_dir(out, "--out")
+    from bench.errors import ConfigError
+    from bench.models.liver_prior import MODES
+
+    for mode in _names(liver_priors):  # checked before any data is written
+        if mode not in MODES:
+            raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
     from bench.cli.common import default_profile, parse_seeds
     from bench.datasets import DATASETS, get_dataset
     from bench.engine.study import StudyPlan, run_study
@@ -74,13 +80,6 @@ def demo(
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
         folds=folds, budget=budget, liver_priors=_names(liver_priors),
     )
-    from bench.models.liver_prior import MODES
-
-    for mode in plan.liver_priors:
-        if mode not in MODES:
-            from bench.errors import ConfigError
-
-            raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
     console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
                   f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
                   f"budget {budget}",

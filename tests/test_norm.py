@@ -148,6 +148,11 @@ def test_norm_and_capacity_ablations_are_registered_and_planned() -> None:
     assert ("unet", "unet~norm=batch", "batch", "matched") in runs and ("segnet", "segnet", "group", "matched") in runs
     assert ("unet", "unet~encoder_depth=4,width=0.25", "group", "matched") in runs
     assert len([j for j in jobs if j.cfg.model == "ours"]) == 1  # every baseline variant matched to one ours run
+    assert {j.cfg.model for j in jobs} == {"unet", "ours"}  # the norm ablation keeps to the study's models
+    every = plan(study_targets("cpu", "res", "phantom", "", "cache", (0,), "cpu",
+                               StudyPlan(models=("segnet", "ours"), planes=("axial",), tasks=("liver",),
+                                         ablations=("capacity",))))
+    assert ("unet", "unet~encoder_depth=4,width=0.25") in {(j.cfg.model, j.cfg.run_tag) for j in every}
 
 
 def replace_tag(cfg: RunConfig, tag: str) -> RunConfig:
@@ -236,3 +241,24 @@ def test_report_keeps_as_published_and_matched_apart(tmp_path: Path) -> None:
     assert "1,000" in to_markdown(norm)
     assert cell(norm, row="Dice", col_group="SegNet, group (matched)", col="Val")["status"] == "missing"
     assert any("bench ablate norm" in n for n in norm.notes)
+
+
+def test_an_ours_run_recorded_before_model_norm_stays_a_plain_cpu_run(tmp_path: Path) -> None:
+    """A config.json without model.norm loads with the dataclass default (batch); ours never reads it, so its
+    collected row takes the profile's value and stays in the plain cells of the cpu scope; a baseline keeps its own."""
+    from bench.config import to_dict
+    import json
+
+    from bench.reports.collect import ablation_defaults, load_results
+
+    for model in ("ours", "unet"):
+        cfg = RunConfig(model=model, device="cpu", results=str(tmp_path), profile=get_profile("cpu"))
+        data = to_dict(cfg)
+        del data["profile"]["model"]["norm"]  # written before the field existed
+        folder = tmp_path / "phantom" / "liver" / model / "axial"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"config": data, "status": "complete", "parameters": 5}))
+    runs = load_results(tmp_path).runs.set_index("model")
+    assert runs.loc["ours", "norm"] == ablation_defaults("cpu")["norm"] == "group"
+    assert runs.loc["ours", "normalisation"] == "cascade.norm=group"
+    assert runs.loc["unet", "norm"] == "batch" and runs.loc["unet", "normalisation"] == "model.norm=batch"

@@ -83,7 +83,10 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
                             targets.append((f"{task:6s} {name:9s} fused    {where}", make("fused")))
             for name in plan.ablations:
                 ablation = ABLATIONS.get(name)
-                for model in ablation.models:
+                # an ablation of several models runs on those the study trains (--models unet,ours: U-Net's
+                # norm variants only); one of a single model (ours' Tables 3-5) runs on it in any case
+                mine = tuple(m for m in ablation.models if m in plan.models) or ablation.models
+                for model in (mine if len(ablation.models) > 1 else ablation.models):
                     base = config(model, ablation.plane, ablation.task)
                     targets += [(f"ablation {name} {model} {label} {where}", variant_config(base, overrides))
                                 for label, overrides in ablation.variants]

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict
+from bench.config import (PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict,
+                          without_baseline_fields)
 from bench.errors import BenchError, DataError
 
 # Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
@@ -97,10 +98,14 @@ def postprocess_rule(cfg: RunConfig) -> str:
 def normalisation_rule(cfg: RunConfig) -> str:
     """The config field that sets the run's normalisation, as the tables print it: ``model.norm=group`` for a
     baseline, ``cascade.norm=group`` for a model trained by the cascade recipe (ours)."""
+    return f"cascade.norm={cfg.profile.cascade.norm}" if _is_cascade(cfg) else f"model.norm={cfg.profile.model.norm}"
+
+
+def _is_cascade(cfg: RunConfig) -> bool:
+    """The run's model trains by the cascade recipe (ours): its normalisation is cascade.norm, not model.norm."""
     from bench.models import MODELS
 
-    cascade = cfg.model in MODELS and MODELS.get(cfg.model).recipe == "cascade"
-    return f"cascade.norm={cfg.profile.cascade.norm}" if cascade else f"model.norm={cfg.profile.model.norm}"
+    return cfg.model in MODELS and MODELS.get(cfg.model).recipe == "cascade"
 
 
 def experiment_key(cfg: RunConfig) -> str:
@@ -110,6 +115,10 @@ def experiment_key(cfg: RunConfig) -> str:
 
 def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
     cascade = cfg.profile.cascade
+    # the baseline-only model fields of a cascade run are read at the profile's values: ours never reads them,
+    # and a config.json written before a field existed holds the dataclass default (model.norm=batch), not the
+    # cpu profile's group, which would drop the run from the plain cells
+    model = (without_baseline_fields(cfg.profile) if _is_cascade(cfg) else cfg.profile).model
     return {
         "dataset": cfg.dataset,
         "task": cfg.task,
@@ -126,10 +135,10 @@ def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
         "patch_scale": str(cascade.patch_scale),
         "patch_share": float(cascade.patch_share),
         "reiter_lr_scale": float(cascade.reiter_lr_scale),
-        "liver_prior": str(cfg.profile.model.liver_prior),
-        "norm": str(cfg.profile.model.norm),
-        "width": float(cfg.profile.model.width),
-        "encoder_depth": int(cfg.profile.model.encoder_depth),
+        "liver_prior": str(model.liver_prior),
+        "norm": str(model.norm),
+        "width": float(model.width),
+        "encoder_depth": int(model.encoder_depth),
         "normalisation": normalisation_rule(cfg),
         "postprocess": postprocess_rule(cfg),
         "budget_rule": str(cfg.profile.train.budget),

@@ -145,7 +145,7 @@ def test_norm_and_capacity_ablations_are_registered_and_planned() -> None:
                               StudyPlan(models=("unet", "ours"), planes=("axial",), tasks=("liver",),
                                         ablations=("norm", "capacity"))))
     runs = {(j.cfg.model, j.cfg.run_tag, j.cfg.profile.model.norm, j.cfg.profile.train.budget) for j in jobs}
-    assert ("unet", "unet~norm=batch", "batch", "matched") in runs and ("segnet", "segnet", "group", "matched") in runs
+    assert ("unet", "unet~norm=batch", "batch", "matched") in runs and ("unet", "unet", "group", "matched") in runs
     assert ("unet", "unet~encoder_depth=4,width=0.25", "group", "matched") in runs
     assert len([j for j in jobs if j.cfg.model == "ours"]) == 1  # every baseline variant matched to one ours run
     assert {j.cfg.model for j in jobs} == {"unet", "ours"}  # the norm ablation keeps to the study's models

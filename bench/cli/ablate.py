@@ -14,10 +14,10 @@ from bench.cli.data import cysts_override
 
 @app.command("ablate")
 def ablate(
-    name: str = typer.Argument(..., help="patch-level | loss | iterations (bench ls ablations)"),
-    dataset: str = typer.Option("phantom", "--dataset"),
+    name: str = typer.Argument(..., help="{ablations} (bench ls ablations)"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets}"),
     root: Optional[str] = typer.Option(None, "--root"),
-    profile: Optional[str] = typer.Option(None, "--profile"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="{profiles} (default: {default_profile})"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="e.g. 0,1,2"),
     fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),

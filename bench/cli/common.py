@@ -7,6 +7,10 @@ from dataclasses import replace
 from bench.config import RunConfig, get_profile, override, parse_overrides
 from bench.errors import ConfigError
 
+# the rule below in words, for help text (`bench.cli.helptext`'s {default_profile})
+DEFAULT_PROFILE_RULE = "demo on the phantom; on real CT paper where CUDA is used, else cpu"
+
+
 def default_profile(dataset: str, device: str = "auto") -> str:
     """``demo`` on the phantom; on real CT ``paper`` where CUDA will be used, else the CPU-sized ``cpu``."""
     if dataset == "phantom":

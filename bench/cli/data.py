@@ -105,10 +105,10 @@ def phantom(
 
 @data_app.command("prepare")
 def prepare(
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom | lits | ircadb (bench ls datasets)"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (bench ls datasets)"),
     root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
     cache: str = typer.Option("cache", "--cache", help="cache root folder"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="sets input size and preprocessing (default: demo on the phantom, paper otherwise)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="{profiles}: sets input size and preprocessing (default: {default_profile})"),
     splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead of the data set's own"),
     planes: Optional[List[str]] = typer.Option(None, "--planes", help="axial,coronal,sagittal (default: all three)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="profile override, e.g. --set preprocess.slice_fit=resize"),
@@ -161,7 +161,7 @@ def prepare(
 @data_app.command("export")
 def export(
     format: str = typer.Option(..., "--format", help="nnunet (an nnU-Net v2 raw data set)"),
-    dataset: str = typer.Option(..., "--dataset", help="phantom | lits | ircadb (bench ls datasets)"),
+    dataset: str = typer.Option(..., "--dataset", help="{datasets} (bench ls datasets)"),
     out: Path = typer.Option(..., "--out", help="folder to write DatasetXXX_Name/ into (e.g. $nnUNet_raw)"),
     root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
     task: str = typer.Option("both", "--task", help="both (0/1/2) | liver (0/1) | lesion (0/1)"),

@@ -18,22 +18,21 @@ def _names(text: str) -> tuple[str, ...]:
 
 @app.command("demo")
 def demo(
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom (default) | ircadb | lits"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (default phantom)"),
     root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
     profile: Optional[str] = typer.Option(None, "--profile",
-                                          help="default: demo on the phantom, cpu on real data without CUDA, paper "
-                                               "with CUDA; golden = CI tables, smoke = tests"),
+                                          help="{profiles} (default: {default_profile})"),
     results: str = typer.Option("results", "--results"),
     cache: str = typer.Option("cache", "--cache"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
-    models: Optional[str] = typer.Option(None, "--models", help="default: all four on the phantom, unet,ours on real data"),
+    models: Optional[str] = typer.Option(None, "--models", help="any of {models} (default: all four on the phantom, unet,ours on real data)"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
     planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
                                       help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
     ablations: Optional[str] = typer.Option(None, "--ablations",
-                                            help="default: patch-level,loss,iterations on the phantom, none on real data"),
+                                            help="any of {ablations} (default: patch-level,loss,iterations on the phantom, none on real data)"),
     folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
                                         "leave-one-patient-out on real data with up to 10 patients, else 5)"),
     budget: str = typer.Option("matched", "--budget", help="matched (default): every baseline trains as many "

@@ -14,10 +14,10 @@ from bench.cli.data import check_cysts, cysts_override
 
 @app.command("evaluate")
 def evaluate(
-    model: str = typer.Argument(..., help="a trained model (bench ls models)"),
+    model: str = typer.Argument(..., help="a trained model: {models}"),
     plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal | fused"),
     task: str = typer.Option("liver", "--task"),
-    dataset: str = typer.Option("phantom", "--dataset"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets}"),
     root: Optional[str] = typer.Option(None, "--root"),
     split: str = typer.Option("all", "--split", help="val | test | all (other splits' rows are kept)"),
     seed: int = typer.Option(0, "--seed"),

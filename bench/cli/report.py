@@ -20,8 +20,8 @@ from bench.cli import app
 def report(
     results: Optional[str] = typer.Option(None, "--results", help="results folder (default: results; with "
                                           "--check on one layer: use these results instead of building them)"),
-    tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7, and table names: patch-mode, "
-                               "patch-scale, paired, postprocess (bench ls tables)"),
+    tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7, and table names: {tables} "
+                               "(bench ls tables)"),
     format: str = typer.Option("md,csv,tex", "--format", help="any of md, csv, tex"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
     aggregation: str = typer.Option("mean", "--aggregation", help="mean (over cases) | global (summed counts)"),

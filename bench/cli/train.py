@@ -14,12 +14,12 @@ from bench.cli.data import cysts_override
 
 @app.command("train")
 def train(
-    model: str = typer.Argument(..., help="segnet | unet | deeplabv3 | ours (bench ls models)"),
+    model: str = typer.Argument(..., help="{models} (bench ls models)"),
     plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal"),
     task: str = typer.Option("liver", "--task", help="liver | lesion"),
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom | lits | ircadb"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (bench ls datasets)"),
     root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="paper | demo | smoke | golden (default: demo on the phantom, paper otherwise)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="{profiles} (default: {default_profile})"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2 (one run each)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
+from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -19,11 +20,11 @@ def _names(text: str) -> tuple[str, ...]:
 @app.command("demo")
 def demo(
     dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (default phantom)"),
-    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under $BENCH_DATA/phantom, default data/phantom)"),
     profile: Optional[str] = typer.Option(None, "--profile",
                                           help="{profiles} (default: {default_profile})"),
-    results: str = typer.Option("results", "--results"),
-    cache: str = typer.Option("cache", "--cache"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
     models: Optional[str] = typer.Option(None, "--models", help="any of {models} (default: all four on the phantom, unet,ours on real data)"),

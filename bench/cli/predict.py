@@ -14,6 +14,7 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config
+from bench.paths import RESULTS_ENV
 
 
 @app.command("predict")
@@ -25,7 +26,7 @@ def predict(
     task: str = typer.Option("liver", "--task", help="liver | lesion | both (both writes 0/1/2)"),
     dataset: str = typer.Option("phantom", "--dataset", help="the data set the runs were trained on: {datasets}"),
     device: str = typer.Option("auto", "--device"),
-    results: str = typer.Option("results", "--results"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
     tag: str = typer.Option("", "--tag"),
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""

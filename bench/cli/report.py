@@ -18,7 +18,7 @@ from bench.cli import app
 
 @app.command("report")
 def report(
-    results: Optional[str] = typer.Option(None, "--results", help="results folder (default: results; with "
+    results: Optional[str] = typer.Option(None, "--results", help="results folder (default: $BENCH_RESULTS, else results; with "
                                           "--check on one layer: use these results instead of building them)"),
     tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7, and table names: {tables} "
                                "(bench ls tables)"),
@@ -78,7 +78,9 @@ def report(
     from bench.reports.collect import load_results
     from bench.reports.report import write_report
 
-    root = Path(results or "results")
+    from bench.paths import default_results_root
+
+    root = Path(results or default_results_root())
     out_dir = writable_dir(out, "--out") if out else writable_dir(root / "report", "--results")
     formats = parse_formats(format)
     collected = load_results(root)

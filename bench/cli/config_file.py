@@ -35,7 +35,10 @@ def _parse(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
     try:
         if suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10: the same parser, as the tomli package
+                import tomli as tomllib
 
             return tomllib.loads(text)
         if suffix == ".json":

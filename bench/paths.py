@@ -38,6 +38,7 @@ PER_CASE = "per_case.csv"
 METRICS = "metrics.csv"
 RAW_SUFFIX = "_raw"  # per_case_raw.csv, metrics_raw.csv, summary_raw.json: scores without post-processing
 HISTORY = "history.csv"
+PROGRESS = "progress.png"  # training curves drawn from history.csv (bench.engine.curves)
 REITERATION = "reiteration.csv"
 EXAMPLES = "examples.npz"
 LOCK = ".lock"

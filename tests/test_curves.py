@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bench.reports.collect import Results
-from bench.reports.curves import PROGRESS, progress_figure, write_progress
+from bench.engine.curves import progress_figure, write_progress
+from bench.paths import PROGRESS
 from bench.reports.report import training_curves
 
 

@@ -43,7 +43,7 @@ class ReportOutput:
 
 def training_curves(results: Results, out_dir: Path) -> list[str]:
     """index.md's links to every run's training curves (``progress.png`` beside its history.csv)."""
-    from bench.reports.curves import PROGRESS
+    from bench.paths import PROGRESS
 
     if results.runs.empty or "run_dir" not in results.runs.columns:
         return []

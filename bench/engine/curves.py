@@ -6,6 +6,8 @@ prints them). A cascade trains several stages in turn (localizer, tuner, reiter1
 again at epoch 1), so the x axis counts every epoch of the run in training order and each stage
 is its own coloured segment, named in the legend. Drawn on an Agg canvas (no pyplot, no display),
 small and at low resolution: it is written once per run and must stay cheap; written atomically.
+It lives with the engine that writes history.csv; the report links the file by its name
+(``bench.paths.PROGRESS``) and never imports this module (reports and engine stay apart).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.atomic import atomic_path
-
-PROGRESS = "progress.png"
+from bench.paths import PROGRESS
 
 
 def progress_figure(history: pd.DataFrame, path: str | Path, title: str = "") -> Path | None:

@@ -1,4 +1,4 @@
-"""``bench ablate patch-level|loss|iterations``: the paper's ablations (Tables 3-5)."""
+"""``bench ablate NAME``: the paper's ablations (Tables 3-5) and this toolkit's (norm, capacity, ...)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def ablate(
     console = Console()
     targets = []
     for s in parse_seeds(seed, seeds):
-        base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
+        base = build_run_config(ablation.models[0], ablation.plane, ablation.task, dataset, root, profile, s, device,
                                 results, cache, splits, cysts_override(set_, include_cysts), fold=fold,
                                 config_file=config, given=given_flags(ctx) | {"model", "plane", "task"})
         targets += [(f"{name} {label} (seed {s})", cfg) for label, cfg in ablation_targets(name, base)]

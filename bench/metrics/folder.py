@@ -244,5 +244,7 @@ def score_folders(
                    "lesion_connectivity": lesion_connectivity if "lesion" in classes else None},
         "warnings": notes,
     }
-    summary = write_evaluation(out_dir, rows, with_splits=False, policy=options.policy(classes), extra=extra)
+    summary = write_evaluation(out_dir, rows, with_splits=False, policy=options.policy(classes), extra=extra,
+                               case_files={c: (str(pairing.preds.files[c]) if c in pairing.preds.files else None,
+                                               str(pairing.refs.files[c])) for c in pairing.refs.files})
     return ScoreResult(summary, Path(out_dir), pairing.missing, pairing.unmatched, notes)

@@ -42,8 +42,8 @@ def _finite(x: Any) -> bool:
         return False
 
 
-# metrics whose cells are counts: patches of Algorithm 1, reference lesions (all and per size bin)
-COUNT_METRICS = ("patches", "n_ref_lesions", "ref_")
+# metrics whose cells are counts: patches of Algorithm 1, parameters, reference lesions (all and per size bin)
+COUNT_METRICS = ("patches", "parameters", "n_ref_lesions", "ref_")
 
 
 def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = False) -> str:

@@ -218,3 +218,40 @@ def test_the_roi_cache_holds_exactly_the_crops_inference_cuts(tmp_path):
     table = cache.slice_table(["7"], "axial")
     assert list(table["lesion_px"]) == [25, 0] and list(table["index"]) == [0, 1]
     assert cache.coverage(["7"], "axial") == pytest.approx(25 / 34)  # the missed slice's 9 px count against it
+
+
+def test_a_liver_cascade_that_finds_no_liver_anywhere_stops_the_lesion_run_in_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from bench.engine.roi_cache import roi_context
+    from bench.errors import DataError
+
+    images = np.zeros((3, 64, 64), np.float16)
+
+    class Source:
+        def images(self, case, plane):
+            return images
+
+        def labels(self, case, plane):
+            return np.zeros((3, 64, 64), np.uint8)
+
+    info = SimpleNamespace(is_main=True, barrier=lambda: None)
+    cfg = _cfg("ours", profile="smoke", **{"profile.input_size": 32, "results": str(tmp_path)})
+    ctx = SimpleNamespace(cfg=cfg, cache=Source(), splits={"train": ["0"], "val": ["1"], "test": []},
+                          info=info, device=torch.device("cpu"))
+    cut = LesionRoi(roi_geometry(cfg.profile))
+
+    def prior(logits):
+        return (logits > 0).float()
+
+    with pytest.raises(DataError, match="no liver on any training slice"):
+        roi_context(ctx, cut, torch.nn.Identity(), prior)  # logits = the zero image: no liver
+    images[1, 10:40, 10:40] = 1.0  # one slice with liver: the run goes on
+    import shutil
+
+    from bench.paths import run_dir
+
+    shutil.rmtree(run_dir(cfg) / "roi")  # the cut of the liver-less cascade is not reused
+
+    with pytest.raises(TypeError):  # past the guard: the SimpleNamespace is no dataclass to replace
+        roi_context(ctx, cut, torch.nn.Identity(), prior)

@@ -307,3 +307,33 @@ def test_trained_variant_evaluates_and_predicts_with_the_unchanged_code(trained,
     out = predict_file(tiny_phantom / "volume-0.nii.gz", tmp_path / "pred.nii.gz", {"lesion": [run]})
     mask = np.asarray(nib.load(out).dataobj)
     assert mask.shape == nib.load(tiny_phantom / "volume-0.nii.gz").shape and set(np.unique(mask)) <= {0, 1}
+
+
+def test_the_liver_roi_crop_run_evaluates_and_predicts_on_its_finer_grid(trained, tiny_phantom, tmp_path):
+    """The crop variant predicts on the fine grid (data_profile) and comes back on the case's own grid."""
+    import nibabel as nib
+    import pandas as pd
+
+    from bench.engine.evaluate import load_predictor
+    from bench.engine.predict import predict_file
+    from bench.engine.runner import evaluate
+    from bench.models.lesion_roi import BACKGROUND_LOGIT, data_profile
+
+    run = trained["runs"]["crop"]
+    assert data_profile(run).input_size == 2 * run.profile.input_size
+    evaluate(run, splits=("test",), progress=False)
+    per_case = pd.read_csv(run_dir(run) / "per_case.csv")
+    assert set(per_case["split"]) == {"val", "test"} and len(per_case) >= 2
+    predict, model = load_predictor(run, torch.device("cpu"))
+    from bench.datasets.cache import open_or_prepare
+
+    fine = open_or_prepare(run, progress=False, profile=data_profile(run))[0]
+    x = torch.from_numpy(np.asarray(fine.images("0", run.plane), dtype=np.float32)[:6, None])
+    with torch.no_grad():
+        logits = model(x)
+    rois = model.cut.inputs(x, model.liver, model.prior_of_liver)
+    outside = model.cut.boxes(rois.windows) == 0
+    assert logits.shape == x.shape and rois.keep  # some slices with a liver box
+    assert torch.all(logits[outside] == BACKGROUND_LOGIT) and not torch.all(logits[~outside] == BACKGROUND_LOGIT)
+    out = predict_file(tiny_phantom / "volume-0.nii.gz", tmp_path / "pred.nii.gz", {"lesion": [run]})
+    assert np.asarray(nib.load(out).dataobj).shape == nib.load(tiny_phantom / "volume-0.nii.gz").shape

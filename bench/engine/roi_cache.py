@@ -124,8 +124,8 @@ def write_case(source, case: str, plane: str, task: str, cut: LesionRoi, liver: 
         return np.stack(rows).astype(dtype) if rows else np.zeros((0, s, s), dtype=dtype)
 
     lab_arr = stack(out_lab, np.uint8)
-    facts = {"n": n, "liver_px": [int(v) for v in task_mask(lab_arr, "liver").reshape(n, -1).sum(1)],
-             "lesion_px": [int(v) for v in task_mask(lab_arr, "lesion").reshape(n, -1).sum(1)],
+    facts = {"n": n, "liver_px": [int(v) for v in task_mask(lab_arr, "liver").sum(axis=(1, 2))],
+             "lesion_px": [int(v) for v in task_mask(lab_arr, "lesion").sum(axis=(1, 2))],
              "task": task, "task_px": task_px, "task_px_inside": inside, "slices": int(images.shape[0])}
     tmp = folder / f"{case}{TMP_MARK}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -159,6 +159,12 @@ def roi_context(ctx, cut: LesionRoi, liver: torch.nn.Module, prior: Callable) ->
             write_case(ctx.cache, case, cfg.plane, cfg.task, cut, liver, prior, folder, ctx.device)
     ctx.info.barrier()
     roi_cache = RoiCache(folder, cut.geo.size)
+    if roi_cache.slice_table(list(ctx.splits["train"]), cfg.plane).empty:
+        from bench.errors import DataError
+
+        raise DataError(f"{folder}: the liver cascade predicts no liver on any training slice, so the lesion "
+                        f"ROI (cascade.lesion_roi=box) has nothing to train on; retrain the liver run or set "
+                        f"cascade.lesion_roi=none")
     return replace(ctx, cache=roi_cache), roi_cache, roi_cache.coverage(list(ctx.splits["val"]), cfg.plane)
 
 

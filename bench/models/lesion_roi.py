@@ -205,7 +205,7 @@ def crop_roi(fine: Tensor, window: Window, size: int, mode: str = "linear", pad_
 
 def paste_roi(roi: Tensor, window: Window | None, fine: int, fill: float = 0.0, mode: str = "linear") -> Tensor:
     """A (size, size) ROI output -> the (fine, fine) slice: the window's values inside the box, ``fill`` outside."""
-    out = torch.full((fine, fine), fill, dtype=roi.dtype if roi.is_floating_point() else roi.dtype, device=roi.device)
+    out = torch.full((fine, fine), fill, dtype=roi.dtype, device=roi.device)
     if window is None:
         return out
     back = _resize(roi[None, None], window.side, mode)[0, 0].to(out.dtype)

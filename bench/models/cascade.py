@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from bench.config import GRADCAM_LAYERS, LESION_PRIORS, CascadeConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import get_model_spec, register_model
-from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows, register_card
+from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows
 from bench.models.cascade_blocks import check_norm
 from bench.models.gradcam import grad_cam
 from bench.models.localization import LocalizationNet
@@ -244,11 +244,8 @@ def cascade_card(cfg: RunConfig) -> ModelCard:
     return ModelCard(cfg.model, cfg.profile.name, description, NORM_DESCRIPTIONS[cc.norm], tuple(rows), tuple(notes))
 
 
-register_card("ours")(cascade_card)
-
-
 register_model(
-    "ours", recipe="cascade",
+    "ours", label="Ours", role="proposed", recipe="cascade", config_section="cascade", card=cascade_card,
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
     count=count_cascade_parameters,
     needs=liver_cascade_of,

@@ -1,0 +1,34 @@
+"""UNet++ baseline (Zhou et al. 2018) via segmentation-models-pytorch: a fifth baseline, not in the paper.
+
+Why here: it is the proof that a model is one plug-in. This file is the whole addition; the
+package imports it by itself (`bench.models._register_builtin`), and the study, Tables 7/8, the
+paired and post-processing tables, figures, ``bench ls models`` and the registry-wide tests pick
+it up from its spec. The paper has no UNet++ numbers, so its paper columns show "-".
+
+Choices (as for U-Net, `bench.models.baselines`, so the two differ by the nested skip
+pathways only): encoder ``model.encoder`` with random initialisation (``encoder_weights=None``;
+``model.encoder_weights`` loads a local state dict), ``model.width`` scales smp's decoder channels
+``(256, 128, 64, 32, 16)``; ``model.dropout`` is not applied (smp's UNet++ has none and the
+paper's 0.2 is a setting of its own models; adding one would be a design of ours, not UNet++).
+"""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+from torch import nn
+
+from bench.config import RunConfig
+from bench.models import register_model
+from bench.models.baselines import UNET_DECODER_CHANNELS, _check_encoder, _maybe_load_encoder, check_model_config, scaled
+
+
+@register_model("unetpp", label="UNet++", capabilities={"liver_prior"}, relative_cost=1.6,
+                description="UNet++ (smp UnetPlusPlus, ResNet encoder; not in the paper)")
+def build_unetpp(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
+    m = cfg.profile.model
+    check_model_config(m, "unetpp")
+    _check_encoder(m.encoder, "unetpp")
+    model = smp.UnetPlusPlus(encoder_name=m.encoder, encoder_weights=None, in_channels=in_channels, classes=1,
+                             decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS))
+    _maybe_load_encoder(model, cfg)
+    return model

@@ -1,7 +1,7 @@
 """The package's layering, checked from the source: no upward import and no import circle.
 
 cli > engine > (ablations, reports, metrics, models, datasets) > plumbing (config, paths, atomic,
-errors, devices, progress) > registry. Every ``import``/``from ... import`` is counted, including
+errors, devices, progress, plugins) > registry. Every ``import``/``from ... import`` is counted, including
 the ones inside functions (a lazy import is still a dependency).
 """
 
@@ -15,6 +15,7 @@ LAYERS = {
     "bench": 0, "bench.registry": 0,
     "bench.errors": 0,
     "bench.atomic": 1, "bench.config": 1, "bench.paths": 1, "bench.devices": 1, "bench.progress": 1,
+    "bench.plugins": 1,
     "bench.datasets": 2, "bench.metrics": 2, "bench.models": 2, "bench.reports": 2, "bench.ablations": 2,
     "bench.engine": 3,
     "bench.cli": 4, "bench.__main__": 4,

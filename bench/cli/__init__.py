@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import List, Optional
 
 import typer
 
 
 app = typer.Typer(
     name="bench",
-    help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + SegNet/U-Net/DeepLabV3).",
+    help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + baselines; bench ls models).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -22,8 +23,24 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
-    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks."""
+def _root(
+    plugin: Optional[List[str]] = typer.Option(
+        None, "--plugin", metavar="MODULE_OR_FILE.py",
+        help="load models from a module or .py file (repeatable; also BENCH_PLUGINS=a:b, entry points liverbench.models)",
+    ),
+) -> None:
+    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks.
+
+    ``--plugin`` is global (``bench --plugin mynet.py train mynet``): every verb that reads the
+    model registry (train, evaluate, predict, ablate, demo, report, ls) sees the same models, and
+    one option is simpler than one per verb. It only records the plug-in in ``BENCH_PLUGINS``
+    (`bench.plugins.add_to_environment`); the registry imports it when first needed, so
+    ``--help`` stays fast and worker processes inherit it.
+    """
+    if plugin:
+        from bench.plugins import add_to_environment
+
+        add_to_environment(plugin)
 
 
 # Modules that add their commands to `app` when imported.

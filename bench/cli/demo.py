@@ -27,7 +27,7 @@ def demo(
     cache: str = typer.Option("cache", "--cache"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
-    models: Optional[str] = typer.Option(None, "--models", help="default: all four on the phantom, unet,ours on real data"),
+    models: Optional[str] = typer.Option(None, "--models", help="default: every registered model (bench ls models) on the phantom, unet,ours on real data"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
     planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
@@ -64,14 +64,14 @@ def demo(
         folds = (n_patients if n_patients <= 10 else 5) if real else 0
     profile = profile or default_profile(dataset, device)
     plan = StudyPlan(
-        models=_names(models) if models else (("unet", "ours") if real else StudyPlan.models),
+        models=_names(models) if models else (("unet", "ours") if real else ()),
         planes=_names(planes) if planes else (("axial",) if real else StudyPlan.planes),
         tasks=_names(tasks), lesion_planes=_names(lesion_planes),
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
         folds=folds, budget=budget,
     )
     console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
-                  f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
+                  f"models {','.join(plan.models) or 'all registered'}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
                   f"budget {budget}",
                   highlight=False, soft_wrap=True)
     timings = run_study(profile, results, dataset=dataset, root=str(adapter.root) if real or root else "",

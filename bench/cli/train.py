@@ -14,7 +14,7 @@ from bench.cli.data import cysts_override
 
 @app.command("train")
 def train(
-    model: str = typer.Argument(..., help="segnet | unet | deeplabv3 | ours (bench ls models)"),
+    model: str = typer.Argument(..., help="a registered model: bench ls models lists them, plug-ins included"),
     plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal"),
     task: str = typer.Option("liver", "--task", help="liver | lesion"),
     dataset: str = typer.Option("phantom", "--dataset", help="phantom | lits | ircadb"),

@@ -17,12 +17,12 @@ from bench.config import PLANES, RunConfig, get_profile
 from bench.errors import ConfigError
 from bench.paths import seed_tag
 
-MODELS_IN_TABLES = ("segnet", "unet", "deeplabv3", "ours")
-
 
 @dataclass(frozen=True)
 class StudyPlan:
-    models: tuple[str, ...] = MODELS_IN_TABLES
+    # () = every registered model (`bench.models.model_names`: the paper's four, UNet++, plug-ins),
+    # so a model added to the registry is in the demo study and its tables without naming it here
+    models: tuple[str, ...] = ()
     planes: tuple[str, ...] = PLANES
     tasks: tuple[str, ...] = ("liver", "lesion")
     # the lesion step is run on these planes only (the demo keeps 2-CPU time near 20 minutes with
@@ -48,6 +48,11 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
 
     if plan.budget not in ("matched", "epochs"):
         raise ConfigError(f"study budget {plan.budget!r}: expected matched or epochs")
+    from bench.models import get_model_spec, model_names
+
+    models = plan.models or tuple(model_names())
+    for model in models:
+        get_model_spec(model)  # unknown name -> "did you mean", before anything runs
     prof = get_profile(profile)
     targets: list[tuple[str, RunConfig]] = []
     folds: tuple[int | None, ...] = tuple(range(plan.folds)) if plan.folds else (None,)
@@ -65,7 +70,7 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
             where = f"seed {seed}" + (f" fold {fold}" if fold is not None else "")
             for task in plan.tasks:
                 planes = plan.planes if task == "liver" else tuple(p for p in plan.planes if p in plan.lesion_planes)
-                for model in plan.models:
+                for model in models:
                     targets += [(f"{task:6s} {model:9s} {plane:8s} {where}", config(model, plane, task))
                                 for plane in planes]
                     if plan.fused and set(PLANES) <= set(planes):

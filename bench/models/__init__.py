@@ -21,7 +21,7 @@ spec's name; a model without them shows "-" in the paper columns.
 
 A model registers by its module being imported: every module of this package is imported
 (`_register_builtin`: a new file here is found without editing any list), then the plug-ins
-(`bench.models.plugins`: the ``liverbench.models`` entry points, ``BENCH_PLUGINS`` and
+(`bench.plugins`: the ``liverbench.models`` entry points, ``BENCH_PLUGINS`` and
 ``bench --plugin``).
 
 Recipes and prerequisites
@@ -181,7 +181,7 @@ def register_model(
         if "liver_prior" in caps:
             from bench.models.liver_prior import liver_prior_run, with_liver_prior
 
-            registered, all_needs = with_liver_prior(build), _combine_needs(liver_prior_run, needs)
+            registered, all_needs = with_liver_prior(build, build_model), _combine_needs(liver_prior_run, needs)
         MODELS.add(name, ModelSpec(name=name, build=registered, recipe=recipe, description=text, label=label,
                                    role=role, config_section=config_section, capabilities=caps, card=card, rank=rank,
                                    count=count, needs=all_needs, input_multiple=input_multiple,
@@ -306,7 +306,7 @@ def count_parameters(name: str, profile: str = "paper") -> int:
 # modules of this package that hold no model (helpers the models import); every other module is
 # imported for its registrations, so a new model file needs no edit anywhere else
 _HELPERS = frozenset({"cards", "cascade_blocks", "crf", "gradcam", "liver_prior", "localization", "losses", "patches",
-                      "plugins", "roi", "tuning", "norm"})
+                      "roi", "tuning", "norm"})
 
 
 def _register_builtin() -> None:
@@ -319,7 +319,7 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
-from bench.models.plugins import load_plugins  # noqa: E402  (after the built-ins: a plug-in may import them)
+from bench.plugins import load_plugins  # noqa: E402  (after the built-ins: a plug-in may import them)
 
 load_plugins()
 

@@ -13,7 +13,9 @@ plug-in may reuse their helpers):
    without plug-ins (nothing is imported until a command needs the registry), and the
    scheduler's worker processes inherit the environment, so they register the same models.
 
-A plug-in that cannot be imported, or registers a taken name, is a `ConfigError` naming it: the
+This module is on the ground floor (it imports no model) so that ``bench --plugin`` can record a
+plug-in without importing the registry (torch); `bench.models` calls `load_plugins` at the end of
+its own import. A plug-in that cannot be imported, or registers a taken name, is a `ConfigError` naming it: the
 CLI prints one line and exits 2. A file is imported under a private module name
 (``bench_plugin_<stem>``), so it cannot shadow a real package. The toolkit runs plug-in code
 only because the user named it (an environment variable, a flag, an installed package); no

@@ -5,30 +5,44 @@ package imports it by itself (`bench.models._register_builtin`), and the study, 
 paired and post-processing tables, figures, ``bench ls models`` and the registry-wide tests pick
 it up from its spec. The paper has no UNet++ numbers, so its paper columns show "-".
 
-Choices (as for U-Net, `bench.models.baselines`, so the two differ by the nested skip
-pathways only): encoder ``model.encoder`` with random initialisation (``encoder_weights=None``;
-``model.encoder_weights`` loads a local state dict), ``model.width`` scales smp's decoder channels
-``(256, 128, 64, 32, 16)``; ``model.dropout`` is not applied (smp's UNet++ has none and the
-paper's 0.2 is a setting of its own models; adding one would be a design of ours, not UNet++).
+Choices, as for U-Net (`bench.models.baselines`) so that the two differ by UNet++'s nested,
+dense skip pathways only: encoder ``model.encoder`` with random initialisation
+(``encoder_weights=None``; ``model.encoder_weights`` loads a local state dict), ``model.width``
+scales smp's decoder channels ``(256, 128, 64, 32, 16)``, and the paper's dropout
+(``model.dropout``, 0.2) is a ``Dropout2d`` on the deepest encoder features, where U-Net has it
+(smp's UnetPlusPlus has none; its forward pass is U-Net's, `UNet.forward`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import segmentation_models_pytorch as smp
 from torch import nn
 
 from bench.config import RunConfig
 from bench.models import register_model
-from bench.models.baselines import UNET_DECODER_CHANNELS, _check_encoder, _maybe_load_encoder, check_model_config, scaled
+from bench.models.baselines import (UNET_DECODER_CHANNELS, UNet, _check_encoder, _maybe_load_encoder,
+                                    check_model_config, scaled)
+
+
+class UNetPlusPlus(smp.UnetPlusPlus):
+    """smp ``UnetPlusPlus`` plus ``Dropout2d`` on the deepest encoder features (smp parameter names kept)."""
+
+    def __init__(self, dropout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bottleneck_dropout = nn.Dropout2d(dropout)
+
+    forward = UNet.forward  # encoder -> dropout on the deepest map -> decoder -> head
 
 
 @register_model("unetpp", label="UNet++", capabilities={"liver_prior"}, relative_cost=1.6,
-                description="UNet++ (smp UnetPlusPlus, ResNet encoder; not in the paper)")
+                description="UNet++ (smp UnetPlusPlus, ResNet encoder, dropout at the bottleneck; not in the paper)")
 def build_unetpp(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "unetpp")
     _check_encoder(m.encoder, "unetpp")
-    model = smp.UnetPlusPlus(encoder_name=m.encoder, encoder_weights=None, in_channels=in_channels, classes=1,
-                             decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS))
+    model = UNetPlusPlus(dropout=m.dropout, encoder_name=m.encoder, encoder_weights=None, in_channels=in_channels,
+                         classes=1, decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS))
     _maybe_load_encoder(model, cfg)
     return model

@@ -177,8 +177,7 @@ def test_every_registered_model_trains_evaluates_and_is_in_tables_7_and_8(tmp_pa
     from bench.reports.tables import build_tables
 
     overrides = (("profile.input_size", 32), ("profile.train.epochs", 1), ("profile.train.steps_per_epoch", 2),
-                 ("profile.train.batch_size", 4), ("profile.train.val_max_cases", 1),
-                 ("profile.cascade.max_reiterations", 0))
+                 ("profile.train.batch_size", 4), ("profile.train.val_max_cases", 1))  # no ablated field
     plan = StudyPlan(planes=("axial",), ablations=(), fused=False, budget="epochs", overrides=overrides)
     results = tmp_path / "results"
     run_study("smoke", str(results), root=str(tiny_phantom), cache=str(tmp_path / "cache"), plan=plan,

@@ -235,7 +235,6 @@ __all__ = [
     "count_module",
     "module_rows",
     "describe_normalisation",
-    "CARD_HOOKS",
     "card_config",
     "generic_card",
     "model_card",

@@ -43,8 +43,8 @@ Determinism: only integer arithmetic, IEEE-exact operations (+, -, *, /, sqrt) a
 and seeded PCG64 draws are used (no exp/log, no float reductions), so the generator gives the same
 arrays on any CPU. Regenerate (only when this generator changes on purpose)::
 
-    python -m bench.reports.golden_inputs --regenerate results/golden/exact/inputs
-    python -m bench.reports.golden_inputs --verify results/golden/exact/inputs   # exit 1 if they differ
+    python -m bench.golden.inputs --regenerate results/golden/exact/inputs
+    python -m bench.golden.inputs --verify results/golden/exact/inputs   # exit 1 if they differ
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ from scipy import ndimage
 
 from bench.atomic import atomic_path, write_json, write_text
 from bench.config import PLANES
+from bench.datasets.splits import read_splits
 from bench.errors import DataError
 
 FORMAT = 1
@@ -84,7 +85,7 @@ INDEX = "index.json"
 SPLITS_FILE = "splits_final.json"
 REITERATION = "reiteration.csv"
 REITERATION_NATIVE = "reiteration_native.csv"  # the patch-scale ablation's native run
-GENERATOR = "python -m bench.reports.golden_inputs --regenerate results/golden/exact/inputs"
+GENERATOR = "python -m bench.golden.inputs --regenerate results/golden/exact/inputs"
 
 # Per model: boundary bias (voxels; < 0 under-segments), smooth-noise amplitude, plane-slab artefact
 # strength, number of stray components. Quality ordering mimics the paper (segnet < unet < deeplabv3 < ours).
@@ -148,7 +149,7 @@ EDGE_CASES = (
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of the exact layer: what `bench.engine.golden` turns into a results folder."""
+    """One run of the exact layer: what `bench.golden.exact` turns into a results folder."""
 
     tag: str
     model: str
@@ -224,8 +225,6 @@ class GoldenInputs:
 
 def read_inputs(root: str | Path) -> GoldenInputs:
     """Read and check an inputs folder (a `DataError`/`ConfigError` names the file at fault)."""
-    from bench.datasets.splits import read_splits
-
     root = Path(root)
     index_path = root / INDEX
     if not index_path.is_file():
@@ -578,7 +577,7 @@ def verify_inputs(root: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reports.golden_inputs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.golden.inputs", description=__doc__.splitlines()[0])
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--regenerate", metavar="DIR", help="write the inputs into DIR")
     group.add_argument("--verify", metavar="DIR", help="compare DIR with a fresh generation; exit 1 if they differ")

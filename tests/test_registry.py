@@ -8,7 +8,6 @@ is tested the day it is registered (UNet++ and any plug-in included).
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys

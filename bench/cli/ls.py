@@ -42,9 +42,10 @@ def ls(
     module, attr = KINDS[kind]
     registry = getattr(importlib.import_module(module), attr)
     if detail and kind == "models":
+        from bench.models import model_names
         from bench.models.cards import format_card, model_card
 
-        cards = [format_card(model_card(name, profile, set_)) for name in registry.names()]
+        cards = [format_card(model_card(name, profile, set_)) for name in model_names()]
         typer.echo("\n\n".join(cards))
         return
     if kind == "models":

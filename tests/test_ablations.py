@@ -49,9 +49,10 @@ def test_study_plan_dedupes_default_variant_and_orders_dependencies():
     assert len(keys) == len(set(keys))
     trains = [j for j in jobs if j.cfg.plane != "fused"]
     n = len(model_names())  # the study plans every registered model (the paper's four and UNet++)
-    # n models x 3 planes liver + n lesion axial + new ablation variants (levels 1, 2; no multi-level loss; N=0..7)
+    # n models x 3 planes liver + n lesion axial + U-Net + liver crop (lesion axial) + new ablation variants
+    # (levels 1, 2; no multi-level loss; N=0..7)
     assert {j.cfg.model for j in trains} == set(model_names()) and n >= 5
-    assert len(trains) == 3 * n + n + 4
+    assert len(trains) == 3 * n + n + 1 + 4
     fused = [j for j in jobs if j.cfg.plane == "fused"]
     assert len(fused) == n and all(len(j.needs) == 3 for j in fused)  # lesion has one plane: no fused row
     lesion_ours = next(j for j in trains if j.cfg.task == "lesion" and j.cfg.model == "ours")

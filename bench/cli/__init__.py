@@ -11,10 +11,22 @@ import sys
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+
+class BenchGroup(TyperGroup):
+    """The root command: every (sub)command's help fills its registry lists when shown (`bench.cli.helptext`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        from bench.cli.helptext import install
+
+        install(self)
 
 
 app = typer.Typer(
     name="bench",
+    cls=BenchGroup,
     help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + baselines; bench ls models).",
     no_args_is_help=True,
     add_completion=False,
@@ -22,8 +34,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bench.cli.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="print the package version and git commit, then exit"),
     plugin: Optional[List[str]] = typer.Option(
         None, "--plugin", metavar="MODULE_OR_FILE.py",
         help="load models from a module or .py file (repeatable; also BENCH_PLUGINS=a:b, entry points liverbench.models)",

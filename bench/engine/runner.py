@@ -119,6 +119,9 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         wall = time.perf_counter() - t1
         if info.is_main:
             pd.DataFrame(trained.history).to_csv(folder / HISTORY, index=False)
+            from bench.engine.curves import write_progress
+
+            write_progress(folder / HISTORY, title=f"{cfg.run_tag} {cfg.task} {cfg.plane}")
             spent = budget(trained.stages)
             if "budget_matched_to" in trained.extra:
                 spent["matched_to"] = trained.extra.pop("budget_matched_to")

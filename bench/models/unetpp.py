@@ -8,7 +8,8 @@ it up from its spec. The paper has no UNet++ numbers, so its paper columns show 
 Choices, as for U-Net (`bench.models.baselines`) so that the two differ by UNet++'s nested,
 dense skip pathways only: encoder ``model.encoder`` with random initialisation
 (``encoder_weights=None``; ``model.encoder_weights`` loads a local state dict), ``model.width``
-scales smp's decoder channels ``(256, 128, 64, 32, 16)``, and the paper's dropout
+scales smp's decoder channels ``(256, 128, 64, 32, 16)``, ``model.encoder_depth`` and ``model.norm``
+act as on U-Net (`trim_encoder`, `bench.models.norm.apply_norm`), and the paper's dropout
 (``model.dropout``, 0.2) is a ``Dropout2d`` on the deepest encoder features, where U-Net has it
 (smp's UnetPlusPlus has none; its forward pass is U-Net's, `UNet.forward`).
 """
@@ -23,7 +24,8 @@ from torch import nn
 from bench.config import RunConfig
 from bench.models import register_model
 from bench.models.baselines import (UNET_DECODER_CHANNELS, UNet, _check_encoder, _maybe_load_encoder,
-                                    check_model_config, scaled)
+                                    check_model_config, scaled, trim_encoder)
+from bench.models.norm import apply_norm
 
 
 class UNetPlusPlus(smp.UnetPlusPlus):
@@ -36,13 +38,15 @@ class UNetPlusPlus(smp.UnetPlusPlus):
     forward = UNet.forward  # encoder -> dropout on the deepest map -> decoder -> head
 
 
-@register_model("unetpp", label="UNet++", capabilities={"liver_prior"}, relative_cost=1.6,
+@register_model("unetpp", label="UNet++", capabilities={"liver_prior", "norm"}, relative_cost=1.6,
                 description="UNet++ (smp UnetPlusPlus, ResNet encoder, dropout at the bottleneck; not in the paper)")
 def build_unetpp(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "unetpp")
     _check_encoder(m.encoder, "unetpp")
     model = UNetPlusPlus(dropout=m.dropout, encoder_name=m.encoder, encoder_weights=None, in_channels=in_channels,
-                         classes=1, decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS))
+                         classes=1, encoder_depth=m.encoder_depth,
+                         decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS[:m.encoder_depth]))
+    trim_encoder(model.encoder, m.encoder_depth, "unetpp", m.encoder)
     _maybe_load_encoder(model, cfg)
-    return model
+    return apply_norm(model, cfg)

@@ -222,6 +222,8 @@ def test_plugin_flag_lists_the_model(tmp_path: Path) -> None:
     listed = bench("--plugin", str(tmp_path / "mynet.py"), "ls", "models", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr[-2000:]
     assert "mynet" in listed.stdout and "MyNet" in listed.stdout and "bench_plugin_mynet" in listed.stdout
+    helped = bench("--plugin", str(tmp_path / "mynet.py"), "train", "--help", cwd=tmp_path)
+    assert helped.returncode == 0 and "mynet" in helped.stdout and "unetpp" in helped.stdout, helped.stderr[-2000:]
 
 
 def test_module_plugin_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -284,9 +286,11 @@ def test_bad_plugin_is_refused_in_one_line_exit_2(tmp_path: Path, monkeypatch: p
 
 
 def test_help_does_not_load_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A plug-in is imported when a command needs the registry, never for --help (a broken one proves it)."""
+    """A plug-in is imported when a command needs the registry, never for ``bench --help`` (a broken one
+    proves it); a verb's help that lists the models (``bench train --help``) imports the registry, and so
+    its plug-ins (`test_plugin_flag_lists_the_model`)."""
     monkeypatch.setenv("BENCH_PLUGINS", str(_write(tmp_path / "broken.py", "raise ImportError('boom')")))
-    for args in (("--help",), ("train", "--help"), ("--plugin", str(tmp_path / "broken.py"), "report", "--help")):
+    for args in (("--help",), ("--plugin", str(tmp_path / "broken.py"), "--help"), ("--version",)):
         t0 = time.perf_counter()
         proc = bench(*args, cwd=tmp_path)
         assert proc.returncode == 0 and "Usage" in proc.stdout, (args, proc.stderr[-2000:])

@@ -83,6 +83,14 @@ def test_liver_prior_capability_wraps_build_and_adds_the_liver_run(name: str) ->
     assert first.in_channels == 2  # CT + the liver mask
 
 
+@pytest.mark.parametrize("name", [n for n in model_names() if "norm" in get_model_spec(n).capabilities])
+def test_norm_capability_is_honoured(name: str) -> None:
+    """A spec declaring ``norm`` builds with no BatchNorm left under model.norm=group (bench.models.norm)."""
+    cfg = override(RunConfig(model=name, profile=get_profile("smoke")), {"profile.model.norm": "group"})
+    kinds = {type(m) for m in build_model(cfg).modules()}
+    assert nn.GroupNorm in kinds and not any(issubclass(k, nn.BatchNorm2d) for k in kinds)
+
+
 def test_registering_checks_role_capability_and_section() -> None:
     build = lambda cfg: nn.Identity()  # noqa: E731
     with pytest.raises(ConfigError, match="role 'winner'"):

@@ -114,11 +114,15 @@ def _split_difference(recorded: Mapping[str, Sequence[str]], now: Mapping[str, S
 
 
 def binding_change(data: Mapping[str, Any], cfg: RunConfig, root: Path, split_path: Path,
-                   fingerprints: dict[tuple[str, str, bool], dict[str, str]] | None = None) -> str | None:
+                   fingerprints: dict[tuple[str, str, bool], dict[str, str]] | None = None,
+                   split_required: bool = True) -> str | None:
     """How the data at ``root`` / ``split_path`` now differs from a recorded binding (None: it does not).
 
     One clause naming what changed: ``data root ...``, ``split file ...`` or ``case fingerprints ...``.
     ``fingerprints``: a memo shared over many runs of one report ({(dataset, root, cysts): {case: fp}}).
+    ``split_required=False`` (the report): a deleted split file (it lives beside the cache) is not a
+    change of the scores, which used the recorded lists; an evaluation would make a new one, so there
+    it is refused.
     """
     from bench.datasets import get_dataset
     from bench.datasets.splits import fold_split, read_splits
@@ -128,15 +132,16 @@ def binding_change(data: Mapping[str, Any], cfg: RunConfig, root: Path, split_pa
         return f"data root changed: trained on {recorded_root}, this call reads {root}"
     if not root.is_dir():
         return f"data root {root} (recorded at training) is gone"
-    if not split_path.is_file():
+    if split_path.is_file():
+        try:
+            now = fold_split(read_splits(split_path), cfg.fold, split_path)
+        except BenchError as exc:
+            return f"split file {split_path} unreadable ({exc})"
+        diff = _split_difference(data.get("splits") or {}, now)
+        if diff:
+            return f"split file {split_path} changed since training: {diff}"
+    elif split_required:
         return f"split file {split_path} is missing (the run was trained with {data.get('split_file')})"
-    try:
-        now = fold_split(read_splits(split_path), cfg.fold, split_path)
-    except BenchError as exc:
-        return f"split file {split_path} unreadable ({exc})"
-    diff = _split_difference(data.get("splits") or {}, now)
-    if diff:
-        return f"split file {split_path} changed since training: {diff}"
     recorded: dict[str, str] = dict(data.get("cases") or {})
     adapter = get_dataset(cfg.dataset, root=root, include_cysts=cfg.include_cysts)
     memo_key = (cfg.dataset, str(root), bool(cfg.include_cysts))

@@ -337,7 +337,7 @@ def _check_binding(run_id: str, cfg: RunConfig, data: dict[str, Any], fingerprin
     from bench.datasets.binding import binding_change
 
     change = binding_change(data, cfg, Path(str(data.get("root", ""))), Path(str(data.get("split_file", ""))),
-                            fingerprints)
+                            fingerprints, split_required=False)
     if change is not None:
         raise DataError(f"{root / run_id}: {change}; its scores belong to other data (bench evaluate --rescore it, "
                         f"retrain it with --force, or move it out of {root})")

@@ -314,7 +314,7 @@ def count_parameters(name: str, profile: str = "paper") -> int:
 # modules of this package that hold no model (helpers the models import); every other module is
 # imported for its registrations, so a new model file needs no edit anywhere else
 _HELPERS = frozenset({"cards", "cascade_blocks", "crf", "gradcam", "liver_prior", "localization", "losses", "patches",
-                      "roi", "tuning", "norm"})
+                      "roi", "tuning", "norm", "lesion_roi"})
 
 
 def _register_builtin() -> None:

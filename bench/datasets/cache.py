@@ -489,6 +489,10 @@ def prepare_case(
         if case.label is None:
             raise DataError(f"{case.meta.get('source') or case_id}: case {case_id} has no segmentation; the slice cache needs labels")
         image, label = case.image, case.label
+        if preprocess.slice_fit == "spacing":  # a wrong voxel spacing is refused before gigabytes are allocated
+            from bench.datasets.planes import check_resample
+
+            check_resample(image.shape, case.spacing, planes, preprocess.spacing_mm, case.meta.get("source") or case_id)
         meta: dict[str, Any] = {
             "version": CACHE_VERSION,
             "case": case_id,

@@ -47,8 +47,9 @@ def test_study_plan_dedupes_default_variant_and_orders_dependencies():
     keys = [j.key for j in jobs]
     assert len(keys) == len(set(keys))
     trains = [j for j in jobs if j.cfg.plane != "fused"]
-    # 4 models x 3 planes liver + 4 lesion axial + new ablation variants (levels 1, 2; no multi-level loss; N=0..7)
-    assert len(trains) == 12 + 4 + 4
+    # 4 models x 3 planes liver + 4 lesion axial + U-Net + liver crop (lesion axial) + new ablation variants
+    # (levels 1, 2; no multi-level loss; N=0..7)
+    assert len(trains) == 12 + 4 + 1 + 4
     fused = [j for j in jobs if j.cfg.plane == "fused"]
     assert len(fused) == 4 and all(len(j.needs) == 3 for j in fused)  # lesion has one plane: no fused row
     lesion_ours = next(j for j in trains if j.cfg.task == "lesion" and j.cfg.model == "ours")

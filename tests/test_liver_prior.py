@@ -58,7 +58,7 @@ def test_needs_matches_the_study_runs_of_ours():
     from bench.models import requirements
 
     plan = StudyPlan(models=("unet", "ours"), planes=("axial",), tasks=("liver", "lesion"), ablations=(), fused=False,
-                     folds=2)
+                     folds=2, liver_priors=())  # the plain baselines; their prior variants are made below
     targets = [cfg for _, cfg in study_targets("smoke", "res", "phantom", "", "cache", (0, 1), "cpu", plan)]
     ours_liver = {run_dir(c) for c in targets if c.model == "ours" and c.task == "liver"}
     variants = [override(c, {"profile.model.liver_prior": "channel"}) for c in targets

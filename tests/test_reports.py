@@ -473,12 +473,14 @@ def test_build_report_writes_tables_figures_index(study, tmp_path):
 
 
 def _golden(tmp_path, res) -> Path:
-    from bench.reports.golden import write_golden
+    from bench.golden.manifest import write_golden
+    from bench.golden.train import DEFAULT_TOLERANCES
 
     golden = tmp_path / "golden"
     tables = build_tables(res, [3, 4, 5, 6, 7, 8], ReportOptions(), with_paired=False)
     write_golden(golden, tables, command="bench demo --profile golden --results {results}",
-                 report_options={"aggregation": "mean", "dataset": None, "profile": None}, source="test")
+                 report_options={"aggregation": "mean", "dataset": None, "profile": None}, source="test",
+                 tolerances=DEFAULT_TOLERANCES)
     return golden
 
 
@@ -497,7 +499,8 @@ def _perturb(study: Path, tmp_path: Path, delta: float) -> Path:
 
 
 def test_golden_roundtrip_passes_and_manifest_explains_tolerances(study_res, tmp_path):
-    from bench.reports.golden import compare_tables, read_manifest
+    from bench.golden.compare import compare_tables
+    from bench.golden.manifest import read_manifest
 
     golden = _golden(tmp_path, study_res)
     manifest = read_manifest(golden)
@@ -509,7 +512,7 @@ def test_golden_roundtrip_passes_and_manifest_explains_tolerances(study_res, tmp
 
 
 def test_golden_detects_perturbation_beyond_tolerance_only(study, study_res, tmp_path):
-    from bench.reports.golden import compare_tables
+    from bench.golden.compare import compare_tables
 
     golden = _golden(tmp_path, study_res)
     within = build_tables(load_results(_perturb(study, tmp_path / "a", 0.015)), [3, 4, 5, 6, 7, 8],
@@ -530,7 +533,7 @@ def test_golden_detects_perturbation_beyond_tolerance_only(study, study_res, tmp
 
 
 def test_golden_missing_vs_present_and_nan(tmp_path):
-    from bench.reports.golden import compare_frames
+    from bench.golden.compare import compare_frames
 
     base = pd.DataFrame([dict(group="", row="Dice", col_group="", col="Val", metric="dice", ours=math.nan,
                               status="nan", n_cases=2)])

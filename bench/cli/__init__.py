@@ -27,7 +27,7 @@ def _root() -> None:
 
 
 # Modules that add their commands to `app` when imported.
-_COMMAND_MODULES = ("ls", "data", "score", "train", "evaluate", "predict", "ablate", "report", "demo")
+_COMMAND_MODULES = ("ls", "data", "score", "train", "evaluate", "predict", "ablate", "report", "check", "demo")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"bench.cli.{_name}")

@@ -1,4 +1,4 @@
-"""``bench ablate patch-level|loss|iterations``: the paper's ablations (Tables 3-5)."""
+"""``bench ablate NAME``: the paper's ablations (Tables 3-5) and this toolkit's (norm, capacity, ...)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bench.cli.data import cysts_override
 
 @app.command("ablate")
 def ablate(
-    name: str = typer.Argument(..., help="patch-level | loss | iterations (bench ls ablations)"),
+    name: str = typer.Argument(..., help="patch-level | loss | iterations | norm | capacity ... (bench ls ablations)"),
     dataset: str = typer.Option("phantom", "--dataset"),
     root: Optional[str] = typer.Option(None, "--root"),
     profile: Optional[str] = typer.Option(None, "--profile"),
@@ -41,7 +41,7 @@ def ablate(
     console = Console()
     targets = []
     for s in parse_seeds(seed, seeds):
-        base = build_run_config(ablation.model, ablation.plane, ablation.task, dataset, root, profile, s, device,
+        base = build_run_config(ablation.models[0], ablation.plane, ablation.task, dataset, root, profile, s, device,
                                 results, cache, splits, cysts_override(set_, include_cysts), fold=fold)
         targets += [(f"{name} {label} (seed {s})", cfg) for label, cfg in ablation_targets(name, base)]
     execute(plan(targets), force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))

@@ -32,6 +32,10 @@ def demo(
     planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
                                       help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
+    liver_priors: str = typer.Option("crop", "--liver-priors",
+                                     help="lesion: U-Net also with these model.liver_prior modes (crop, channel; "
+                                          "'' for none): Table 8's '+ liver prior' columns beside the plain "
+                                          "baselines and ours"),
     ablations: Optional[str] = typer.Option(None, "--ablations",
                                             help="default: patch-level,loss,iterations on the phantom, none on real data"),
     folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
@@ -50,6 +54,12 @@ def demo(
     writable_dir(cache, "--cache")
     if out is not None:
         writable_dir(out, "--out")
+    from bench.errors import ConfigError
+    from bench.models.liver_prior import MODES
+
+    for mode in _names(liver_priors):  # checked before any data is written
+        if mode not in MODES:
+            raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
     from bench.cli.common import default_profile, parse_seeds
     from bench.datasets import DATASETS, get_dataset
     from bench.engine.study import StudyPlan, run_study
@@ -68,7 +78,7 @@ def demo(
         planes=_names(planes) if planes else (("axial",) if real else StudyPlan.planes),
         tasks=_names(tasks), lesion_planes=_names(lesion_planes),
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
-        folds=folds, budget=budget,
+        folds=folds, budget=budget, liver_priors=_names(liver_priors),
     )
     console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
                   f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "

@@ -29,6 +29,11 @@ class StudyPlan:
     # the axial plane; Table 8's other planes then show as missing cells with the command to fill them)
     lesion_planes: tuple[str, ...] = PLANES
     ablations: tuple[str, ...] = ("patch-level", "loss", "iterations")
+    # lesion task: these baselines (those in ``models``) also run with each ``model.liver_prior`` mode here,
+    # Table 8's "+ liver prior" columns beside the plain baseline and ours. Default: U-Net with crop, the
+    # slice cut to the liver cascade's boxes (the same crop ours segments lesions in), one run per lesion plane
+    prior_models: tuple[str, ...] = ("unet",)
+    liver_priors: tuple[str, ...] = ("crop",)
     fused: bool = True
     folds: int = 0  # K > 0: every run once per cross-validation fold (K = patients: leave-one-out)
     overrides: tuple[tuple[str, object], ...] = ()  # applied to every run
@@ -66,15 +71,25 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
             for task in plan.tasks:
                 planes = plan.planes if task == "liver" else tuple(p for p in plan.planes if p in plan.lesion_planes)
                 for model in plan.models:
-                    targets += [(f"{task:6s} {model:9s} {plane:8s} {where}", config(model, plane, task))
-                                for plane in planes]
-                    if plan.fused and set(PLANES) <= set(planes):
-                        targets.append((f"{task:6s} {model:9s} fused    {where}", config(model, "fused", task)))
+                    priors = plan.liver_priors if task == "lesion" and model in plan.prior_models else ()
+                    for variant in (None, *priors):  # the plain model, then each liver-prior variant
+                        def make(plane: str, model: str = model, variant: str | None = variant) -> RunConfig:
+                            cfg = config(model, plane, task)
+                            return cfg if variant is None else variant_config(
+                                cfg, (("profile.model.liver_prior", variant),))
+                        name = model if variant is None else f"{model}+{variant}"
+                        targets += [(f"{task:6s} {name:9s} {plane:8s} {where}", make(plane)) for plane in planes]
+                        if plan.fused and set(PLANES) <= set(planes):
+                            targets.append((f"{task:6s} {name:9s} fused    {where}", make("fused")))
             for name in plan.ablations:
                 ablation = ABLATIONS.get(name)
-                base = config(ablation.model, ablation.plane, ablation.task)
-                targets += [(f"ablation {name} {label} {where}", variant_config(base, overrides))
-                            for label, overrides in ablation.variants]
+                # an ablation of several models runs on those the study trains (--models unet,ours: U-Net's
+                # norm variants only); one of a single model (ours' Tables 3-5) runs on it in any case
+                mine = tuple(m for m in ablation.models if m in plan.models) or ablation.models
+                for model in (mine if len(ablation.models) > 1 else ablation.models):
+                    base = config(model, ablation.plane, ablation.task)
+                    targets += [(f"ablation {name} {model} {label} {where}", variant_config(base, overrides))
+                                for label, overrides in ablation.variants]
     return targets
 
 

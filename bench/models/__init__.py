@@ -111,11 +111,19 @@ def requirements(cfg: RunConfig) -> list[RunConfig]:
 
 
 def budget_reference(cfg: RunConfig) -> RunConfig:
-    """The run whose steps a ``train.budget=matched`` run gets: the reference model, trained by epochs."""
+    """The run whose steps a ``train.budget=matched`` run gets: the reference model, trained by epochs.
+
+    It is the reference's plain run on the same data, plane, task, seed and fold: the baseline-only
+    model fields (a liver prior, the normalisation, width, encoder; `bench.config.BASELINE_ONLY_FIELDS`)
+    return to the profile's values, so ``unet --set model.liver_prior=crop --set model.norm=batch`` is
+    matched to the very "ours" run the plain U-Net is matched to.
+    """
+    from bench.config import without_baseline_fields
     from bench.paths import seed_tag
 
     train = replace(cfg.profile.train, budget="epochs")
-    ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=replace(cfg.profile, train=train), tag="")
+    profile = without_baseline_fields(replace(cfg.profile, train=train))
+    ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=profile, tag="")
     tag = seed_tag(ref.model, "", ref.seed, ref.fold)
     return replace(ref, tag=tag if tag != ref.model else "")
 

@@ -149,6 +149,8 @@ def describe_normalisation(module: nn.Module) -> str:
         kinds.append(BATCHNORM_NOTE)
     if any(isinstance(m, nn.GroupNorm) for m in module.modules()):
         kinds.append("GroupNorm (no running statistics: 0 non-trainable)")
+    if any(isinstance(m, nn.InstanceNorm2d) for m in module.modules()):
+        kinds.append("InstanceNorm (affine, no running statistics: 0 non-trainable)")
     return "; ".join(kinds) or "none"
 
 
@@ -185,7 +187,10 @@ def generic_card(cfg: RunConfig) -> ModelCard:
     with torch.device("meta"):
         module = spec.build(cfg)
     rows = module_rows(dict(module.named_children()), module)
-    return ModelCard(cfg.model, cfg.profile.name, spec.description, describe_normalisation(module), tuple(rows))
+    m = cfg.profile.model  # the baselines' knobs that change the count (bench.models.norm, .baselines)
+    used = (f"model.norm={m.norm}, model.width={m.width:g}, model.encoder_depth={m.encoder_depth}: "
+            f"{describe_normalisation(module)}")
+    return ModelCard(cfg.model, cfg.profile.name, spec.description, used, tuple(rows))
 
 
 def model_card(name: str, profile: str = "paper", overrides: list[str] | None = None) -> ModelCard:

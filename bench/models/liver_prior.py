@@ -37,7 +37,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from bench.config import RunConfig
+from bench.config import RunConfig, without_baseline_fields
 from bench.errors import ConfigError
 from bench.paths import seed_tag
 
@@ -99,8 +99,11 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
     It is ours' own liver run for ``cfg``'s plane, seed, fold, data and profile: the tag is what
     ``bench train ours`` and the study give that seed and fold (`bench.paths.seed_tag`: ``""``
     at seed 0 without a fold, else ``ours~seedK~foldI``), never derived from the baseline's own
-    tag (``unet+liver~seed1`` needs ``ours~seed1``); ``model.liver_prior`` is reset to none, so
-    the config, and with it the fingerprint, is exactly the plain "ours" run's. A liver prior on
+    tag (``unet+liver~seed1`` needs ``ours~seed1``); ``model.liver_prior`` is reset to none (and
+    every other baseline-only model field, e.g. ``model.norm``, to the profile's value:
+    `bench.config.without_baseline_fields`), so the config, and with it the fingerprint, is
+    exactly the plain "ours" run's (whose ``train.budget`` is ``epochs`` when it is the budget
+    reference: a ``train.budget=matched`` baseline with a liver prior reads the same liver run). A liver prior on
     the liver task is refused here in one line (``check_run_config`` and the scheduler ask first).
     """
     mode = cfg.profile.model.liver_prior
@@ -110,7 +113,9 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
         raise ConfigError(f"model.liver_prior={mode} is for --task lesion only (the prior is the liver cascade's "
                           f"liver mask); the {cfg.task} task takes model.liver_prior=none")
     tag = seed_tag(LIVER_PRIOR_MODEL, "", cfg.seed, cfg.fold)
-    profile = replace(cfg.profile, model=replace(cfg.profile.model, liver_prior="none"))
+    profile = without_baseline_fields(cfg.profile)  # liver_prior=none, and the baselines' norm, width... reset
+    if profile.train.budget_reference == LIVER_PRIOR_MODEL:  # the budget reference trains by its own epochs
+        profile = replace(profile, train=replace(profile.train, budget="epochs"))
     return [replace(cfg, model=LIVER_PRIOR_MODEL, task="liver", tag="" if tag == LIVER_PRIOR_MODEL else tag,
                     profile=profile)]
 

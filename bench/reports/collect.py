@@ -18,14 +18,16 @@ from typing import Any
 
 import pandas as pd
 
-from bench.config import PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict
+from bench.config import (PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict,
+                          without_baseline_fields)
 from bench.errors import BenchError, DataError
 
 # Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
 CONFIG_COLUMNS = (
     "dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
     "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior",
-    "postprocess", "budget_rule", "input_size", "fold", "config_key", "run_id", "run_dir",
+    "norm", "width", "encoder_depth", "normalisation", "postprocess", "budget_rule", "input_size", "fold", "config_key",
+    "run_id", "run_dir",
 )
 # What a run spent on training, from config.json ``budget`` (`bench.engine.recipe.budget`): run-level
 # columns of ``Results.runs`` only. NaN/"" for a run recorded before budgets were (or a fused run:
@@ -41,12 +43,14 @@ PER_CASE_REQUIRED = ("split", "case", "class", "dice")
 
 # The fields ablations vary: the cascade fields the paper ablates (Tables 3-5), the ones this toolkit
 # adds (patch mode and scale, Algorithm 1's patch share and learning rate; their tables are
-# "patch-mode" and "patch-scale"), and the lesion baselines' liver prior (Table 8's "+ liver prior"
-# columns). A run is a *default* run when all of them equal the defaults of its named profile; a
-# variant differs in one of them, so a plain cell never picks a variant.
+# "patch-mode" and "patch-scale"), the lesion baselines' liver prior (Table 8's "+ liver prior"
+# columns), the baselines' normalisation and capacity (`bench ablate norm`, `bench ablate capacity`). A run is a
+# *default* run when all of them equal the defaults of its named profile; a variant differs in one of them, so a
+# plain cell never picks a variant (a BatchNorm U-Net is never averaged with a GroupNorm one as a seed).
 ABLATED_FIELDS = ("patch_levels", "multilevel_loss", "reiter_stop", "max_reiterations", "patch_mode", "patch_scale",
-                  "patch_share", "reiter_lr_scale", "liver_prior")
-_FIELD_SECTION = {"liver_prior": "model"}  # the profile section of each ablated field (default: cascade)
+                  "patch_share", "reiter_lr_scale", "liver_prior", "norm", "width", "encoder_depth")
+# the profile section of each ablated field (default: cascade)
+_FIELD_SECTION = {"liver_prior": "model", "norm": "model", "width": "model", "encoder_depth": "model"}
 
 # Fields that do not change what a run measures: two runs differing only in these (and the seed)
 # are repeats of one experiment and are averaged as seeds.
@@ -91,6 +95,19 @@ def postprocess_rule(cfg: RunConfig) -> str:
     return f"min_size>={pp.min_voxels}" if mode == "min_size" else mode
 
 
+def normalisation_rule(cfg: RunConfig) -> str:
+    """The config field that sets the run's normalisation, as the tables print it: ``model.norm=group`` for a
+    baseline, ``cascade.norm=group`` for a model trained by the cascade recipe (ours)."""
+    return f"cascade.norm={cfg.profile.cascade.norm}" if _is_cascade(cfg) else f"model.norm={cfg.profile.model.norm}"
+
+
+def _is_cascade(cfg: RunConfig) -> bool:
+    """The run's model trains by the cascade recipe (ours): its normalisation is cascade.norm, not model.norm."""
+    from bench.models import MODELS
+
+    return cfg.model in MODELS and MODELS.get(cfg.model).recipe == "cascade"
+
+
 def experiment_key(cfg: RunConfig) -> str:
     """Fingerprint of what a run measures: equal for runs that differ only by seed, tag or paths."""
     return fingerprint(dataclasses.replace(cfg, **_NON_EXPERIMENT_FIELDS))
@@ -98,6 +115,10 @@ def experiment_key(cfg: RunConfig) -> str:
 
 def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
     cascade = cfg.profile.cascade
+    # the baseline-only model fields of a cascade run are read at the profile's values: ours never reads them,
+    # and a config.json written before a field existed holds the dataclass default (model.norm=batch), not the
+    # cpu profile's group, which would drop the run from the plain cells
+    model = (without_baseline_fields(cfg.profile) if _is_cascade(cfg) else cfg.profile).model
     return {
         "dataset": cfg.dataset,
         "task": cfg.task,
@@ -114,7 +135,11 @@ def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
         "patch_scale": str(cascade.patch_scale),
         "patch_share": float(cascade.patch_share),
         "reiter_lr_scale": float(cascade.reiter_lr_scale),
-        "liver_prior": str(cfg.profile.model.liver_prior),
+        "liver_prior": str(model.liver_prior),
+        "norm": str(model.norm),
+        "width": float(model.width),
+        "encoder_depth": int(model.encoder_depth),
+        "normalisation": normalisation_rule(cfg),
         "postprocess": postprocess_rule(cfg),
         "budget_rule": str(cfg.profile.train.budget),
         "input_size": int(cfg.profile.input_size),
@@ -156,6 +181,14 @@ def budget_row(saved: dict[str, Any], cfg: RunConfig, root: Path) -> dict[str, A
         "budget_matched_to": ref,
         "budget_reference": str(cfg.profile.train.budget_reference) if cfg.profile.train.budget == "matched" else "",
     }
+
+
+def _parameters(saved: dict[str, Any]) -> float:
+    """The trainable parameters config.json records (`bench.engine.runner`); NaN where none is recorded."""
+    try:
+        return float(saved.get("parameters"))
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _run_id_of(path: str, root: Path) -> str:
@@ -248,13 +281,14 @@ def load_results(results_root: str | os.PathLike) -> Results:
         examples = run_dir / "examples.npz"
         row.update(
             **budget,
+            parameters=_parameters(saved),
             has_metrics=m is not None,
             has_per_case=pc is not None,
             has_reiteration=rt is not None,
             examples=str(examples) if examples.is_file() else "",
         )
         runs.append(row)
-    run_cols = CONFIG_COLUMNS + BUDGET_COLUMNS + ("has_metrics", "has_per_case", "has_reiteration", "examples")
+    run_cols = CONFIG_COLUMNS + BUDGET_COLUMNS + ("parameters", "has_metrics", "has_per_case", "has_reiteration", "examples")
     results = Results(
         root=str(root),
         runs=pd.DataFrame(runs, columns=list(run_cols)) if runs else _empty(run_cols),

@@ -132,7 +132,8 @@ def select_runs(
 
 # collected config columns that tell experiments apart (the rest: identity, paths, the fingerprint)
 _SHOWN_DIFFERENCES = ("budget_rule", "postprocess", "input_size", "patch_levels", "multilevel_loss", "reiter_stop",
-                      "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior")
+                      "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior",
+                      "norm", "width", "encoder_depth")
 
 
 def _differences(chosen: pd.DataFrame, others: list[pd.DataFrame]) -> str:

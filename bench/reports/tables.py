@@ -54,8 +54,8 @@ POLICY = (
 TABLE_NUMBERS = (3, 4, 5, 6, 7, 8)
 # reading order of every table a report can hold; an ablation table of this toolkit follows the paper
 # table it extends, and is built with it when its runs exist (`table_names`)
-TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "paired", "postprocess")
-COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",)}
+TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "norm", "capacity", "8", "paired", "postprocess")
+COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",), "7": ("norm", "capacity")}
 FG_NOTE = (
     "mIoU cells with 'paper X = fg IoU': the paper's printed mIoU equals the foreground IoU D/(2-D) of its own Dice "
     "for that cell (within {tol}; bench.reports.paper.miou_is_foreground_iou), while our mIoU is Eq. 12 with C = 2 "
@@ -483,12 +483,37 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
     if isinstance(rules, dict):
         t.note(f"the models' post-processing differs ({'; '.join(f'{k}: {v}' for k, v in rules.items())}): the "
                f"comparison is not under one rule; see the postprocess table for every model without it")
+    models = model_provenance(frames)
+    kinds = {text.split(",")[0].split("=")[-1] for text in models.values()}
+    if len(kinds) > 1:
+        t.note(f"the models are not under one normalisation ({', '.join(sorted(kinds))}): the comparison measures it "
+               f"too; `bench ablate norm` runs every baseline under BatchNorm and GroupNorm (the norm table)")
     externals = _external_cells(t, results, options, task)
     extra = {"external": externals} if externals else {}
     return t.finish(task=task, planes=list(PLANE_ROWS), split=["val", "test"],
-                    selection="model x plane, ablation fields (and model.liver_prior) at profile defaults; "
-                              "'+ liver prior' columns: model.liver_prior fixed",
-                    budget=budget_provenance(frames), postprocessing=rules, **extra)
+                    selection="model x plane, ablation fields (and model.liver_prior, model.norm, model.width, "
+                              "model.encoder_depth) at profile defaults; '+ liver prior' columns: model.liver_prior fixed",
+                    budget=budget_provenance(frames), postprocessing=rules, models=models, **extra)
+
+
+def model_text(runs: pd.DataFrame) -> str:
+    """One column's normalisation and trainable parameters (config.json ``parameters``), e.g.
+    ``model.norm=group, 12,451,753 parameters``; several values are all listed."""
+    norms = sorted({str(v) for v in runs.get("normalisation", pd.Series(dtype=str)) if str(v)}) or ["?"]
+    params = sorted({int(v) for v in pd.to_numeric(runs.get("parameters", pd.Series(dtype=float)),
+                                                   errors="coerce").dropna()})
+    counts = " / ".join(f"{v:,}" for v in params) + " parameters" if params else "parameters not recorded"
+    return f"{' / '.join(norms)}, {counts}"
+
+
+def model_provenance(frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Column label -> `model_text` of its (trained, not fused) runs, for columns with runs."""
+    out = {}
+    for label, runs in frames.items():
+        trained = runs[runs["plane"] != "fused"] if not runs.empty else runs
+        if not trained.empty:
+            out[label] = model_text(trained)
+    return out
 
 
 # ---------------------------------------------------------------- budgets and post-processing in the provenance
@@ -953,6 +978,106 @@ TABLES.add("patch-scale", _variant_builder(PATCH_SCALE),
            help="Ablation (not in the paper): Algorithm 1's patches zoom vs native, every iteration (ours, liver, axial)")
 
 
+# ---------------------------------------------------------------- the baselines' ablations (normalisation, capacity)
+
+
+@dataclass(frozen=True)
+class BaselineVariants:
+    """Baselines under variants of their model fields (liver, axial), each variant its own column, ours beside.
+
+    Every column is a distinct experiment (its ablated fields fixed, `select_runs`), so "as published" and
+    "matched" are shown side by side and never averaged as seeds."""
+
+    name: str
+    title: str
+    models: tuple[str, ...]
+    variants: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (label, ablated fields it fixes)
+    notes: tuple[str, ...] = ()
+
+
+NORM_TABLE = BaselineVariants(
+    name="norm", title="Ablation: normalisation, each baseline as published (BatchNorm) and matched to ours "
+                       "(GroupNorm) (liver, axial)",
+    models=BASELINES, variants=(("batch (as published)", (("norm", "batch"),)), ("group (matched)", (("norm", "group"),))),
+    notes=("model.norm=batch: the architecture as published; model.norm=group: every BatchNorm replaced by GroupNorm "
+           "with the cascade's group size (bench/models/norm.py), the normalisation ours uses (cascade.norm=group). "
+           "The trainable parameters are the same under both; BatchNorm adds its running statistics",))
+CAPACITY_TABLE = BaselineVariants(
+    name="capacity", title="Ablation: U-Net as configured vs at about ours' parameter count (liver, axial)",
+    models=("unet",), variants=(("as configured", ()), ("ours-size", (("encoder_depth", 4), ("width", 0.25)))),
+    notes=("ours-size: model.encoder_depth=4 (ResNet layer4 removed) and model.width=0.25, sized at the cpu profile "
+           "to about ours' parameter count (3.10 M vs 2.98 M); the Parameters row is each run's config.json count",))
+BASELINE_VARIANT_TABLES = {spec.name: spec for spec in (NORM_TABLE, CAPACITY_TABLE)}
+
+
+def baseline_variant_ran(results: Results, scope: Scope, name: str) -> bool:
+    """Whether a run of a non-default variant of ``name``'s table exists in the scope."""
+    spec = BASELINE_VARIANT_TABLES[name]
+    runs = results.runs
+    if runs.empty:
+        return False
+    defaults = ablation_defaults(scope.profile)
+    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & runs["model"].isin(spec.models)
+                & (runs["task"] == "liver") & (runs["plane"] == "axial")]
+    return any(((mine[k] == v).any() if v != defaults[k] else False) for _, fixed in spec.variants for k, v in fixed)
+
+
+def baseline_variant_table(results: Results, options: ReportOptions, spec: BaselineVariants) -> TableResult:
+    """Val/Test Accuracy, Dice, mIoU and the parameter count per (baseline, variant), then ours for reference."""
+    results = results.variant(options.scores)
+    scope = resolve_scope(results, options)
+    t = _Table(spec.name, spec.title, scope, options)
+    defaults = ablation_defaults(scope.profile)
+    columns: list[tuple[str, str, dict[str, Any], tuple[tuple[str, Any], ...]]] = []
+    for model in spec.models:
+        for label, fixed in spec.variants:
+            columns.append((model, f"{MODEL_LABELS.get(model, model)}, {label}", dict(fixed), fixed))
+    columns.append(("ours", "Ours (reference)", {}, ()))
+    frames = {}
+    for model, label, fixed, sets in columns:
+        runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=model, task="liver",
+                                  plane="axial", fixed=fixed)
+        for n in notes:
+            t.note(n)
+        t.use(runs)
+        frames[label] = runs
+        if runs.empty:
+            plain = all(defaults[k] == v for k, v in sets)
+            t.note(f"{label}: " + (train_command(model, "liver", "axial", scope.dataset, scope.profile) if plain
+                                   else ablate_command(spec.name, scope.dataset, scope.profile)))
+    for metric in paper.METRICS:
+        row = ("Average " if metric == "accuracy" else "") + METRIC_LABELS[metric]
+        for model, label, _, _ in columns:
+            for split in paper.SPLITS:
+                t.cell("", row, label, SPLIT_LABELS[split], metric, split,
+                       metric_stats(results, frames[label], split, metric, options.aggregation))
+    for model, label, _, _ in columns:  # one count per column: the Val cell carries it, as the patch counts do
+        runs = frames[label]
+        t.cell("", "Parameters", label, "Val", "parameters", "train",
+               seed_stats(runs["parameters"], tuple(sorted(runs["run_id"]))) if not runs.empty else CellStats())
+    for n in spec.notes:
+        t.note(n)
+    return t.finish(task="liver", planes=["axial"], split=["val", "test"], models=model_provenance(frames),
+                    budget=budget_provenance(frames),
+                    selection="per column: the model with the variant's fields fixed, every other ablated field at "
+                              f"profile {scope.profile}'s defaults (model.norm={defaults['norm']}, "
+                              f"model.width={defaults['width']:g}, model.encoder_depth={defaults['encoder_depth']})")
+
+
+def _baseline_variant_builder(spec: BaselineVariants) -> TableBuilder:
+    def build(results: Results, options: ReportOptions) -> TableResult:
+        return baseline_variant_table(results, options, spec)
+
+    build.__doc__ = spec.title
+    return build
+
+
+TABLES.add("norm", _baseline_variant_builder(NORM_TABLE),
+           help="Ablation (not in the paper): every baseline under BatchNorm (as published) and GroupNorm (liver, axial)")
+TABLES.add("capacity", _baseline_variant_builder(CAPACITY_TABLE),
+           help="Ablation (not in the paper): U-Net as configured vs at about ours' parameter count (liver, axial)")
+
+
 # ---------------------------------------------------------------- the report's tables
 
 
@@ -965,11 +1090,12 @@ def table_names(results: Results, numbers: Sequence[int | str], options: ReportO
     for name in wanted:
         TABLES.get(name)  # an unknown name: one line with "did you mean"
     chosen = set(wanted)
-    if any(n in chosen for n in ("3", "5")):
+    if any(n in chosen for n in COMPANIONS):
         scope = resolve_scope(results, options)
         for parent, companions in COMPANIONS.items():
             if parent in chosen:
-                chosen |= {c for c in companions if variant_ran(results, scope, VARIANT_TABLES[c])}
+                chosen |= {c for c in companions if (variant_ran(results, scope, VARIANT_TABLES[c])
+                                                     if c in VARIANT_TABLES else baseline_variant_ran(results, scope, c))}
     if with_paired and chosen & {"7", "8"}:
         chosen |= {"paired", "postprocess"}
     order = list(TABLE_ORDER) + sorted(n for n in chosen if n not in TABLE_ORDER)

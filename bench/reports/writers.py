@@ -61,7 +61,7 @@ def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = Fa
     if rec["status"] == "nan" or not _finite(rec["ours"]):
         k = int(rec["n_excluded"]) if _finite(rec["n_excluded"]) else "?"
         return esc(f"NaN ({k} excluded)") + tail
-    if str(rec["metric"]).startswith("patches"):  # counts (a mean over seeds may be fractional)
+    if str(rec["metric"]).startswith(("patches", "parameters")):  # counts (a mean over seeds may be fractional)
         value = float(rec["ours"])
         return esc(f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}")
     signed = rec["metric"] == "dice_diff"

@@ -1,6 +1,6 @@
 """Calibrate a training golden layer: run its study under every condition, derive its tolerances, rewrite it.
 
-``bench report --calibrate results/golden/train [--seeds 0,1,2] [--threads 1,2] [--kernels native,avx2]``
+``bench check results/golden/train --calibrate [--seeds 0,1,2] [--threads 1,2] [--kernels native,avx2]``
 runs the layer's command (its manifest's, or ``--command``) once per combination of
 
 * **seed** - ``--seeds S`` on the command (the study must run one seed);
@@ -15,10 +15,10 @@ runs the layer's command (its manifest's, or ``--command``) once per combination
   run's recorded thread count (config.json ``device``) is checked against T afterwards.
 
 Each condition's results go to a temporary folder, become tables (the report code, as ``--check``
-builds them) and are deleted. `bench.reports.golden_calibrate` turns the tables into spreads,
+builds them) and are deleted. `bench.golden.spread` turns the tables into spreads,
 tolerances and excluded cells. The layer is then rewritten: the golden CSVs are the *reference*
 condition's tables (seed 0, native kernels, the manifest's command unchanged where the thread
-count allows: exactly what ``bench report --check`` runs on this machine), the manifest gets the
+count allows: exactly what ``bench check`` runs on this machine), the manifest gets the
 tolerances, the excluded cells and a ``calibration`` record (command, conditions with their
 kernel capability, threads and seconds, per-column spread and tolerance, constants, date,
 versions), and ``calibration/cells.csv`` / ``spread.csv`` keep every condition's cells and every
@@ -40,7 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from bench.atomic import write_text
 from bench.errors import BenchError, ConfigError
+from bench.golden.manifest import MANIFEST, report_options, read_manifest, versions, write_golden
+from bench.golden.spread import calibrate, summary_lines
+from bench.golden.train import DEFAULT_COMMAND, run_golden_command
+from bench.reports.collect import load_results
+from bench.reports.tables import build_tables
 
 KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 KERNEL_SETS: dict[str, dict[str, str]] = {
@@ -187,8 +193,6 @@ def recorded_threads(results: Path) -> dict[str, int]:
 def _layer_setup(folder: Path, command: str | None, numbers: Sequence[int], options: Mapping[str, Any] | None
                  ) -> tuple[str, list[int], dict[str, Any]]:
     """The study command, table numbers and report options: the layer's manifest's, else the arguments."""
-    from bench.reports.golden import DEFAULT_COMMAND, MANIFEST, read_manifest
-
     manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
     if manifest is not None and manifest.get("layer", "train") != "train":
         raise ConfigError(f"{folder}: --calibrate is for a training layer; the {manifest['layer']} layer is compared "
@@ -203,11 +207,6 @@ def _layer_setup(folder: Path, command: str | None, numbers: Sequence[int], opti
 def _run_condition(cond: Condition, tmp: Path, numbers: Sequence[int], options: Mapping[str, Any],
                    say: Callable[[str], None]) -> tuple[list, float, dict[str, int]]:
     """Run one condition's study, check its thread count, build its tables; returns (tables, seconds, threads)."""
-    from bench.engine.golden import _report_options
-    from bench.reports.collect import load_results
-    from bench.reports.golden import run_golden_command
-    from bench.reports.tables import build_tables
-
     results, log = tmp / cond.name, tmp / f"{cond.name}.log"
     t0 = time.perf_counter()
     try:
@@ -223,7 +222,7 @@ def _run_condition(cond: Condition, tmp: Path, numbers: Sequence[int], options: 
         run, n = next(iter(wrong.items()))
         raise BenchError(f"calibration {cond.name}: run {run} recorded {n} threads, not {cond.threads}; "
                          f"the thread count could not be set on this machine")
-    built = build_tables(load_results(results), list(numbers), _report_options(options), with_paired=False)
+    built = build_tables(load_results(results), list(numbers), report_options(options), with_paired=False)
     shutil.rmtree(results, ignore_errors=True)
     return built, seconds, ran
 
@@ -243,13 +242,9 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     """Run every condition, derive the calibration, rewrite the layer; returns the new manifest.
 
     ``command``/``numbers``/``options`` default to the layer's manifest (a layer without one: the
-    arguments, then `bench.reports.golden.DEFAULT_COMMAND`). ``invocation`` is the command line to
+    arguments, then `bench.golden.train.DEFAULT_COMMAND`). ``invocation`` is the command line to
     record as how to rerun this calibration.
     """
-    from bench.atomic import write_text
-    from bench.reports.golden import _versions, read_manifest, write_golden
-    from bench.reports.golden_calibrate import calibrate, summary_lines
-
     folder = Path(folder)
     command, numbers, options = _layer_setup(folder, command, numbers, options)
     cores = _cores()
@@ -279,7 +274,7 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     for line in summary_lines(cal):
         say(line)
     calibration = {
-        "command": invocation or f"bench report --calibrate {folder.as_posix()}",
+        "command": invocation or f"bench check {folder.as_posix()} --calibrate",
         "study_command": command,
         "reference": conditions[0].name,
         "conditions": records,
@@ -293,11 +288,11 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
         "files": {"cells": f"{CALIBRATION_DIR}/cells.csv", "spread": f"{CALIBRATION_DIR}/spread.csv"},
         "seconds": round(time.perf_counter() - t_all, 1),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
     }
     extra = {"layer": "train", "calibration": calibration, "excluded": cal.excluded,
              "update": f"{calibration['command']}  (rewrites the tables and the tolerances; "
-                       f"bench report --check {folder.as_posix()} --update-golden rewrites the tables only)"}
+                       f"bench check {folder.as_posix()} --update-golden rewrites the tables only)"}
     write_golden(folder, reference_tables, command=command, report_options=options,
                  source=f"calibration reference condition {conditions[0].name}: {command}",
                  tolerances=cal.tolerances, extra=extra)

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench golden golden-calibrate golden-inputs clean
+.PHONY: venv demo test test-all bench docs golden golden-calibrate golden-inputs clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ test-all: venv
 
 bench: venv
 	$(PY) benchmarks/run_all.py
+
+# docs/cli.md: every command's --help, generated from the app (a test fails when it is stale)
+docs: venv
+	$(PY) -m bench.cli.docs docs/cli.md
 
 # rewrite the golden tables of every layer, or of one: make golden LAYER=exact
 golden: venv

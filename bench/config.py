@@ -266,6 +266,16 @@ class CascadeConfig(_Checked):
     box_prior_train: Literal["gradcam", "ground_truth"] = "gradcam"
     # lesion task: prior from the liver cascade: its mask or that mask's boxes
     lesion_prior: LesionPrior = "liver_mask"
+    # lesion task: "box" = the lesion network sees only the liver box of the liver cascade's mask, on a grid
+    # finer than the liver stage's (bench/models/lesion_roi.py); "none" = whole slices on the liver grid.
+    # The same cut serves ours and the baselines with model.liver_prior=crop.
+    lesion_roi: Literal["none", "box"] = "none"
+    # the ROI grid's mm per pixel where preprocess.slice_fit=spacing (3 mm liver grid -> 1.5 mm: zoom 2)
+    lesion_roi_spacing_mm: float = field(default=1.5, metadata=_range(0, low_open=True))
+    # the ROI grid relative to the liver grid where slices are fitted by pad/resize (no single mm per pixel)
+    lesion_roi_zoom: float = field(default=2.0, metadata=_range(1))
+    # the liver box grows by this many liver-grid pixels on every side before the cut
+    lesion_roi_margin: int = field(default=3, metadata=_range(0))
     area_threshold: float = field(default=0.3, metadata=_range(0, 1))  # mu = A / C (Eq. 7)
     max_reiterations: int = field(default=7, metadata=_range(0))
     # "plateau": stop when validation Dice stops improving; "none": run all
@@ -380,7 +390,8 @@ PROFILES.add(
                           foreground_fraction=0.5, val_max_cases=2),
         model=ModelConfig(encoder="resnet18", width=0.25, output_stride=16),
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
-                              reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
+                              reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
+                              lesion_roi="box", lesion_roi_zoom=2.0),
     ),
     help="default on the phantom (make demo): 64x64, 6 epochs of 25 steps; the whole study on 2 CPU cores",
 )
@@ -412,7 +423,8 @@ PROFILES.add(
         #   `bench ablate norm` runs every baseline as published (batch) beside it.
         model=ModelConfig(encoder="resnet18", width=0.5, output_stride=16, norm="group"),
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=3, max_reiterations=1,
-                              reiter_epochs=2, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
+                              reiter_epochs=2, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
+                              lesion_roi="box", lesion_roi_spacing_mm=1.5),
     ),
     help="default on real CT without CUDA: 128x128 at 3 mm/pixel, window z-score, augmentation, GroupNorm for every "
          "model, 6 epochs of 30 steps; one model and plane in minutes on 2 cores",
@@ -425,7 +437,7 @@ PROFILES.add(
         train=TrainConfig(lr=1e-3, batch_size=4, epochs=2, patience=50, steps_per_epoch=3, val_max_cases=1),
         model=ModelConfig(encoder="resnet18", width=0.125, output_stride=16),
         cascade=CascadeConfig(base_channels=8, loc_base_channels=4, max_reiterations=1, reiter_epochs=1,
-                              dilation_rates=(1, 2), aspp_rates=(2, 4, 6)),
+                              dilation_rates=(1, 2), aspp_rates=(2, 4, 6), lesion_roi="box", lesion_roi_zoom=2.0),
     ),
     help="tests: 64x64, 2 epochs of 3 steps",
 )

@@ -69,7 +69,7 @@ def test_score_matches_direct_counts_and_writes_contract(folders, tmp_path: Path
     result = run([pred, gt])
     assert result.exit_code == 0, result.output
     out = tmp_path / "score-pred"  # default output folder
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json", "summary_nnunet.json"]
     df = pd.read_csv(out / "per_case.csv", dtype={"case": str})
     assert list(df.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou",
                                 "voe", "rvd"]

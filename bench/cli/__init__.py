@@ -10,10 +10,22 @@ import importlib
 import sys
 
 import typer
+from typer.core import TyperGroup
+
+
+class BenchGroup(TyperGroup):
+    """The root command: every (sub)command's help fills its registry lists when shown (`bench.cli.helptext`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        from bench.cli.helptext import install
+
+        install(self)
 
 
 app = typer.Typer(
     name="bench",
+    cls=BenchGroup,
     help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + SegNet/U-Net/DeepLabV3).",
     no_args_is_help=True,
     add_completion=False,
@@ -21,8 +33,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bench.cli.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="print the package version and git commit, then exit"),
+) -> None:
     """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks."""
 
 

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
+from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -18,16 +19,15 @@ def _names(text: str) -> tuple[str, ...]:
 
 @app.command("demo")
 def demo(
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom (default) | ircadb | lits"),
-    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (default phantom)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under $BENCH_DATA/phantom, default data/phantom)"),
     profile: Optional[str] = typer.Option(None, "--profile",
-                                          help="default: demo on the phantom, cpu on real data without CUDA, paper "
-                                               "with CUDA; golden = CI tables, smoke = tests"),
-    results: str = typer.Option("results", "--results"),
-    cache: str = typer.Option("cache", "--cache"),
+                                          help="{profiles} (default: {default_profile})"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
-    models: Optional[str] = typer.Option(None, "--models", help="default: all four on the phantom, unet,ours on real data"),
+    models: Optional[str] = typer.Option(None, "--models", help="any of {models} (default: all four on the phantom, unet,ours on real data)"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
     planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
@@ -37,7 +37,7 @@ def demo(
                                           "'' for none): Table 8's '+ liver prior' columns beside the plain "
                                           "baselines and ours"),
     ablations: Optional[str] = typer.Option(None, "--ablations",
-                                            help="default: patch-level,loss,iterations on the phantom, none on real data"),
+                                            help="any of {ablations} (default: patch-level,loss,iterations on the phantom, none on real data)"),
     folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
                                         "leave-one-patient-out on real data with up to 10 patients, else 5)"),
     budget: str = typer.Option("matched", "--budget", help="matched (default): every baseline trains as many "

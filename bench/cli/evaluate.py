@@ -10,22 +10,23 @@ from rich.console import Console
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
 from bench.cli.data import check_cysts, cysts_override
+from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
 @app.command("evaluate")
 def evaluate(
-    model: str = typer.Argument(..., help="a trained model (bench ls models)"),
+    model: str = typer.Argument(..., help="a trained model: {models}"),
     plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal | fused"),
     task: str = typer.Option("liver", "--task"),
-    dataset: str = typer.Option("phantom", "--dataset"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets}"),
     root: Optional[str] = typer.Option(None, "--root"),
     split: str = typer.Option("all", "--split", help="val | test | all (other splits' rows are kept)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds"),
     fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),
     device: str = typer.Option("auto", "--device"),
-    results: str = typer.Option("results", "--results"),
-    cache: str = typer.Option("cache", "--cache"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     tag: str = typer.Option("", "--tag"),
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: the run was trained with "
                                        "cysts as lesions (checked against its config.json)"),

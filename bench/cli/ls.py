@@ -16,18 +16,12 @@ from rich.table import Table
 
 from bench.cli import app
 
-KINDS = {
-    "datasets": ("bench.datasets", "DATASETS"),
-    "models": ("bench.models", "MODELS"),
-    "profiles": ("bench.config", "PROFILES"),
-    "ablations": ("bench.ablations", "ABLATIONS"),
-    "tables": ("bench.reports.tables", "TABLES"),
-}
+from bench.cli.helptext import REGISTRIES as KINDS
 
 
 @app.command("ls")
 def ls(
-    kind: str = typer.Argument("models", help="datasets | models | profiles | ablations | tables"),
+    kind: str = typer.Argument("models", help=" | ".join(KINDS)),
     detail: bool = typer.Option(False, "--detail", help="models: a model card each (parameters by component)"),
     profile: str = typer.Option("paper", "--profile", help="models --detail: the profile the cards count at"),
     set_: Optional[List[str]] = typer.Option(

@@ -14,18 +14,19 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config
+from bench.paths import RESULTS_ENV
 
 
 @app.command("predict")
 def predict(
-    model: str = typer.Argument(..., help="a trained model (bench ls models)"),
+    model: str = typer.Argument(..., help="a trained model: {models}"),
     input: Path = typer.Option(..., "--input", help="CT as .nii/.nii.gz or a DICOM folder"),
     output: Path = typer.Option(..., "--output", help="mask to write (.nii.gz)"),
     planes: str = typer.Option("axial", "--planes", help="comma-separated planes, e.g. axial,coronal,sagittal (fused by soft voting)"),
     task: str = typer.Option("liver", "--task", help="liver | lesion | both (both writes 0/1/2)"),
-    dataset: str = typer.Option("phantom", "--dataset", help="the data set the runs were trained on"),
+    dataset: str = typer.Option("phantom", "--dataset", help="the data set the runs were trained on: {datasets}"),
     device: str = typer.Option("auto", "--device"),
-    results: str = typer.Option("results", "--results"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
     tag: str = typer.Option("", "--tag"),
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""

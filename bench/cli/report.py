@@ -18,10 +18,10 @@ from bench.cli.paths_check import writable_dir
 
 @app.command("report")
 def report(
-    results: Optional[str] = typer.Option(None, "--results", help="results folder (default: results; with "
+    results: Optional[str] = typer.Option(None, "--results", help="results folder (default: $BENCH_RESULTS, else results; with "
                                           "--check on one layer: use these results instead of building them)"),
-    tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7, and table names: patch-mode, "
-                               "patch-scale, paired, postprocess (bench ls tables)"),
+    tables: str = typer.Option("3-8", "--tables", help="e.g. 3-8, 3,5,7 or 7, and table names: {tables} "
+                               "(bench ls tables)"),
     format: str = typer.Option("md,csv,tex", "--format", help="any of md, csv, tex"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
     aggregation: str = typer.Option("mean", "--aggregation", help="mean (over cases) | global (summed counts)"),
@@ -63,6 +63,7 @@ def _write(results: Optional[str], tables: str, format: str, out: Optional[str],
            figures: bool, external: Optional[List[str]]) -> None:
     """The report itself: collect the results (and any external predictions), write tables, figures, index.md."""
     # the report's modules (pandas, matplotlib) stay out of `bench --help`
+    from bench.paths import default_results_root
     from bench.reports.collect import load_results
     from bench.reports.report import write_report
     from bench.reports.select import ReportOptions
@@ -71,7 +72,7 @@ def _write(results: Optional[str], tables: str, format: str, out: Optional[str],
 
     console = Console()
     options = ReportOptions(**selection)
-    root = Path(results or "results")
+    root = Path(results or default_results_root())
     out_dir = writable_dir(out, "--out") if out else writable_dir(root / "report", "--results")
     numbers = parse_table_spec(tables)
     formats = parse_formats(format)

@@ -629,7 +629,12 @@ def prepare_dataset(
     return slice_cache, splits
 
 
-def open_or_prepare(cfg: RunConfig, progress: bool = True) -> tuple[SliceCache, dict[str, list[str]]]:
-    """The cache (every case, all three planes) and the split a run uses; prepares what is missing."""
-    return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, cfg.profile, cfg.splits or None, PLANES, progress,
-                           fold=cfg.fold, include_cysts=cfg.include_cysts)
+def open_or_prepare(cfg: RunConfig, progress: bool = True,
+                    profile: Profile | None = None) -> tuple[SliceCache, dict[str, list[str]]]:
+    """The cache (every case, all three planes) and the split a run uses; prepares what is missing.
+
+    ``profile`` (default: the run's) names the slice grid: a lesion run on the liver ROI reads a
+    finer grid (`bench.models.lesion_roi.data_profile`); the split is the data set's either way.
+    """
+    return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, profile or cfg.profile, cfg.splits or None, PLANES,
+                           progress, fold=cfg.fold, include_cysts=cfg.include_cysts)

@@ -59,8 +59,10 @@ def case_probability_volume(predict: SlicePredictor, cache, case: str, plane: st
 
     slices = predict_slices(predict, cache.images(case, plane), cfg.profile.train.batch_size, device,
                             precision=Precision.for_device(device, cfg.profile.train))
+    from bench.models.lesion_roi import data_profile
+
     meta = cache.meta(case)
-    pre = cfg.profile.preprocess
+    pre = data_profile(cfg).preprocess  # the grid the model predicts on (finer for a liver-ROI lesion run)
     return slices_to_volume(slices, plane, tuple(meta["shape"]), pre.slice_fit, mode="linear",
                             spacing=tuple(meta["spacing"]), target_mm=pre.spacing_mm).numpy()
 
@@ -149,6 +151,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
     from bench.devices import resolve_device
+    from bench.models.lesion_roi import data_profile
     from bench.engine.records import stored_config, update_record
     from bench.progress import progress as progress_bar
 
@@ -156,7 +159,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     cfg = stored_config(cfg)
     device = resolve_device(cfg.device)
     folder = run_dir(cfg)
-    cache, splits = open_or_prepare(cfg, progress=progress)
+    cache, splits = open_or_prepare(cfg, progress=progress, profile=data_profile(cfg))
     adapter = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts)
     predict, model = load_predictor(cfg, device)
     rows: dict[str, list[dict]] = {"post": [], "raw": []}
@@ -190,6 +193,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
     from bench.devices import resolve_device
+    from bench.models.lesion_roi import data_profile
     from bench.engine.infer import fuse_soft
     from bench.engine.records import run_fingerprint, run_record, stored_config
     from bench.paths import RECORD
@@ -204,7 +208,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     device = resolve_device(cfg.device)
     predictors = {p: load_predictor(c, device)[0] for p, c in plane_cfgs.items()}
     base = plane_cfgs["axial"]
-    caches = {p: open_or_prepare(c, progress=progress)[0] for p, c in plane_cfgs.items()}
+    caches = {p: open_or_prepare(c, progress=progress, profile=data_profile(c))[0] for p, c in plane_cfgs.items()}
     splits = open_or_prepare(base, progress=False)[1]
     adapter = get_dataset(base.dataset, root=base.root or None, include_cysts=base.include_cysts)
     fused_cfg = replace(base, plane="fused")

@@ -38,16 +38,19 @@ def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.dev
     from bench.engine.infer import predict_volume
     from bench.engine.precision import Precision
 
+    from bench.models.lesion_roi import data_profile
+
     predict, _ = load_predictor(cfg, device)
-    if cfg.profile.preprocess.slice_fit == "spacing" and spacing is not None:  # refused before allocating
+    grid = data_profile(cfg)  # the slice grid the model predicts on (finer for a liver-ROI lesion run)
+    if grid.preprocess.slice_fit == "spacing" and spacing is not None:  # refused before allocating
         from bench.datasets.planes import check_resample
 
-        check_resample(image_hu.shape, spacing, [cfg.plane], cfg.profile.preprocess.spacing_mm, source)
-    pre = preprocess_volume(image_hu, cfg.profile.preprocess)
-    return predict_volume(predict, pre, cfg.plane, cfg.profile.input_size, cfg.profile.preprocess.slice_fit,
+        check_resample(image_hu.shape, spacing, [cfg.plane], grid.preprocess.spacing_mm, source)
+    pre = preprocess_volume(image_hu, grid.preprocess)
+    return predict_volume(predict, pre, cfg.plane, grid.input_size, grid.preprocess.slice_fit,
                           cfg.profile.train.batch_size, device,
                           precision=Precision.for_device(device, cfg.profile.train), spacing=spacing,
-                          target_mm=cfg.profile.preprocess.spacing_mm)
+                          target_mm=grid.preprocess.spacing_mm)
 
 
 def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, list[RunConfig]],

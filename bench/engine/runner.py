@@ -80,6 +80,7 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
 
     from bench.atomic import write_json
     from bench.datasets.cache import open_or_prepare
+    from bench.models.lesion_roi import data_profile
     from bench.devices import resolve_device
     from bench.engine import cascade, slices  # noqa: F401  (register the recipes)
     from bench.engine.distributed import init_distributed
@@ -105,11 +106,12 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         check_prerequisites(cfg)
         set_seed(cfg.seed, cfg.profile.train.deterministic)
         t0 = time.perf_counter()
+        grid = data_profile(cfg)  # a lesion run on the liver ROI reads a finer slice grid
         if info.is_main:
-            cache, splits = open_or_prepare(cfg, progress=progress)
+            cache, splits = open_or_prepare(cfg, progress=progress, profile=grid)
         info.barrier()
         if not info.is_main:
-            cache, splits = open_or_prepare(cfg, progress=False)
+            cache, splits = open_or_prepare(cfg, progress=False, profile=grid)
         t_prepare = time.perf_counter() - t0
         from bench.engine.geometry import GEOMETRY_KEY, training_geometry
 
@@ -123,6 +125,9 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         wall = time.perf_counter() - t1
         if info.is_main:
             pd.DataFrame(trained.history).to_csv(folder / HISTORY, index=False)
+            from bench.engine.curves import write_progress
+
+            write_progress(folder / HISTORY, title=f"{cfg.run_tag} {cfg.task} {cfg.plane}")
             spent = budget(trained.stages)
             if "budget_matched_to" in trained.extra:
                 spent["matched_to"] = trained.extra.pop("budget_matched_to")

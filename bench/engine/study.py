@@ -106,6 +106,21 @@ def run_study(profile: str, results: str, dataset: str = "phantom", root: str = 
     first = jobs[0].cfg  # the cache and the split (with its folds) are made once, before any worker starts
     prepare_dataset(first.dataset, first.root or None, first.cache, first.profile, first.splits or None,
                     progress=progress, folds=plan.folds)
+    _prepare_roi_grids(jobs, first, progress)
     timings = {"prepare": time.perf_counter() - t0}
     timings["runs"] = execute(jobs, workers=workers or default_workers(device), progress=progress, say=say)
     return timings
+
+
+def _prepare_roi_grids(jobs, first, progress: bool) -> None:
+    """The finer slice grids of lesion runs on the liver ROI, prepared before workers start, like the first."""
+    from bench.datasets.cache import prepare_dataset
+    from bench.models.lesion_roi import data_profile
+
+    done = [first.profile]
+    for job in jobs:
+        grid = data_profile(job.cfg)
+        if grid not in done:
+            done.append(grid)
+            prepare_dataset(job.cfg.dataset, job.cfg.root or None, job.cfg.cache, grid, job.cfg.splits or None,
+                            progress=progress, fold=job.cfg.fold, include_cysts=job.cfg.include_cysts)

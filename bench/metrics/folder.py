@@ -239,5 +239,7 @@ def score_folders(
     }
     summary = write_evaluation(out_dir, rows, with_splits=False,
                                policy=evaluation_policy(surface, tolerance_mm if surface else None,
-                                                        connectivity if surface else None), extra=extra)
+                                                        connectivity if surface else None), extra=extra,
+                               case_files={c: (str(pairing.preds.files[c]) if c in pairing.preds.files else None,
+                                               str(pairing.refs.files[c])) for c in pairing.refs.files})
     return ScoreResult(summary, Path(out_dir), pairing.missing, pairing.unmatched, notes)

@@ -197,12 +197,15 @@ def write_evaluation(
     policy: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     suffix: str = "",
+    case_files: Mapping[str, tuple[str | None, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Write per_case.csv, metrics.csv and summary.json into ``out_dir``; return the summary.
 
     ``with_splits=False`` (`bench score`) needs a single split and writes the summary without the
     "splits" level. ``extra`` adds top-level keys to summary.json (e.g. n_missing, inputs).
     ``suffix`` names a second set of files (``per_case_raw.csv`` ...: scores without post-processing).
+    The main set (no suffix) also gets nnU-Net's schema (`bench.metrics.nnunet_summary`; ``case_files``:
+    case id -> (prediction file, reference file) where files were scored).
     """
     out = Path(out_dir)
     df = per_case_frame(per_case)
@@ -221,6 +224,10 @@ def write_evaluation(
     _write_csv(out / f"per_case{suffix}.csv", df)
     _write_csv(out / f"metrics{suffix}.csv", metrics_table(by_split))
     write_json(out / f"summary{suffix}.json", summary)
+    if not suffix:
+        from bench.metrics.nnunet_summary import write_nnunet_summaries
+
+        write_nnunet_summaries(out, df, with_splits, case_files)
     return summary
 
 

@@ -46,6 +46,8 @@ TASKS: tuple[str, ...] = typing.get_args(Task)
 POSTPROCESS_MODES: tuple[str, ...] = typing.get_args(PostprocessMode)
 GRADCAM_LAYERS: tuple[str, ...] = typing.get_args(GradcamLayer)
 LESION_PRIORS: tuple[str, ...] = typing.get_args(LesionPrior)
+LesionMatch = Literal["overlap", "iou50"]  # bench.metrics.lesions: when a reference lesion counts as detected
+LESION_MATCHES: tuple[str, ...] = typing.get_args(LesionMatch)
 
 
 # ---------------------------------------------------------------- value checks
@@ -323,6 +325,20 @@ class PostprocessConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class EvaluateConfig(_Checked):
+    """How lesion detection is scored (`bench.metrics.lesions`, whose docstring gives the sources).
+
+    ``lesion_match``: ``overlap`` (default) = a reference lesion is detected when a predicted
+    component touches it; ``iou50`` = its overlap group's IoU exceeds 0.5 (LiTS' strict rule).
+    ``lesion_connectivity``: 3-D neighbourhood of a lesion's connected components (1 = 6 faces,
+    2 = 18, 3 = 26 neighbours, the default: a tumour on thick slices touches itself diagonally).
+    """
+
+    lesion_match: LesionMatch = "overlap"
+    lesion_connectivity: int = field(default=3, metadata=_range(1, 3))
+
+
+@dataclass(frozen=True)
 class Profile(_Checked):
     name: str
     input_size: int = field(metadata=_range(16))
@@ -331,6 +347,7 @@ class Profile(_Checked):
     model: ModelConfig = field(default_factory=ModelConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~=,+-]*")

@@ -104,7 +104,7 @@ def test_unmodified_exact_layer_passes_on_every_kernel_set(verb, kernels):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines() == [
         f"golden check OK (exact layer): {_golden_cells()} cells (tables 3, patch-mode, 4, 5, patch-scale, 6, 7, 8, "
-        f"paired, postprocess, cases, metrics, runs) "
+        f"lesion-detection, paired, postprocess, cases, metrics, runs) "
         f"equal to results/golden/exact (counts exact, other numbers within 1e-9, text equal)"]
 
 
@@ -133,6 +133,23 @@ def test_metric_formula_change_fails():
     assert any(line.startswith("MISMATCH exact: metrics [") and " / global / dice] value" in line for line in lines)
     # only what depends on Dice moved: no accuracy, IoU or mIoU cell
     assert not [line for line in lines if "ccuracy" in line or "iou" in line.lower()]
+
+
+def test_changed_lesion_matching_rule_fails():
+    """Lesion detection scored under the strict IoU rule while the runs declare 'overlap': only the lesion
+    detection columns, metrics rows and table move."""
+    bad = """
+        def _bad(pred, ref, spacing, match="overlap", connectivity=3):
+            return _orig(pred, ref, spacing, "iou50", connectivity)
+    """
+    proc = _bench(["report", "--check", "results/golden/exact"],
+                  code=_patched("bench.metrics.lesions", "lesion_detection", bad))
+    _failed(proc)
+    assert _calls(proc) > 0
+    lines = _mismatches(proc)
+    assert any(line.startswith("MISMATCH exact: lesion-detection [") and "/ Recall /" in line for line in lines)
+    assert any(line.startswith("MISMATCH exact: cases [") and "] n_detected:" in line for line in lines)
+    assert not [line for line in lines if "dice" in line.lower() or line.startswith("MISMATCH exact: table")]
 
 
 def test_changed_fusion_fails():
@@ -258,13 +275,13 @@ def test_standalone_builder_and_update_reproduce_the_committed_layer(tmp_path):
 
     proc = _bench(["check", str(layer), "--results", str(results), "--update-golden"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("golden updated (exact layer): 14 files")
+    assert proc.stdout.startswith("golden updated (exact layer): 15 files")
     manifest = json.loads((layer / "manifest.json").read_text())
     assert manifest["layer"] == "exact" and manifest["tolerances"]["*"]["abs"] == 1e-9
     assert manifest["tolerances"]["tp"]["abs"] == 0 and manifest["tolerances"]["*"]["why"]
     assert manifest["command"] == command and manifest["inputs"]["generator"]
     rewritten = {p.stem: pd.read_csv(p, keep_default_na=False, dtype=str) for p in layer.glob("*.csv")}
-    assert len(rewritten) == 13 and compare_tables(EXACT, rewritten) == []
+    assert len(rewritten) == 14 and compare_tables(EXACT, rewritten) == []
 
 
 # ---------------------------------------------------------------- the inputs: reproducible and rich enough

@@ -339,8 +339,8 @@ def test_missing_runs_and_nan_cells_do_not_crash(tmp_path):
     write_run(tmp_path, "unet", plane="coronal")
     res = load_results(tmp_path)
     tables = build_tables(res, [3, 4, 5, 6, 7, 8], ReportOptions())
-    assert [t.name for t in tables] == ["table3", "table4", "table5", "table6", "table7", "table8", "paired",
-                                        "postprocess"]
+    assert [t.name for t in tables] == ["table3", "table4", "table5", "table6", "table7", "table8",
+                                        "lesion-detection", "paired", "postprocess"]
     t7 = tables[4]
     nan = cell(t7, group="Axial Plane", row="Dice", col_group="Ours", col="Test")
     assert nan["status"] == "nan" and nan["n_excluded"] == 3

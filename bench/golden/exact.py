@@ -48,8 +48,8 @@ SCORED_SPLITS = ("val", "test")  # what `bench evaluate` scores; train patients 
 
 # The exact layer: tables 3-8 with their companions (the patch ablations, the paired and post-processing
 # comparisons: `bench.reports.tables.table_names`) and the per-case / per-run frames.
-EXACT_NAMES = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "paired", "postprocess", "cases", "metrics",
-               "runs")
+EXACT_NAMES = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "lesion-detection", "paired", "postprocess",
+               "cases", "metrics", "runs")
 _WHY_EXACT_FLOAT = (
     "the exact layer involves no training: the same committed integer labels and float16 probabilities go "
     "through the same thresholding, post-processing and integer counting on every machine, so counts are "

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.atomic import write_text
+from bench.metrics.policy import TABLE_POLICY
 from bench.reports.collect import Results, load_results
 from bench.reports.select import SCORE_TEXT, ReportOptions, resolve_scope
-from bench.reports.tables import POLICY, TableResult, build_tables, parse_table_spec
+from bench.reports.tables import TableResult, build_tables, parse_table_spec
 from bench.reports.writers import FORMATS, to_markdown, write_table
 
 FIGURE_CAPTIONS = {
@@ -68,7 +69,7 @@ def index_markdown(results: Results, options: ReportOptions, tables: list[TableR
         f"- scope: data set `{scope.dataset}`, profile `{scope.profile}` — {scope.reason}",
         f"- aggregation: {options.aggregation} over cases",
         f"- scores: {SCORE_TEXT[options.scores]} (--scores; the post-processing table shows both)",
-        f"- evaluation policy: {POLICY}", "",
+        f"- evaluation policy: {TABLE_POLICY}", "",
         "## Contents", "",
     ]
     lines += [f"- {t.title} (`{t.name}.*`)" for t in tables]

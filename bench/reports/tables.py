@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.metrics.lesions import SIZE_BIN_LABELS, SIZE_BINS, pooled
+from bench.metrics.policy import TABLE_POLICY, lesion_policy_text
 from bench.registry import Registry
 from bench.reports import paper
 from bench.reports.collect import Results, ablation_defaults
@@ -46,15 +48,11 @@ BASELINES = ("segnet", "unet", "deeplabv3")
 SPLIT_LABELS = {"val": "Val", "test": "Test"}
 PLANE_ROWS = ("axial", "coronal", "sagittal", "fused")
 DATASET_LABELS = {"lits": "LiTS", "ircadb": "3D IRCADB"}
-POLICY = (
-    "Accuracy, Dice, mIoU (mean of background and foreground IoU, Eq. 12) per 3-D case; a case with an "
-    "empty reference and an empty prediction has Dice/IoU/mIoU = NaN, is excluded from means and counted "
-    "(n_excluded); 'mean' = mean over cases, 'global' = from summed TP/FP/FN/TN"
-)
 TABLE_NUMBERS = (3, 4, 5, 6, 7, 8)
 # reading order of every table a report can hold; an ablation table of this toolkit follows the paper
 # table it extends, and is built with it when its runs exist (`table_names`)
-TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "norm", "capacity", "8", "paired", "postprocess")
+TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "norm", "capacity", "8", "lesion-detection",
+               "paired", "postprocess")
 COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",), "7": ("norm", "capacity")}
 FG_NOTE = (
     "mIoU cells with 'paper X = fg IoU': the paper's printed mIoU equals the foreground IoU D/(2-D) of its own Dice "
@@ -183,7 +181,7 @@ class _Table:
             seeds=sorted({int(s) for s in used["seed"]}) if not used.empty else [],
             n_seeds=int(frame["n_seeds"].max()) if len(frame) and frame["n_seeds"].notna().any() else 0,
             runs=sorted(used["run_id"]) if not used.empty else [],
-            policy=POLICY,
+            policy=TABLE_POLICY,
         )
         if not used.empty and "input_size" in used:
             prov.setdefault("input_size", sorted({int(v) for v in used["input_size"]}))
@@ -648,6 +646,85 @@ def table8(results: Results, options: ReportOptions) -> TableResult:
     return _model_table(results, options, 8, "lesion", "Table 8. Lesion segmentation: baselines and ours per plane")
 
 
+# ---------------------------------------------------------------- lesion detection beside Table 8
+
+# (per-case column or pooled key, row label): scores pooled from counts summed over a run's cases, then
+# the reference lesions behind them (`bench.metrics.lesions`)
+DETECTION_ROWS: tuple[tuple[str, str], ...] = (
+    ("lesion_recall", "Recall"), ("lesion_precision", "Precision"), ("lesion_f1", "F1"),
+    ("fp_lesions_per_case", "FP lesions / case"),
+    *((f"lesion_recall_{n}", f"Recall {SIZE_BIN_LABELS[n]}") for n, _, _ in SIZE_BINS),
+    ("n_ref_lesions", "Lesions"),
+    *((f"ref_{n}", f"Lesions {SIZE_BIN_LABELS[n]}") for n, _, _ in SIZE_BINS),
+)
+
+
+def detection_stats(results: Results, runs: pd.DataFrame, split: str, key: str) -> CellStats:
+    """``key`` of the pooled lesion detection of each run (seed) on ``split``, then mean and sd over seeds.
+
+    n_cases = the patients pooled; n_excluded (overall recall only) = those without a reference lesion
+    (their recall is undefined, their false-positive lesions count). A size bin without lesions is NaN. Runs scored before lesion detection existed
+    have no lesion columns: missing, with the command to re-score in the notes.
+    """
+    pc = results.per_case
+    if runs.empty or pc.empty or "n_ref_lesions" not in pc.columns:
+        return CellStats()
+    rows = pc[pc["run_id"].isin(runs["run_id"]) & (pc["split"] == split) & (pc["class"] == "lesion")]
+    per_run = {rid: pooled(part) for rid, part in rows.groupby("run_id")}
+    per_run = {rid: p for rid, p in per_run.items() if p and p["n_cases"]}
+    if not per_run:
+        return CellStats()
+    stats = seed_stats(pd.Series([p[key] for p in per_run.values()], dtype=float), tuple(sorted(per_run)))
+    stats.n_cases = float(max(p["n_cases"] for p in per_run.values()))
+    stats.n_excluded = float(max(p["n_cases_without_lesion"] for p in per_run.values())) if key == "lesion_recall" else 0.0
+    return stats
+
+
+@TABLES.register("lesion-detection", help="Lesion detection beside Table 8: lesion-wise recall, precision, F1, "
+                                          "FP lesions per case, recall per size bin (LiTS' analysis), every model x plane")
+@scored
+def lesion_detection_table(results: Results, options: ReportOptions) -> TableResult:
+    """Lesion-wise detection (Bilic et al. 2023's analysis) per model column and plane, Val and Test."""
+    scope = resolve_scope(results, options)
+    t = _Table("lesion-detection", "Lesion detection: lesion-wise recall, precision and false positives per plane",
+               scope, options)
+    columns = model_columns(results, scope, "lesion", all_priors=True)
+    unscored: set[str] = set()
+    for plane in PLANE_ROWS:
+        group = f"{plane.capitalize()} Plane" if plane != "fused" else FUSED_GROUP
+        selected = {}
+        for col in columns:
+            runs, _ = col.select(results, scope, "lesion", plane)
+            t.use(runs)
+            selected[col.label] = runs
+        for key, label in DETECTION_ROWS:
+            for col in columns:
+                for split in paper.SPLITS:
+                    stats = detection_stats(results, selected[col.label], split, key)
+                    if stats.status == "missing" and not selected[col.label].empty:
+                        unscored.add(col.label)
+                    elif stats.status == "missing":
+                        t.note(col.command("lesion", plane, scope))
+                    t.cell(group, label, col.label, SPLIT_LABELS[split], key, split, stats)
+    for ext in results.externals:
+        if "lesion" in ext.tasks:
+            for key, label in DETECTION_ROWS:
+                for split in paper.SPLITS:
+                    t.cell(FUSED_GROUP, label, ext.label, SPLIT_LABELS[split], key, split,
+                           detection_stats(results, ext.runs("lesion"), split, key))
+    if unscored:
+        t.note(f"runs without lesion-detection columns in per_case.csv (scored before it existed): "
+               f"{', '.join(sorted(unscored))}; re-score them with bench evaluate")
+    t.note("counts first: each run's recall, precision and F1 come from its lesion counts summed over the split's "
+           "patients (not a mean of per-patient ratios); 'FP lesions / case' = unmatched predicted components per "
+           "patient; patients without a reference lesion (n_excluded) add false positives but no recall; the "
+           "paper has no such table (LiTS' best lesion-wise recall: 0.458-0.554, Bilic et al. 2023)")
+    return t.finish(task="lesion", planes=list(PLANE_ROWS), split=["val", "test"],
+                    detection=("each run's profile.evaluate (lesion_match, lesion_connectivity; its summary.json "
+                               "policy states them); by default: " + lesion_policy_text("overlap", 3)),
+                    selection="as Table 8: model x plane, ablation fields (and model.liver_prior) at profile defaults")
+
+
 # ---------------------------------------------------------------- paired per-case comparison
 
 
@@ -1098,6 +1175,8 @@ def table_names(results: Results, numbers: Sequence[int | str], options: ReportO
                                                      if c in VARIANT_TABLES else baseline_variant_ran(results, scope, c))}
     if with_paired and chosen & {"7", "8"}:
         chosen |= {"paired", "postprocess"}
+    if with_paired and "8" in chosen:
+        chosen.add("lesion-detection")
     order = list(TABLE_ORDER) + sorted(n for n in chosen if n not in TABLE_ORDER)
     return [n for n in order if n in chosen]
 

@@ -9,7 +9,8 @@ Checked values: a field with a closed set of values is typed ``Literal[...]`` an
 declares its range in its metadata (``field(default=..., metadata=_range(...))``); every
 dataclass checks itself in ``__post_init__`` (`check_fields`), so a misspelt
 ``--set cascade.reiter_stop=plateu`` or a ``train.lr=-0.01`` is refused in one line naming the
-field, whether it came from the CLI, an ablation or a stored config.json.
+field, whether it came from the CLI, an ablation or a stored config.json. Every float is finite
+(``--set preprocess.hu_max=inf`` is refused: JSON would store it as null and the run could not be read back).
 
 Profiles
 --------
@@ -95,6 +96,10 @@ def check_fields(obj: Any) -> None:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"{f.name}={value!r} is not one of {shown}{hint}")
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            # no field means anything by inf or NaN, and JSON would store them as null (config.json unreadable)
+            raise ConfigError(f"{f.name}={value!r} must be a finite number")
         spec = f.metadata.get("range")
         if spec is None:
             continue

@@ -35,6 +35,30 @@ def parse_int_list(text: str, flag: str, example: str = "0,1,2") -> list[int]:
     return values
 
 
+def parse_planes(text: str, flag: str = "--planes", allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Comma-separated plane names given to ``flag`` (default: the three planes); an empty list (``","``)
+    or an unknown name is a one-line error, checked before anything runs."""
+    from bench.config import PLANES
+
+    allowed = allowed or PLANES
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise ConfigError(f"{flag} {text!r}: name at least one plane ({', '.join(allowed)})")
+    bad = [n for n in names if n not in allowed]
+    if bad:
+        raise ConfigError(f"{flag} {text!r}: unknown plane(s) {', '.join(bad)} (known: {', '.join(allowed)})")
+    return tuple(dict.fromkeys(names))
+
+
+def check_device(device: str) -> str:
+    """``--device`` is checked on every call, also when nothing needs to run (a finished run, a dry plan):
+    a misspelt device must not pass because no tensor was made this time."""
+    from bench.devices import resolve_device
+
+    resolve_device(device)
+    return device
+
+
 def parse_seeds(seed: int, seeds: str | None) -> list[int]:
     return parse_int_list(seeds, "--seeds") if seeds else [seed]
 
@@ -102,7 +126,11 @@ def build_run_config(model: str, plane: str, task: str, dataset: str, root: str 
         cfg = override(cfg, {"fold": fold})
     if overrides:
         cfg = override(cfg, parse_overrides(overrides))
+    if cfg.root:  # stored absolute: a run must not read other data when called from another folder
+        cfg = replace(cfg, root=str(Path(cfg.root).expanduser().resolve()))
     from bench.models import check_run_config, get_model_spec  # torch: after the cheap checks
+
+    check_device(cfg.device)  # also when nothing will run (a finished run is reused)
 
     get_model_spec(cfg.model)  # unknown model -> "did you mean"
     if cfg.seed != 0 or cfg.fold is not None:

@@ -166,7 +166,7 @@ def prepare(
     from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
 
     cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess, adapter.label_fingerprint())
-    todo = missing_cases(cache_dir, ids, chosen)
+    todo = missing_cases(cache_dir, ids, chosen, adapter)  # also cases whose source files changed
     slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True,
                                          folds=folds, include_cysts=include_cysts)
     console = Console()

@@ -60,11 +60,12 @@ def demo(
     for mode in _names(liver_priors):  # checked before any data is written
         if mode not in MODES:
             raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
-    from bench.cli.common import default_profile, parse_seeds
+    from bench.cli.common import check_device, default_profile, parse_planes, parse_seeds
     from bench.datasets import DATASETS, get_dataset
     from bench.engine.study import StudyPlan, run_study
 
     DATASETS.get(dataset)
+    check_device(device)
     console = Console()
     t0 = time.perf_counter()
     adapter = get_dataset(dataset, root=root)  # the phantom writes data/phantom on first use
@@ -75,8 +76,8 @@ def demo(
     profile = profile or default_profile(dataset, device)
     plan = StudyPlan(
         models=_names(models) if models else (("unet", "ours") if real else StudyPlan.models),
-        planes=_names(planes) if planes else (("axial",) if real else StudyPlan.planes),
-        tasks=_names(tasks), lesion_planes=_names(lesion_planes),
+        planes=parse_planes(planes) if planes else (("axial",) if real else StudyPlan.planes),
+        tasks=_names(tasks), lesion_planes=parse_planes(lesion_planes, "--lesion-planes"),
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
         folds=folds, budget=budget, liver_priors=_names(liver_priors),
     )
@@ -84,7 +85,7 @@ def demo(
                   f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
                   f"budget {budget}",
                   highlight=False, soft_wrap=True)
-    timings = run_study(profile, results, dataset=dataset, root=str(adapter.root) if real or root else "",
+    timings = run_study(profile, results, dataset=dataset, root=str(adapter.root.resolve()) if real or root else "",
                         cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
                         say=lambda line: console.print(line, highlight=False, soft_wrap=True), workers=workers)
     for phase, seconds in timings.items():

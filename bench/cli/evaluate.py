@@ -31,8 +31,15 @@ def evaluate(
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: the run was trained with "
                                        "cysts as lesions (checked against its config.json)"),
     surface: bool = typer.Option(False, "--surface", help="also HD95, surface Dice (NSD, 1 mm), ASSD, MSSD, RMSD in mm; slower"),
+    rescore: bool = typer.Option(False, "--rescore", help="the run's data changed since training (root, split or "
+                                 "case files): score it on the data as it is now, recorded in its config.json "
+                                 "(without it, evaluate refuses)"),
 ) -> None:
-    """Evaluate a trained run per plane, or fuse the three planes."""
+    """Evaluate a trained run per plane, or fuse the three planes.
+
+    ``--root`` must be the run's own data root (recorded absolute at training) or omitted: a run is
+    scored on the data it was trained on; other data is scored with ``bench predict``/``bench score``.
+    """
     from bench.cli.paths_check import writable_dir
 
     writable_dir(results, "--results")
@@ -51,6 +58,6 @@ def evaluate(
         cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None,
                                cysts_override(None, include_cysts), tag, fold)
         check_cysts(cfg)
-        folder = evaluate_run(cfg, choices[split], surface=surface)
+        folder = evaluate_run(cfg, choices[split], surface=surface, rescore=rescore)
         print_summary(json.loads((folder / SUMMARY).read_text()), title=f"{model} {plane} {task}")
         Console().print(f"[green]results[/green] -> {folder}")

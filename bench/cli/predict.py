@@ -40,7 +40,9 @@ def predict(
     writable_file(output, "--output")
     from bench.engine.predict import predict_file
 
-    plane_list = [p.strip() for p in planes.split(",") if p.strip()]
+    from bench.cli.common import parse_planes
+
+    plane_list = parse_planes(planes)
     tasks = ["liver", "lesion"] if task == "both" else [task]
     cfgs = {t: [build_run_config(model, p, t, dataset, None, None, 0, device, results, "cache", None, None, tag)
                 for p in plane_list] for t in tasks}

@@ -66,6 +66,7 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False, progress: boo
     folder = run_dir(cfg)
     status = run_status(cfg)
     if status == "complete" and not force and (cfg.plane != "fused" or _fused_current(cfg)):
+        _check_bindings(cfg)  # a finished run on data that changed since is not "done"
         return folder
     if status == "different" and not force:
         _refuse_other_config(cfg, folder)
@@ -85,7 +86,7 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
     from bench.engine import cascade, slices  # noqa: F401  (register the recipes)
     from bench.engine.distributed import init_distributed
     from bench.engine.recipe import RECIPES, TrainContext, budget
-    from bench.engine.records import run_fingerprint, run_record, update_record
+    from bench.engine.records import run_data_binding, run_fingerprint, run_record, update_record
     from bench.engine.runlock import clear_folder, run_lock
     from bench.engine.train import set_seed
     from bench.models import get_model_spec
@@ -136,7 +137,8 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
                                 training={**trained.stages, **trained.extra},
                                 # trainable only: a frozen prerequisite (a baseline's liver prior) is not the model's
                                 parameters=sum(p.numel() for p in trained.model.parameters() if p.requires_grad),
-                                world_size=info.world, splits={k: len(v) for k, v in splits.items()}, **geometry)
+                                world_size=info.world, splits={k: len(v) for k, v in splits.items()},
+                                data=run_data_binding(cfg, cache.dir, splits), **geometry)
             write_json(folder / "config.json", record)
         info.barrier()
         if evaluate and info.is_main:
@@ -187,22 +189,67 @@ def _run_fused(cfg: RunConfig, progress: bool) -> Path:
     from bench.engine.runlock import run_lock
 
     folder = run_dir(cfg)
+    _check_bindings(cfg)
     with run_lock(folder):
         evaluate_fused(cfg, progress=progress)
-        update_record(folder, sources_finished=_plane_stamps(cfg), finished=time.time())
+        update_record(folder, sources_finished=_plane_stamps(cfg), finished=time.time(), **_axial_binding(cfg))
     return folder
 
 
+def _check_bindings(cfg: RunConfig, rescore: bool = False) -> dict[str, str]:
+    """`bench.engine.records.check_data_binding` of a plane run, or of the three planes of a fused one.
+
+    A fused row is never re-scored over changed planes: each plane is re-scored first.
+    Returns {plane: change} of the changes ``rescore`` accepted.
+    """
+    from bench.config import PLANES
+    from bench.engine.records import check_data_binding
+
+    if cfg.plane != "fused":
+        change = check_data_binding(cfg, run_dir(cfg), rescore)
+        return {cfg.plane: change} if change else {}
+    for plane in PLANES:
+        if (run_dir(cfg, plane) / "config.json").is_file():
+            check_data_binding(cfg, run_dir(cfg, plane))
+    return {}
+
+
+def _axial_binding(cfg: RunConfig) -> dict:
+    """A fused row's ``data``: its planes' binding (they were checked to agree with the data now)."""
+    from bench.engine.records import read_record
+
+    try:
+        data = read_record(run_dir(cfg, "axial")).get("data")
+    except DataError:
+        return {}
+    return {"data": data} if isinstance(data, dict) else {}
+
+
 def evaluate(cfg: RunConfig, splits: Iterable[str] = ("val", "test"), surface: bool = False,
-             progress: bool = True) -> Path:
-    """Re-evaluate a trained run (``bench evaluate``), holding its lock; other splits' rows are kept."""
+             progress: bool = True, rescore: bool = False) -> Path:
+    """Re-evaluate a trained run (``bench evaluate``), holding its lock; other splits' rows are kept.
+
+    It starts with the run's data binding (`bench.engine.records.check_data_binding`): changed data
+    is refused, or with ``rescore`` scored as it is now (every split) and recorded.
+    """
     from bench.engine.evaluate import evaluate_fused, evaluate_plane
+    from bench.engine.records import record_rescore
     from bench.engine.runlock import run_lock
 
+    splits = tuple(splits)
+    if rescore and set(splits) != {"val", "test"}:
+        raise ConfigError("--rescore scores the run on changed data: every split (drop --split), so no row of the "
+                          "old data is kept")
     folder = run_dir(cfg)
+    changes = _check_bindings(cfg, rescore)
     with run_lock(folder):
         if cfg.plane == "fused":
             evaluate_fused(cfg, splits, progress=progress, surface=surface)
+            from bench.engine.records import update_record
+
+            update_record(folder, **_axial_binding(cfg))
         else:
             evaluate_plane(cfg, splits, progress=progress, surface=surface)
+            for change in changes.values():
+                record_rescore(cfg, folder, change)
     return folder

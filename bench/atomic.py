@@ -223,3 +223,28 @@ def remove_stale_tmp(folder: str | os.PathLike) -> list[Path]:
             p.unlink(missing_ok=True)
         removed.append(p)
     return removed
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``final``; on success it replaces ``final`` as a whole (`replace_dir`).
+
+    On any failure or signal (`bench.cli.exits.Interrupted` unwinds the stack) the temporary folder is
+    removed and ``final`` is left as it was: a reader never sees a half-written output folder (``bench
+    report`` killed after three of six tables). A leftover of a killed process carries the ``.tmp-<pid>``
+    mark (`remove_stale_tmp`).
+    """
+    import shutil
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_for(final)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

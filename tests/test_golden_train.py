@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cli_run import assert_one_line_error, bench
+from cli_run import assert_one_line_error, bench, bench_env
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "results" / "golden" / "train"
@@ -122,7 +124,7 @@ def test_compare_skips_excluded_cells_but_still_needs_them():
 def test_conditions_pin_threads_through_workers_and_keep_the_reference_verbatim():
     from bench.golden.calibrate import conditions_for
     from bench.errors import ConfigError
-    from bench.golden.train import DEFAULT_COMMAND
+    from bench.golden.study import DEFAULT_COMMAND
 
     two = conditions_for(DEFAULT_COMMAND, (0, 1, 2), ("native", "avx2"), (1, 2), cores=2)
     assert len(two) == 12 and len({c.name for c in two}) == 12
@@ -155,22 +157,33 @@ def test_conditions_pin_threads_through_workers_and_keep_the_reference_verbatim(
 
 
 def test_a_condition_sets_and_removes_environment_variables_for_its_run_only(tmp_path, monkeypatch):
-    from bench.golden.train import run_golden_command
+    from bench.errors import BenchError
+    from bench.golden.train import _run, study_env
 
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    env = study_env({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": None})
     code = ("import os, sys, json; json.dump({k: os.environ.get(k) for k in ('ATEN_CPU_CAPABILITY', "
             "'ONEDNN_MAX_CPU_ISA', 'OMP_NUM_THREADS', 'CUDA_VISIBLE_DEVICES')}, open(sys.argv[1], 'w'))")
-    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {{results}}"
     out, log = tmp_path / "env.json", tmp_path / "run.log"
-    run_golden_command(command, out, env={"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                          "OMP_NUM_THREADS": None}, log=log)
+    _run([sys.executable, "-c", code, str(out)], "env probe", env, None, log)
     assert json.loads(out.read_text()) == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                                            "OMP_NUM_THREADS": None, "CUDA_VISIBLE_DEVICES": ""}
-    from bench.errors import BenchError
+    assert os.environ["OMP_NUM_THREADS"] == "7"  # this process's environment is untouched
+    with pytest.raises(BenchError, match=r"exit status 3: exit probe \(output in "):
+        _run([sys.executable, "-c", "import sys; sys.exit(3)"], "exit probe", env, None, log)
 
-    with pytest.raises(BenchError, match=r"exit status 3: .* \(output in "):
-        run_golden_command(f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)' {{results}}", out, log=log)
+
+def test_the_study_runs_this_packages_entry_point_with_validated_fields():
+    """What a study runs is built by the code: this interpreter, ``-m bench demo``, the fields; never the text."""
+    from bench.golden.study import DEFAULT_COMMAND, DEFAULT_STUDY, parse_study
+
+    assert parse_study(DEFAULT_COMMAND, "m") == DEFAULT_STUDY and DEFAULT_STUDY.command() == DEFAULT_COMMAND
+    argv = DEFAULT_STUDY.with_condition(1, 2).argv("/tmp/r")
+    assert argv[:4] == [sys.executable, "-m", "bench", "demo"]
+    assert argv[4:] == ["--profile", "golden", "--models", "unet,ours", "--planes", "axial", "--tasks", "liver",
+                        "--ablations", "", "--budget", "epochs", "--workers", "1", "--no-report", "--results",
+                        "/tmp/r", "--seeds", "2"]
 
 
 # ---------------------------------------------------------------- the tool end to end, then the check
@@ -184,16 +197,32 @@ def _cell(frame: pd.DataFrame, **where: str) -> pd.Series:
     return sel
 
 
+# The stand-in study replaces `bench demo` in the argv the code builds (its options are the demo's; it ignores
+# those it does not use): a test seam in the test's own process, not a way for a folder to run something.
+STAND_IN = textwrap.dedent(f"""
+    import sys
+    from bench.golden import study
+    _argv = study.GoldenStudy.argv
+    study.GoldenStudy.argv = lambda self, results: [sys.executable, {str(FAKE)!r}, *_argv(self, results)[4:]]
+    from bench.cli import main
+    main()
+""")
+
+
+def bench_stand_in(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``bench ARGS`` with the stand-in study in place of the training study."""
+    return subprocess.run([sys.executable, "-c", STAND_IN, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=bench_env())
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """A layer calibrated through the console script over 2 seeds x native kernels x 1 thread (the stand-in
-    study; every condition costs a process start), and the reference condition's results, prebuilt for
-    ``--check --results``."""
+    """A layer calibrated through the CLI over 2 seeds x native kernels x 1 thread (the stand-in study; every
+    condition costs a process start), and the reference condition's results, prebuilt for ``--results``."""
     tmp = tmp_path_factory.mktemp("golden-train")
     layer = tmp / "train"
-    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --workers 2 --results {{results}}"
-    proc = bench("check", str(layer), "--calibrate", "--seeds", "0,1", "--kernels", "native", "--threads", "1",
-                 "--tables", "3-7", "--command", command, cwd=tmp, timeout=600)
+    proc = bench_stand_in("check", str(layer), "--calibrate", "--seeds", "0,1", "--kernels", "native", "--threads",
+                          "1", "--tables", "3-7", cwd=tmp)
     results = tmp / "reference-results"  # the reference condition's results, as the check would build them
     built = subprocess.run([sys.executable, str(FAKE), "--workers", "2", "--results", str(results)],
                            capture_output=True, text=True, timeout=120)

@@ -1,7 +1,7 @@
 """The package's layering, checked from the source: no upward import, no import circle, no sideways import.
 
 cli > golden > (reports, engine) > (ablations, metrics, models, datasets) > plumbing (config, paths,
-atomic, errors, devices, progress) > registry. The golden check sits above both the reports and the
+atomic, errors, devices, progress, plugins) > registry. The golden check sits above both the reports and the
 engine because it uses both; reports and engine share a layer and never import each other (a report
 is built from a results folder, not from the code that wrote it). Every ``import``/``from ...
 import`` is counted, including the ones inside functions (a lazy import is still a dependency).
@@ -17,6 +17,7 @@ LAYERS = {
     "bench": 0, "bench.registry": 0,
     "bench.errors": 0,
     "bench.atomic": 1, "bench.config": 1, "bench.paths": 1, "bench.devices": 1, "bench.progress": 1,
+    "bench.plugins": 1,
     "bench.datasets": 2, "bench.metrics": 2, "bench.models": 2, "bench.ablations": 2,
     "bench.reports": 3, "bench.engine": 3,
     "bench.golden": 4,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import List, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -26,7 +27,7 @@ class BenchGroup(TyperGroup):
 app = typer.Typer(
     name="bench",
     cls=BenchGroup,
-    help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + SegNet/U-Net/DeepLabV3).",
+    help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + baselines; bench ls models).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -45,8 +46,23 @@ def _print_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
                                  help="print the package version and git commit, then exit"),
+    plugin: Optional[List[str]] = typer.Option(
+        None, "--plugin", metavar="MODULE_OR_FILE.py",
+        help="load models from a module or .py file (repeatable; also BENCH_PLUGINS=a:b, entry points liverbench.models)",
+    ),
 ) -> None:
-    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks."""
+    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks.
+
+    ``--plugin`` is global (``bench --plugin mynet.py train mynet``): every verb that reads the
+    model registry (train, evaluate, predict, ablate, demo, report, ls) sees the same models, and
+    one option is simpler than one per verb. It only records the plug-in in ``BENCH_PLUGINS``
+    (`bench.plugins.add_to_environment`); the registry imports it when first needed, so
+    ``--help`` stays fast and worker processes inherit it.
+    """
+    if plugin:
+        from bench.plugins import add_to_environment
+
+        add_to_environment(plugin)
 
 
 # Modules that add their commands to `app` when imported.

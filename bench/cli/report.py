@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
+from bench.atomic import staged_dir
 from bench.cli.paths_check import writable_dir
+from bench.errors import ConfigError
 
 
 @app.command("report")
@@ -78,6 +80,8 @@ def _write(results: Optional[str], tables: str, format: str, out: Optional[str],
     formats = parse_formats(format)
     collected = load_results(root)
     if external:
+        # another tool's scores are written under the report folder and their paths recorded in the tables, so
+        # this report is written in place (not staged in a temporary folder)
         from bench.reports.external import add_externals
 
         collected = add_externals(collected, external, options, out_dir)
@@ -85,8 +89,25 @@ def _write(results: Optional[str], tables: str, format: str, out: Optional[str],
             scored = ", ".join(f"{s} {n}" for s, n in ext.n_cases.items())
             console.print(f"[green]external[/green] {ext.label}: {ext.folder} scored on {scored} patient(s) -> "
                           f"{ext.out_dir}", highlight=False, soft_wrap=True)
-    rep = write_report(collected, out_dir, numbers, formats, options, figures=figures)
+        rep = write_report(collected, out_dir, numbers, formats, options, figures=figures)
+        index, n_tables, n_figures = rep.index, len(rep.tables), len(rep.figures)
+    else:
+        _replaceable(out_dir, "--out" if out else "--results")
+        with staged_dir(out_dir) as stage:  # an interrupted report leaves the old folder or none, never a part
+            rep = write_report(collected, stage, numbers, formats, options, figures=figures)
+        index, n_tables, n_figures = out_dir / rep.index.name, len(rep.tables), len(rep.figures)
     missing = sum(int((t.frame["status"] == "missing").sum()) for t in rep.tables)
-    console.print(f"[green]report[/green] {len(rep.tables)} tables ({format}), {len(rep.figures)} figures -> "
-                  f"{rep.index}" + (f"  ({missing} cells without a run: see the notes)" if missing else ""),
+    console.print(f"[green]report[/green] {n_tables} tables ({format}), {n_figures} figures -> "
+                  f"{index}" + (f"  ({missing} cells without a run: see the notes)" if missing else ""),
                   highlight=False, soft_wrap=True)
+
+
+def _replaceable(out_dir: Path, flag: str) -> None:
+    """The report replaces its folder as a whole: refuse a folder that holds anything but an earlier report
+    (no index.md), and the current folder or one above it."""
+    here = Path.cwd().resolve()
+    if out_dir.resolve() in (here, *here.parents):
+        raise ConfigError(f"{flag} {out_dir}: is the current folder or above it; name a report folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "index.md").is_file():
+        raise ConfigError(f"{flag} {out_dir}: exists and is not a report folder (no index.md); the report replaces "
+                          f"its folder as a whole, so name a new folder or an earlier report's")

@@ -83,9 +83,8 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
     from bench.datasets.cache import open_or_prepare
     from bench.models.lesion_roi import data_profile
     from bench.devices import resolve_device
-    from bench.engine import cascade, slices  # noqa: F401  (register the recipes)
     from bench.engine.distributed import init_distributed
-    from bench.engine.recipe import RECIPES, TrainContext, budget
+    from bench.engine.recipe import TrainContext, budget, get_recipe
     from bench.engine.records import run_data_binding, run_fingerprint, run_record, update_record
     from bench.engine.runlock import clear_folder, run_lock
     from bench.engine.train import set_seed
@@ -120,7 +119,7 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         if info.is_main:
             write_json(folder / "config.json", run_record(cfg, device, fingerprint=run_fingerprint(cfg),
                                                           status="training", **geometry))
-        recipe = RECIPES.get(get_model_spec(cfg.model).recipe)
+        recipe = get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
         t1 = time.perf_counter()
         trained = recipe(TrainContext(cfg, cache, splits, device, info, resume=resume, progress=progress))
         wall = time.perf_counter() - t1

@@ -43,12 +43,15 @@ def job_label(cfg: RunConfig) -> str:
 
 def plan(targets: Iterable[RunConfig | tuple[str, RunConfig]]) -> list[Job]:
     """Jobs for the targets and everything they need, dependencies first (a label may come with a target)."""
-    from bench.models import requirements
+    from bench.engine.recipe import get_recipe
+    from bench.models import get_model_spec, requirements
 
     jobs: dict[str, Job] = {}
 
     def add(cfg: RunConfig, label: str | None, requested: bool, trail: tuple[str, ...]) -> str:
         job = Job(cfg, label or job_label(cfg), requested=requested)
+        if cfg.plane != "fused":  # a spec naming no known recipe is refused before any run starts
+            get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
         if job.key in trail:
             raise RuntimeError(f"runs need each other: {' -> '.join(trail + (job.key,))}")
         if job.key in jobs:

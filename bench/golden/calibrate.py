@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -44,7 +43,8 @@ from bench.atomic import write_text
 from bench.errors import BenchError, ConfigError
 from bench.golden.manifest import MANIFEST, report_options, read_manifest, versions, write_golden
 from bench.golden.spread import calibrate, summary_lines
-from bench.golden.train import DEFAULT_COMMAND, run_golden_command
+from bench.golden.study import DEFAULT_COMMAND, GoldenStudy, parse_study
+from bench.golden.train import run_study
 from bench.reports.collect import load_results
 from bench.reports.tables import build_tables
 
@@ -68,7 +68,7 @@ class Condition:
     seed: int
     kernels: str
     threads: int
-    command: str  # with {results}
+    study: GoldenStudy
     env: dict[str, str | None] = field(default_factory=dict)  # None = removed
     pinned: bool = True  # the thread count is set by the calibration (checked against each run's record)
 
@@ -76,34 +76,10 @@ class Condition:
     def name(self) -> str:
         return f"seed{self.seed}-{self.kernels}-{self.threads}t"
 
-
-def _option(argv: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _with_option(argv: list[str], flag: str, value: str) -> list[str]:
-    """``argv`` with ``flag value`` replaced (either spelling), or appended before nothing else changes."""
-    out, i = [], 0
-    found = False
-    while i < len(argv):
-        arg = argv[i]
-        if arg == flag and i + 1 < len(argv):
-            out += [flag, value]
-            i += 2
-            found = True
-            continue
-        if arg.startswith(flag + "="):
-            out.append(f"{flag}={value}")
-            found = True
-        else:
-            out.append(arg)
-        i += 1
-    return out if found else out + [flag, value]
+    @property
+    def command(self) -> str:
+        """The study as a command text, with {results} (what the calibration record shows)."""
+        return self.study.command()
 
 
 def _cores() -> int:
@@ -112,15 +88,16 @@ def _cores() -> int:
 
 def conditions_for(command: str, seeds: Sequence[int], kernels: Sequence[str], threads: Sequence[int],
                    cores: int | None = None) -> list[Condition]:
-    """Every (seed, kernel set, thread count) as a command and environment; the reference condition first."""
+    """Every (seed, kernel set, thread count) as a command and environment; the reference condition first.
+
+    ``command`` is parsed into its study (`bench.golden.study`: validated fields, never executed as
+    text); each condition is that study with its worker count and seed, rendered back to a command.
+    """
     cores = cores or _cores()
-    argv = shlex.split(command)
-    if not argv or "{results}" not in command:
-        raise ConfigError(f"calibration command must contain {{results}}: {command!r}")
-    given_seeds = _option(argv, "--seeds")
-    if given_seeds is not None and len([s for s in given_seeds.split(",") if s.strip()]) > 1:
+    study = parse_study(command, "calibration command", exact=False, error=ConfigError)
+    if study.seeds is not None and len(study.seeds) > 1:
         raise ConfigError(f"calibration varies the seed itself; the command must run one seed (it has --seeds "
-                          f"{given_seeds})")
+                          f"{','.join(map(str, study.seeds))})")
     unknown = [k for k in kernels if k not in KERNEL_SETS]
     if unknown:
         raise ConfigError(f"--kernels: unknown kernel set {unknown[0]!r} (known: {', '.join(KERNEL_SETS)})")
@@ -129,34 +106,26 @@ def conditions_for(command: str, seeds: Sequence[int], kernels: Sequence[str], t
         raise ConfigError(f"--threads {bad[0]}: this machine has {cores} core(s); a thread count must be 1..{cores}")
     if not seeds or not kernels or not threads:
         raise ConfigError("calibration needs at least one seed, one kernel set and one thread count")
-    workers_text = _option(argv, "--workers")
-    try:
-        given_workers = int(workers_text) if workers_text is not None else None
-    except ValueError:
-        raise ConfigError(f"calibration command: --workers {workers_text!r} is not a number") from None
-    if given_workers is not None and given_workers < 1:  # 0 = the scheduler's default on a CPU
-        given_workers = 2 if cores >= 2 else 1
+    given_workers = study.workers if study.workers >= 1 else (2 if cores >= 2 else 1)  # 0: the scheduler's default
+    own = study.command()
     out = []
     for seed in seeds:
         for kset in kernels:
             for t in threads:
                 workers = max(1, cores // t)
-                if given_workers and given_workers > 1 and cores // given_workers == t:
-                    workers = given_workers  # the manifest's own --workers gives these threads: keep it verbatim
-                args = _with_option(argv, "--workers", str(workers)) if workers != given_workers else list(argv)
-                if seed != 0 or given_seeds is not None:
-                    args = _with_option(args, "--seeds", str(seed))
+                if given_workers > 1 and cores // given_workers == t:
+                    workers = study.workers  # the manifest's own --workers gives these threads: keep it verbatim
+                cond = study.with_condition(workers, seed if (seed != 0 or study.seeds is not None) else None)
                 env: dict[str, str | None] = {v: KERNEL_SETS[kset].get(v) for v in KERNEL_VARS}
                 # one worker runs in the calling process with torch's default thread count: pin it
                 env.update({v: (str(t) if workers == 1 else None) for v in THREAD_VARS})
-                text = command if args == argv else shlex.join(args).replace("'{results}'", "{results}")
-                out.append(Condition(seed, kset, t, text, env))
-    reference = next((c for c in out if c.seed == 0 and c.kernels == "native" and c.command == command), None)
+                out.append(Condition(seed, kset, t, cond, env))
+    reference = next((c for c in out if c.seed == 0 and c.kernels == "native" and c.command == own), None)
     if reference is not None:
         out.remove(reference)
     else:  # the command's own thread count is not in the grid (a machine with more cores): run it as well
-        own = cores // given_workers if given_workers and given_workers > 1 else cores
-        reference = Condition(0, "native", own, command, {v: None for v in KERNEL_VARS}, pinned=False)
+        threads_own = cores // given_workers if given_workers > 1 else cores
+        reference = Condition(0, "native", threads_own, study, {v: None for v in KERNEL_VARS}, pinned=False)
     return [reference] + out
 
 
@@ -210,7 +179,7 @@ def _run_condition(cond: Condition, tmp: Path, numbers: Sequence[int], options: 
     results, log = tmp / cond.name, tmp / f"{cond.name}.log"
     t0 = time.perf_counter()
     try:
-        run_golden_command(cond.command, results, env=cond.env, log=log)
+        run_study(cond.study, results, env=cond.env, log=log)
     except BenchError:
         if log.is_file():
             say("\n".join(log.read_text(errors="replace").strip().splitlines()[-15:]))
@@ -249,6 +218,7 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     command, numbers, options = _layer_setup(folder, command, numbers, options)
     cores = _cores()
     conditions = conditions_for(command, seeds, kernels, threads, cores)
+    command = conditions[0].command  # the study's canonical text: what the layer's manifest records
     capabilities = {k: kernel_capability(k) for k in dict.fromkeys(kernels)}
     say(f"calibration: {len(conditions)} condition(s) of `{command}` "
         f"({len(seeds)} seed(s) x kernel sets {', '.join(f'{k} ({v})' for k, v in capabilities.items())} x "

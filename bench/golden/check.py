@@ -58,7 +58,7 @@ def check_layer(folder: str | Path, results: str | None = None, update: bool = F
             tables, source, options = exact_tables(folder, results, Path(tmp))
             command, tolerances = EXACT_COMMAND, EXACT_TOLERANCES
         else:
-            tables, source, command = train_tables(manifest, results, Path(tmp), numbers, options, say)
+            tables, source, command = train_tables(folder, manifest, results, Path(tmp), numbers, options, say)
             tolerances = manifest["tolerances"] if manifest else DEFAULT_TOLERANCES
     names = [t.name for t in tables]
     n_cells = sum(len(t.frame) for t in tables)
@@ -69,5 +69,6 @@ def check_layer(folder: str | Path, results: str | None = None, update: bool = F
         files = write_golden(folder, tables, command=command, report_options=options, source=source,
                              tolerances=tolerances, extra=extra)
         return LayerOutcome(folder, kind, n_cells, names, source, updated=files)
-    return LayerOutcome(folder, kind, n_cells, names, source, mismatches=compare_tables(folder, tables),
+    # the exact layer's tolerances are this code's constants, whatever a manifest says (it is refused anyway)
+    return LayerOutcome(folder, kind, n_cells, names, source, mismatches=compare_tables(folder, tables, tolerances),
                         excluded=len((manifest or {}).get("excluded") or []))

@@ -177,11 +177,14 @@ def _table_frames(new_tables: Mapping[str, pd.DataFrame] | Sequence[TableResult]
 
 def compare_tables(golden_dir: str | os.PathLike, new_tables: Mapping[str, pd.DataFrame] | Sequence[TableResult],
                    tolerances: Mapping[str, Any] | None = None) -> list[Mismatch]:
-    """Compare the golden table CSVs named in the manifest with freshly built tables (name -> tidy frame)."""
+    """Compare the golden table CSVs named in the manifest with freshly built tables (name -> tidy frame).
+
+    ``tolerances``: the layer's (`bench.golden.check` passes the exact layer's constants); None = the
+    manifest's, validated by `read_manifest`. Status columns are compared exactly, always."""
     golden_dir = Path(golden_dir)
     manifest = read_manifest(golden_dir)
     tolerances = manifest["tolerances"] if tolerances is None else tolerances
-    exact = tuple(manifest.get("compare", {}).get("exact", EXACT_COLUMNS))
+    exact = EXACT_COLUMNS
     excluded = excluded_keys(manifest)
     frames = _table_frames(new_tables)
     out: list[Mismatch] = []
@@ -190,7 +193,7 @@ def compare_tables(golden_dir: str | os.PathLike, new_tables: Mapping[str, pd.Da
         path = golden_dir / f"{name}.csv"
         if not path.is_file():
             raise DataError(f"{path} is named in {golden_dir / MANIFEST} but does not exist")
-        golden = pd.read_csv(path, keep_default_na=False, dtype=str)  # status "nan" stays a word
+        golden = read_golden_csv(path)
         if name not in frames:
             out.append(Mismatch(name, (), "(table)", "present", "not built"))
             continue
@@ -199,3 +202,18 @@ def compare_tables(golden_dir: str | os.PathLike, new_tables: Mapping[str, pd.Da
         out += [Mismatch(name, (), "(table)", "absent", "built") for name in frames if name not in names]
     return out
 
+
+
+def read_golden_csv(path: Path) -> pd.DataFrame:
+    """One golden table, every cell as text (a status "nan" stays a word); a file that is not a table with the
+    key columns is a one-line DataError naming it."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:  # pandas' ParserError/EmptyDataError are ValueErrors
+        raise DataError(f"{path}: malformed golden table ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas takes surplus leading fields as an index
+        raise DataError(f"{path}: malformed golden table: rows have more fields than the header")
+    missing = [k for k in KEY_COLUMNS if k not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: malformed golden table: lacks the key column(s) {', '.join(missing)}")
+    return frame

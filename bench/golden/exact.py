@@ -36,38 +36,13 @@ from bench.engine.infer import fuse_soft
 from bench.engine.records import run_fingerprint, run_record
 from bench.errors import BenchError
 from bench.golden.inputs import GENERATOR, GoldenInputs, RunSpec, read_inputs
-from bench.golden.manifest import KEY_COLUMNS, report_options
+from bench.golden.manifest import EXACT_BUILDER, EXACT_COMMAND, EXACT_NAMES, EXACT_TOLERANCES, KEY_COLUMNS, report_options
 from bench.models import get_model_spec
 from bench.paths import run_dir
 from bench.reports.collect import CONFIG_COLUMNS, load_results
 from bench.reports.tables import TableResult, build_tables
 
-EXACT_COMMAND = "python -m bench.golden.exact --inputs {inputs} --results {results}"
-EXACT_BUILDER = "bench.golden.exact.build_exact_results (run in-process by bench check)"
 SCORED_SPLITS = ("val", "test")  # what `bench evaluate` scores; train patients are never scored
-
-# The exact layer: tables 3-8 with their companions (the patch ablations, the paired and post-processing
-# comparisons: `bench.reports.tables.table_names`) and the per-case / per-run frames.
-EXACT_NAMES = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "lesion-detection", "paired", "postprocess",
-               "cases", "metrics", "runs")
-_WHY_EXACT_FLOAT = (
-    "the exact layer involves no training: the same committed integer labels and float16 probabilities go "
-    "through the same thresholding, post-processing and integer counting on every machine, so counts are "
-    "identical and every other number is a few float64 operations on them (divisions, means over <= 8 cases, "
-    "a seeded bootstrap). Those can differ only in the last bits (summation order of a numpy/pandas build, "
-    "~1e-16 relative), which can at most flip the 10th significant digit metrics.csv stores (~1e-10); 1e-9 "
-    "absorbs that, while the smallest real change, one voxel of a 9216-voxel case, moves a case's accuracy by "
-    "1.1e-4 and a mean over 3 cases by 3.6e-5, more than four orders of magnitude above the tolerance"
-)
-EXACT_TOLERANCES: dict[str, dict[str, Any]] = {
-    "*": {"abs": 1e-9, "why": _WHY_EXACT_FLOAT + "; text columns (status, runs, metric, split) must be equal"},
-    **{c: {"abs": 0, "why": "integer voxel counts of fixed inputs: exact"} for c in ("tp", "fp", "fn", "tn")},
-    "n_cases": {"abs": 0, "why": "cases per split follow from the committed split file: exact"},
-    "n_excluded": {"abs": 0, "why": "empty-reference-and-prediction cases (the NaN rule) of fixed inputs: exact"},
-    "n_seeds": {"abs": 0, "why": "runs behind a cell are fixed by the inputs: exact"},
-    "paper": {"abs": 0.0, "why": "constants transcribed from the paper (bench/reports/paper.py): any change "
-              "is an edit of the transcription and must be deliberate"},
-}
 
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import subprocess
@@ -34,23 +35,145 @@ LAYERS = ("exact", "train")  # each a folder under results/golden/ with its own 
 KEY_COLUMNS = ("group", "row", "col_group", "col")
 EXACT_COLUMNS = ("status",)  # compared for equality, always
 
+# What the exact layer's manifest must say: constants of this code, which a manifest cannot change
+EXACT_COMMAND = "python -m bench.golden.exact --inputs {inputs} --results {results}"
+EXACT_BUILDER = "bench.golden.exact.build_exact_results (run in-process by bench check)"
+
+# The exact layer: tables 3-8 with their companions (the patch ablations, the paired and post-processing
+# comparisons: `bench.reports.tables.table_names`) and the per-case / per-run frames.
+EXACT_NAMES = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "lesion-detection", "paired", "postprocess",
+               "cases", "metrics", "runs")
+_WHY_EXACT_FLOAT = (
+    "the exact layer involves no training: the same committed integer labels and float16 probabilities go "
+    "through the same thresholding, post-processing and integer counting on every machine, so counts are "
+    "identical and every other number is a few float64 operations on them (divisions, means over <= 8 cases, "
+    "a seeded bootstrap). Those can differ only in the last bits (summation order of a numpy/pandas build, "
+    "~1e-16 relative), which can at most flip the 10th significant digit metrics.csv stores (~1e-10); 1e-9 "
+    "absorbs that, while the smallest real change, one voxel of a 9216-voxel case, moves a case's accuracy by "
+    "1.1e-4 and a mean over 3 cases by 3.6e-5, more than four orders of magnitude above the tolerance"
+)
+EXACT_TOLERANCES: dict[str, dict[str, Any]] = {
+    "*": {"abs": 1e-9, "why": _WHY_EXACT_FLOAT + "; text columns (status, runs, metric, split) must be equal"},
+    **{c: {"abs": 0, "why": "integer voxel counts of fixed inputs: exact"} for c in ("tp", "fp", "fn", "tn")},
+    "n_cases": {"abs": 0, "why": "cases per split follow from the committed split file: exact"},
+    "n_excluded": {"abs": 0, "why": "empty-reference-and-prediction cases (the NaN rule) of fixed inputs: exact"},
+    "n_seeds": {"abs": 0, "why": "runs behind a cell are fixed by the inputs: exact"},
+    "paper": {"abs": 0.0, "why": "constants transcribed from the paper (bench/reports/paper.py): any change "
+              "is an edit of the transcription and must be deliberate"},
+}
+
+
+# Top-level fields a manifest may hold, per layer; anything else is refused (a folder cannot add behaviour)
+COMMON_FIELDS = ("layer", "command", "source", "tables", "report_options", "tolerances", "compare", "created",
+                 "versions", "update")
+LAYER_FIELDS = {"exact": COMMON_FIELDS + ("builder", "inputs"), "train": COMMON_FIELDS + ("calibration", "excluded")}
+REPORT_OPTIONS = {"aggregation": ("mean", "global"), "scores": ("post", "raw"), "dataset": None, "profile": None}
+TRAIN_TABLES = ("3", "4", "5", "6", "7", "8")
+
 
 def read_manifest(golden_dir: str | os.PathLike) -> dict[str, Any]:
-    """The golden folder's manifest.json (a DataError naming the file when absent or unreadable)."""
+    """The golden folder's manifest.json, validated (`validate_manifest`); a DataError names the file (and field)."""
     path = Path(golden_dir) / MANIFEST
     if not path.is_file():
         raise DataError(f"{path} not found; create the golden tables with "
                         f"`bench check {golden_dir} --update-golden` (make golden)")
     try:
         manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, OSError) as exc:
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: unreadable manifest ({exc})") from None
+    validate_manifest(manifest, path)
+    return manifest
+
+
+def _abs(spec: Any, where: str) -> float:
+    """A tolerance's ``abs``: a finite, non-negative number (not a bool, not text)."""
+    value = spec.get("abs") if isinstance(spec, Mapping) else None
+    if not isinstance(spec, Mapping) or set(spec) - {"abs", "why"} or (
+            "why" in spec and not isinstance(spec["why"], str)):
+        raise DataError(f"{where}: expected {{\"abs\": number, \"why\": text}}, got {spec!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise DataError(f"{where}: 'abs' must be a finite, non-negative number, got {value!r}")
+    return float(value)
+
+
+def validate_manifest(manifest: Any, path: Path) -> None:
+    """Refuse (a one-line DataError naming ``path`` and the field) a manifest that asks for anything this code
+    does not build itself: an unknown field, a command other than the one built from validated fields (the
+    exact layer: `EXACT_COMMAND`; a training layer: `bench.golden.study`), exact-layer tolerances, tables or
+    compared columns other than this code's constants, a tolerance that is not a finite non-negative number,
+    malformed report options or excluded cells. Calibrated tolerances of a training layer stay data."""
+    from bench.golden.study import parse_study
+
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: a manifest is a JSON object, got {type(manifest).__name__}")
+    layer = manifest.get("layer", "train")
+    if layer not in LAYERS:
+        raise DataError(f"{path}: field 'layer': unknown layer {layer!r} (known: {', '.join(LAYERS)})")
     for key in ("command", "tables", "tolerances"):
         if key not in manifest:
             raise DataError(f"{path}: manifest lacks {key!r}")
-    if manifest.get("layer", "train") not in LAYERS:
-        raise DataError(f"{path}: unknown layer {manifest['layer']!r} (known: {', '.join(LAYERS)})")
-    return manifest
+    unknown = [k for k in manifest if k not in LAYER_FIELDS[layer]]
+    if unknown:
+        raise DataError(f"{path}: unknown field {unknown[0]!r} in a {layer} layer's manifest "
+                        f"(known: {', '.join(LAYER_FIELDS[layer])})")
+    for key in ("source", "created", "update", "builder"):
+        if key in manifest and not isinstance(manifest[key], str):
+            raise DataError(f"{path}: field {key!r} must be text")
+    for key in ("versions", "inputs", "calibration"):
+        if key in manifest and not isinstance(manifest[key], dict):
+            raise DataError(f"{path}: field {key!r} must be an object")
+    tolerances = manifest["tolerances"]
+    if not isinstance(tolerances, dict) or not tolerances:
+        raise DataError(f"{path}: field 'tolerances' must be an object of column -> {{\"abs\": number}}")
+    given = {str(k): _abs(v, f"{path}: field 'tolerances.{k}'") for k, v in tolerances.items()}
+    tables = manifest["tables"]
+    if not isinstance(tables, list) or not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in tables):
+        raise DataError(f"{path}: field 'tables' must be a list of table names")
+    compare = manifest.get("compare", {})
+    if not isinstance(compare, dict) or list(compare.get("keys", KEY_COLUMNS)) != list(KEY_COLUMNS) or list(
+            compare.get("exact", EXACT_COLUMNS)) != list(EXACT_COLUMNS) or set(compare) - {"keys", "exact", "rule"}:
+        raise DataError(f"{path}: field 'compare' must keep this code's keys {list(KEY_COLUMNS)} and exactly compared "
+                        f"columns {list(EXACT_COLUMNS)}")
+    _check_report_options(manifest.get("report_options", {}), path)
+    if layer == "exact":
+        if manifest["command"] != EXACT_COMMAND:
+            raise DataError(f"{path}: field 'command': the exact layer is built in-process by this code "
+                            f"({EXACT_COMMAND!r}); the manifest says {manifest['command']!r}")
+        constant = {k: float(v["abs"]) for k, v in EXACT_TOLERANCES.items()}
+        if given != constant:
+            key = next((k for k in sorted(set(given) | set(constant)) if given.get(k) != constant.get(k)), "?")
+            raise DataError(f"{path}: field 'tolerances.{key}': the exact layer's tolerances are constants of this "
+                            f"code ({key}: {constant.get(key, 'none')}); the manifest says {given.get(key, 'none')}")
+        if [str(n) for n in tables] != list(EXACT_NAMES):
+            raise DataError(f"{path}: field 'tables': the exact layer compares {', '.join(EXACT_NAMES)}")
+        return
+    parse_study(manifest["command"], f"{path}: field 'command'")
+    if not all(str(n) in TRAIN_TABLES for n in tables):
+        raise DataError(f"{path}: field 'tables': a training layer compares tables among {', '.join(TRAIN_TABLES)}")
+    _check_excluded(manifest.get("excluded", []), path)
+
+
+def _check_report_options(options: Any, path: Path) -> None:
+    where = f"{path}: field 'report_options'"
+    if not isinstance(options, dict) or set(options) - set(REPORT_OPTIONS):
+        raise DataError(f"{where}: an object with keys among {', '.join(REPORT_OPTIONS)}")
+    for key, allowed in REPORT_OPTIONS.items():
+        value = options.get(key)
+        if value is None and key in ("dataset", "profile"):
+            continue
+        if key in options and (not isinstance(value, str) or (allowed is not None and value not in allowed)):
+            raise DataError(f"{where}.{key}: {value!r} is not " + (" or ".join(allowed) if allowed else "a name"))
+
+
+def _check_excluded(excluded: Any, path: Path) -> None:
+    if not isinstance(excluded, list):
+        raise DataError(f"{path}: field 'excluded' must be a list of cells")
+    for entry in excluded:
+        key = entry.get("key") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not isinstance(entry.get("table"), str) or not isinstance(key, list) or len(
+                key) != len(KEY_COLUMNS) or not all(isinstance(k, str) for k in key):
+            raise DataError(f"{path}: field 'excluded': a cell needs 'table' and a 'key' of {len(KEY_COLUMNS)} texts "
+                            f"({', '.join(KEY_COLUMNS)}), got {entry!r}")
 
 
 def layer_kind(manifest: Mapping[str, Any] | None, folder: str | os.PathLike) -> str:

@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from bench.errors import BenchError, DataError
-from bench.golden.manifest import report_options
+from bench.errors import BenchError
+from bench.golden.manifest import MANIFEST, report_options
+from bench.golden.study import DEFAULT_STUDY, RESULTS, GoldenStudy, parse_study
 from bench.reports.collect import load_results
 from bench.reports.tables import TableResult, build_tables
 
-# --workers is fixed: the thread count per run changes float summation order
-DEFAULT_COMMAND = ('bench demo --profile golden --models unet,ours --planes axial --tasks liver --ablations "" '
-                   '--budget epochs --workers 2 --no-report --results {results}')
 
 _WHY_METRIC = (
     "uncalibrated default of a training layer written from one run (--update-golden on a folder without a "
@@ -48,59 +44,53 @@ DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
 
 
 
-def _bench_executable() -> str:
-    """The ``bench`` script beside this interpreter (a venv not on PATH), else the one on PATH."""
-    local = Path(sys.executable).parent / "bench"
-    if local.is_file():
-        return str(local)
-    return shutil.which("bench") or "bench"
-
-
-def run_golden_command(command: str, results_dir: str | os.PathLike, timeout: float | None = None,
-                       env: Mapping[str, str | None] | None = None, log: str | os.PathLike | None = None) -> str:
-    """Run the manifest's command with ``{results}`` replaced, on CPU; returns the command as run.
-
-    ``env`` sets (a string) or removes (None) environment variables for this run only (a calibration's
-    kernel set and thread count); ``log`` sends the command's output to that file instead of the terminal.
-    """
-    text = command.replace("{results}", shlex.quote(str(results_dir)))
-    argv = shlex.split(text)
-    if not argv:
-        raise DataError("golden manifest command is empty")
-    if argv[0] == "bench":
-        argv[0] = _bench_executable()
-    run_env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # the golden run is a CPU run on every machine
+def study_env(env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment for a study run: on CPU (every machine runs the golden study on CPU),
+    with ``env``'s variables set (a string) or removed (None): a calibration's kernel set and thread count."""
+    out = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     for name, value in (env or {}).items():
         if value is None:
-            run_env.pop(name, None)
+            out.pop(name, None)
         else:
-            run_env[name] = value
+            out[name] = value
+    return out
+
+
+def _run(argv: list[str], text: str, env: dict[str, str], timeout: float | None, log: str | os.PathLike | None) -> None:
+    """Run ``argv`` (no shell), output to the terminal or ``log``; a failure is a one-line `BenchError`."""
     try:
         if log is None:
-            proc = subprocess.run(argv, env=run_env, timeout=timeout)
+            proc = subprocess.run(argv, env=env, timeout=timeout)
         else:
             with open(log, "w") as out:
-                proc = subprocess.run(argv, env=run_env, timeout=timeout, stdout=out, stderr=subprocess.STDOUT)
-    except FileNotFoundError:
-        raise BenchError(f"golden command not found: {argv[0]} (from {text!r})") from None
+                proc = subprocess.run(argv, env=env, timeout=timeout, stdout=out, stderr=subprocess.STDOUT)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"golden command timed out after {timeout} s: {text}") from None
+        raise BenchError(f"golden study timed out after {timeout} s: {text}") from None
     if proc.returncode != 0:
         where = f" (output in {log})" if log is not None else ""
-        raise BenchError(f"golden command failed with exit status {proc.returncode}: {text}{where}")
+        raise BenchError(f"golden study failed with exit status {proc.returncode}: {text}{where}")
+
+
+def run_study(study: GoldenStudy, results_dir: str | os.PathLike, timeout: float | None = None,
+              env: Mapping[str, str | None] | None = None, log: str | os.PathLike | None = None) -> str:
+    """Run the study (`GoldenStudy.argv`: this package's ``bench demo``, no shell) into ``results_dir``, on CPU;
+    returns the command as run (for the record). ``env`` and ``log`` as in `study_env` and `_run`."""
+    text = study.command().replace(RESULTS, shlex.quote(str(results_dir)))
+    _run(study.argv(str(results_dir)), text, study_env(env), timeout, log)
     return text
 
 
-def train_tables(manifest: Mapping[str, Any] | None, results: str | None, work: Path, numbers: Sequence[int],
+def train_tables(folder: Path, manifest: Mapping[str, Any] | None, results: str | None, work: Path, numbers: Sequence[int],
                  options: Mapping[str, Any], say: Callable[[str], None]) -> tuple[list[TableResult], str, str]:
     """(tables, where they came from, the study command) of a training layer: its study run into ``work``
-    (or the results in ``results``), then the tables."""
-    command = manifest["command"] if manifest else DEFAULT_COMMAND
+    (or the results in ``results``), then the tables. The manifest's command is parsed into its fields,
+    never executed (`bench.golden.study`)."""
+    study = parse_study(manifest["command"], f"{folder / MANIFEST}: field 'command'") if manifest else DEFAULT_STUDY
     if results is not None:
         root, source = Path(results), f"tables built from --results {results}"
     else:
         root = work / "results"
-        say(f"golden: running {command.replace('{results}', str(root))}")
-        source = f"ran: {run_golden_command(command, root)}"
+        say(f"golden: running {study.command().replace(RESULTS, str(root))}")
+        source = f"ran: {run_study(study, root)}"
     tables = build_tables(load_results(root), list(numbers), report_options(options), with_paired=False)
-    return tables, source, command
+    return tables, source, study.command()

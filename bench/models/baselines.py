@@ -56,7 +56,6 @@ from bench.config import ModelConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import register_model
 from bench.models.cascade_blocks import SingleValueSafeBatchNorm2d
-from bench.models.liver_prior import liver_prior_run, with_liver_prior
 from bench.models.norm import apply_norm
 
 UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)
@@ -208,9 +207,8 @@ class UNet(smp.Unet):
         return self.segmentation_head(decoded)
 
 
-@register_model("unet", description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)",
-                relative_cost=1.3, liver_prior=True, needs=liver_prior_run)
-@with_liver_prior
+@register_model("unet", label="U-Net", rank=20, capabilities={"liver_prior", "norm"},
+                description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)", relative_cost=1.3)
 def build_unet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "unet")
@@ -247,10 +245,9 @@ def _patch_aspp(model: nn.Module, dropout: float) -> None:
             pool[idx] = safe
 
 
-@register_model("deeplabv3", description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)",
-                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5, liver_prior=True,
-                needs=liver_prior_run)
-@with_liver_prior
+@register_model("deeplabv3", label="DeepLabV3", rank=30, capabilities={"liver_prior", "norm"},
+                description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)",
+                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5)
 def build_deeplabv3(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "deeplabv3")

@@ -31,12 +31,12 @@ from torch import Tensor, nn
 from bench.config import GRADCAM_LAYERS, LESION_PRIORS, CascadeConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import get_model_spec, register_model
-from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows, register_card
+from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows
 from bench.models.cascade_blocks import check_norm
 from bench.models.gradcam import grad_cam
 from bench.models.lesion_roi import LesionRoi, lesion_cut, upsample_mask
 from bench.models.localization import LocalizationNet
-from bench.models.roi import box_prior, roi_from_heatmap
+from bench.models.roi import box_prior, prior_from_liver, roi_from_heatmap  # noqa: F401  (prior_from_liver re-exported)
 from bench.models.tuning import (
     PAPER_TUNING_NON_TRAINABLE,
     PAPER_TUNING_PARAMS,
@@ -54,16 +54,6 @@ def validate_cascade_config(cfg: CascadeConfig) -> None:
 
     cfg.consistency()
     require_crf(cfg.crf)
-
-
-def prior_from_liver(liver_logits: Tensor, mode: str, margin: float, min_area: float) -> Tensor:
-    """Lesion prior from liver logits: the mask (logit > 0) or its boxes; float32 (B,1,H,W)."""
-    liver = liver_logits > 0
-    if mode == "liver_mask":
-        return liver.to(torch.float32)
-    if mode == "liver_box":
-        return box_prior(liver, margin, min_area)
-    raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
 
 
 class CascadeNet(nn.Module):
@@ -265,11 +255,8 @@ def cascade_card(cfg: RunConfig) -> ModelCard:
     return ModelCard(cfg.model, cfg.profile.name, description, NORM_DESCRIPTIONS[cc.norm], tuple(rows), tuple(notes))
 
 
-register_card("ours")(cascade_card)
-
-
 register_model(
-    "ours", recipe="cascade",
+    "ours", label="Ours", role="proposed", recipe="cascade", config_section="cascade", card=cascade_card,
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
     count=count_cascade_parameters,
     needs=liver_cascade_of,

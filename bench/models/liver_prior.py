@@ -89,7 +89,7 @@ class LiverPriorNet(nn.Module):
 
     def prior_of_liver(self, logits: Tensor) -> Tensor:
         """The prior of liver logits (`CascadeNet.lesion_prior`'s rule, the liver cascade's margin and area)."""
-        from bench.models.cascade import prior_from_liver
+        from bench.models.roi import prior_from_liver
 
         cc = self.liver.cfg
         return prior_from_liver(logits, self.prior_kind, cc.box_margin, cc.box_min_area)
@@ -145,12 +145,15 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
                     profile=profile)]
 
 
-def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
+def with_liver_prior(make: NetBuilder, build_liver: Callable[[RunConfig], nn.Module]) -> Callable[[RunConfig], nn.Module]:
     """Turn a baseline's ``make(cfg, in_channels=1)`` into its registered build function.
 
     ``model.liver_prior=none`` builds the network as before; otherwise a `LiverPriorNet` around
-    the structure of the liver cascade (`liver_prior_run`; its weights come from that run at
-    training, from ``best.pt`` at evaluation) and the network with the mode's input channels.
+    the structure of the liver cascade (``build_liver`` of `liver_prior_run`'s config: the
+    registry's `bench.models.build_model`, passed in so this module imports no model; its weights
+    come from that run at training, from ``best.pt`` at evaluation) and the network with the
+    mode's input channels. `bench.models.register_model` applies it to every spec declaring the
+    ``liver_prior`` capability.
     """
 
     @functools.wraps(make)
@@ -158,11 +161,8 @@ def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
         mode = cfg.profile.model.liver_prior
         if mode == "none":
             return make(cfg)
-        from bench.models.cascade import build_liver_cascade
-
         (liver_cfg,) = liver_prior_run(cfg)
-        liver = build_liver_cascade(liver_cfg)
-        return LiverPriorNet(liver, make(cfg, in_channels=MODES[mode][1]), mode, lesion_cut(cfg))
+        return LiverPriorNet(build_liver(liver_cfg), make(cfg, in_channels=MODES[mode][1]), mode, lesion_cut(cfg))
 
     return build
 

@@ -33,7 +33,6 @@ from torch import nn
 from bench.config import RunConfig
 from bench.models import register_model
 from bench.models.baselines import check_model_config, scaled
-from bench.models.liver_prior import liver_prior_run, with_liver_prior
 from bench.models.norm import apply_norm
 
 VGG16_BLOCKS = (2, 2, 3, 3, 3)  # convolutions per block
@@ -114,9 +113,8 @@ class SegNet(nn.Module):
         return self.classifier(x)
 
 
-@register_model("segnet", description="SegNet [18] (VGG16 encoder, max-unpooling decoder, 2015)", liver_prior=True,
-                needs=liver_prior_run)
-@with_liver_prior
+@register_model("segnet", label="SegNet", rank=10, capabilities={"liver_prior", "norm"},
+                description="SegNet [18] (VGG16 encoder, max-unpooling decoder, 2015)")
 def build_segnet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "segnet")

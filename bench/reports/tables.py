@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from bench.ablations import ABLATIONS
 from bench.errors import ConfigError
 from bench.metrics.lesions import SIZE_BIN_LABELS, SIZE_BINS, pooled
 from bench.metrics.policy import TABLE_POLICY, lesion_policy_text
@@ -43,8 +44,6 @@ CELL_COLUMNS = (
     "paper_fg_iou", "ours_fg_iou", "diff", "ci_low", "ci_high", "n_cases", "n_excluded", "status", "runs",
 )
 METRIC_LABELS = {"accuracy": "Accuracy", "dice": "Dice", "miou": "mIoU"}
-MODEL_LABELS = {"segnet": "SegNet", "unet": "U-Net", "deeplabv3": "DeepLabV3", "ours": "Ours"}
-BASELINES = ("segnet", "unet", "deeplabv3")
 SPLIT_LABELS = {"val": "Val", "test": "Test"}
 PLANE_ROWS = ("axial", "coronal", "sagittal", "fused")
 DATASET_LABELS = {"lits": "LiTS", "ircadb": "3D IRCADB"}
@@ -418,25 +417,46 @@ LIVER_PRIORS = {"channel": "liver prior", "crop": "liver crop"}
 
 def prior_column(model: str, mode: str) -> ModelColumn:
     """A lesion baseline given ours' liver prior (``model.liver_prior``): Table 8's "+ liver prior" columns."""
-    return ModelColumn(model, f"{MODEL_LABELS[model]} + {LIVER_PRIORS[mode]}", (("liver_prior", mode),), False,
+    from bench.models import model_label
+
+    return ModelColumn(model, f"{model_label(model)} + {LIVER_PRIORS[mode]}", (("liver_prior", mode),), False,
                        sets=(("model.liver_prior", mode),), tag=f"{model}~liver_prior={mode}")
 
 
+def _present(results: Results, scope: Scope, task: str) -> set[tuple[str, Any]]:
+    """(model, liver_prior) of every run of ``task`` in the scope."""
+    runs = results.runs
+    if runs.empty:
+        return set()
+    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["task"] == task)]
+    return set(zip(mine["model"], mine["liver_prior"]))
+
+
 def model_columns(results: Results, scope: Scope, task: str, *, all_priors: bool = False) -> list[ModelColumn]:
-    """The paper's four models, then (lesion) each baseline with the liver prior: ``channel`` always
-    when ``all_priors`` (Table 8 shows the row, missing with its command), else, like ``crop``, only
-    where such a run exists in the scope."""
-    columns = [ModelColumn(m, MODEL_LABELS[m]) for m in paper.MODELS]
+    """The models of Tables 7/8, in the registry's order (`bench.models.model_order`: baselines,
+    then the proposed model), then (lesion) each liver-prior baseline with the prior.
+
+    A model the paper prints (`paper.has_values`) always has its column (a missing cell names the
+    command that fills it); any other registered model (UNet++, a plug-in) has one where its runs
+    exist in the scope, with "-" in the paper columns; so does a model with runs whose plug-in is
+    not loaded now (labelled by its name). The liver-prior columns: ``channel`` for the paper's
+    baselines always when ``all_priors`` (Table 8 shows the row, missing with its command), else,
+    like ``crop`` and every other model's, only where such a run exists in the scope.
+    """
+    from bench.models import MODELS, model_label, model_names, model_order
+
+    present = _present(results, scope, task)
+    with_runs = {model for model, _ in present}
+    names = [m for m in model_names() if paper.has_values(m) or m in with_runs]
+    names += [m for m in with_runs if m not in MODELS]
+    names.sort(key=model_order)
+    columns = [ModelColumn(m, model_label(m), in_paper=paper.has_values(m)) for m in names]
     if task != "lesion":
         return columns
-    runs = results.runs
-    present = set()
-    if not runs.empty:
-        mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["task"] == task)]
-        present = set(zip(mine["model"], mine["liver_prior"]))
+    takers = [m for m in model_names() if MODELS.get(m).liver_prior]
     for mode in LIVER_PRIORS:
-        for model in BASELINES:
-            if (all_priors and mode == "channel") or (model, mode) in present:
+        for model in takers:
+            if (all_priors and mode == "channel" and paper.has_values(model)) or (model, mode) in present:
                 columns.append(prior_column(model, mode))
     return columns
 
@@ -469,7 +489,10 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
                     t.cell(group, METRIC_LABELS[metric], col.label, SPLIT_LABELS[split], metric, split, stats, value,
                            fg=fg)
     t.note("the fused rows (soft voting of the three planes, Eq. 8) have no counterpart in the paper")
-    if any(not c.in_paper for c in columns):
+    extra = [c.label for c in columns if not c.in_paper and not c.fixed]
+    if extra:
+        t.note(f"not in the paper (no paper numbers beside them): {', '.join(extra)}")
+    if any(c.fixed for c in columns):
         t.note("'+ liver prior' columns: the baseline given the liver cascade's predicted liver mask as a second input "
                "channel (model.liver_prior=channel; '+ liver crop': the slice cut to that mask's boxes, =crop), the "
                "very prior ours segments lesions in, from ours' own liver run; beside the plain baseline they "
@@ -632,17 +655,17 @@ def _external_cells(t: _Table, results: Results, options: ReportOptions, task: s
     return lines
 
 
-@TABLES.register("7", help="Table 7: liver, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
+@TABLES.register("7", help="Table 7: liver, the registered models x planes + fused, Val/Test")
 @scored
 def table7(results: Results, options: ReportOptions) -> TableResult:
-    """Table 7: liver segmentation, four models, three planes and the fused volume, Val and Test."""
+    """Table 7: liver segmentation, the models (`model_columns`), three planes and the fused volume, Val and Test."""
     return _model_table(results, options, 7, "liver", "Table 7. Liver segmentation: baselines and ours per plane")
 
 
-@TABLES.register("8", help="Table 8: lesion, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
+@TABLES.register("8", help="Table 8: lesion, the registered models x planes + fused, Val/Test")
 @scored
 def table8(results: Results, options: ReportOptions) -> TableResult:
-    """Table 8: lesion segmentation, four models, three planes and the fused volume, Val and Test."""
+    """Table 8: lesion segmentation, the models (`model_columns`), three planes and the fused volume, Val and Test."""
     return _model_table(results, options, 8, "lesion", "Table 8. Lesion segmentation: baselines and ours per plane")
 
 
@@ -759,12 +782,16 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
     scope = resolve_scope(results, options)
     t = _Table("paired", "Paired per-case comparison: Dice(ours) − Dice(baseline)", scope, options,
                row_header="Comparison")
+    from bench.models import model_label, proposed_model
+
+    proposed = proposed_model()  # the paper's method: every other column is compared with it
+    ours = model_label(proposed)
     skipped = 0
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for task in ("liver", "lesion"):
-        others = [c for c in model_columns(results, scope, task) if c.model != "ours"]
+        others = [c for c in model_columns(results, scope, task) if c.model != proposed]
         for plane in PLANE_ROWS:
-            ours_runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours",
+            ours_runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=proposed,
                                            task=task, plane=plane)
             for n in notes:
                 t.note(n)
@@ -780,10 +807,10 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                         continue
                     t.use(ours_runs)
                     t.use(base_runs)
-                    frames.setdefault((task, "Ours"), []).append(ours_runs)
+                    frames.setdefault((task, ours), []).append(ours_runs)
                     frames.setdefault((task, col.label), []).append(base_runs)
                     stats, lo, hi = _paired_stats(a, b, ours_runs, base_runs)
-                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {col.label}", "",
+                    t.cell(f"{task.capitalize()} {plane}", f"{ours} − {col.label}", "",
                            SPLIT_LABELS[split], "dice_diff", split, stats, ci_low=lo, ci_high=hi)
             for ext in results.externals:
                 if task not in ext.tasks:
@@ -796,7 +823,7 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                         continue
                     t.use(ours_runs)
                     stats, lo, hi = _paired_stats(a, b, ours_runs, ext.runs(task))
-                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {ext.label}", "", SPLIT_LABELS[split],
+                    t.cell(f"{task.capitalize()} {plane}", f"{ours} − {ext.label}", "", SPLIT_LABELS[split],
                            "dice_diff", split, stats, ci_low=lo, ci_high=hi)
     if skipped:
         t.note(f"{skipped} (task, plane, baseline, split) comparison(s) skipped: per_case.csv missing on one side")
@@ -1075,7 +1102,8 @@ class BaselineVariants:
 NORM_TABLE = BaselineVariants(
     name="norm", title="Ablation: normalisation, each baseline as published (BatchNorm) and matched to ours "
                        "(GroupNorm) (liver, axial)",
-    models=BASELINES, variants=(("batch (as published)", (("norm", "batch"),)), ("group (matched)", (("norm", "group"),))),
+    models=ABLATIONS.get("norm").models,  # the norm ablation's baselines, declared once in bench/ablations.py
+    variants=(("batch (as published)", (("norm", "batch"),)), ("group (matched)", (("norm", "group"),))),
     notes=("model.norm=batch: the architecture as published; model.norm=group: every BatchNorm replaced by GroupNorm "
            "with the cascade's group size (bench/models/norm.py), the normalisation ours uses (cascade.norm=group). "
            "The trainable parameters are the same under both; BatchNorm adds its running statistics",))
@@ -1106,9 +1134,11 @@ def baseline_variant_table(results: Results, options: ReportOptions, spec: Basel
     t = _Table(spec.name, spec.title, scope, options)
     defaults = ablation_defaults(scope.profile)
     columns: list[tuple[str, str, dict[str, Any], tuple[tuple[str, Any], ...]]] = []
+    from bench.models import model_label
+
     for model in spec.models:
         for label, fixed in spec.variants:
-            columns.append((model, f"{MODEL_LABELS.get(model, model)}, {label}", dict(fixed), fixed))
+            columns.append((model, f"{model_label(model)}, {label}", dict(fixed), fixed))
     columns.append(("ours", "Ours (reference)", {}, ()))
     frames = {}
     for model, label, fixed, sets in columns:

@@ -79,14 +79,21 @@ def case_progress(title: str, total: int) -> Iterator[Callable[[object], None]]:
 
 
 def _default_phantom() -> None:
-    """Generate the default phantom (data/phantom) with progress when it is missing."""
+    """Generate the default phantom (data/phantom) with progress when it is missing.
+
+    `bench.datasets.phantom.ensure_phantom` says so in a line and refuses a data/phantom written
+    with other parameters (never regenerates a user's folder silently).
+    """
     from bench.datasets import phantom as ph
 
-    if ph.phantom_is_current(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES, ph.DEFAULT_SEED):
+    hint = ph.default_root_hint()
+    state, _ = ph.check_phantom_target(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES,
+                                       ph.DEFAULT_SEED, hint=hint)  # refused before a bar is drawn
+    if state == "current":
         return
     with case_progress(f"phantom -> {ph.DEFAULT_ROOT}", ph.DEFAULT_CASES) as tick:
         ph.ensure_phantom(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES, ph.DEFAULT_SEED,
-                          on_case=lambda i, case: tick(case.id))
+                          on_case=lambda i, case: tick(case.id), hint=hint)
 
 
 @data_app.command("phantom")
@@ -96,20 +103,30 @@ def phantom(
     size: int = typer.Option(128, "--size", min=16, help="in-plane voxels (field of view fixed at 409.6 mm)"),
     slices: int = typer.Option(48, "--slices", min=8, help="axial slices (240 mm craniocaudal)"),
     seed: int = typer.Option(0, "--seed", help="data set seed (case i uses a seed derived from it and i)"),
+    force: bool = typer.Option(False, "--force", help="replace a phantom written with other parameters "
+                               "(a folder not written by bench data phantom is never touched)"),
 ) -> None:
-    """Write a synthetic abdominal CT data set in the LiTS layout."""
+    """Write a synthetic abdominal CT data set in the LiTS layout (never over a folder it did not write)."""
     from bench.cli.paths_check import writable_dir
 
     writable_dir(out, "OUT")
-    from bench.datasets.phantom import phantom_spacing, write_phantom
+    from bench.datasets.phantom import MANIFEST, check_phantom_target, describe_phantom, ensure_phantom, phantom_spacing
+
     console = Console()
+    hint = "pass --force to replace it, or choose another folder"
+    state, _ = check_phantom_target(out, cases, size, slices, seed, force, hint)  # refused before progress starts
+    if state == "current":
+        console.print(f"{out} already holds phantom {describe_phantom(cases, size, slices, seed)}; nothing written",
+                      highlight=False, soft_wrap=True)
+        return
     with case_progress("phantom", cases) as tick:
-        manifest = write_phantom(out, cases=cases, size=size, slices=slices, seed=seed,
-                                 on_case=lambda i, case: tick(case.id))
+        ensure_phantom(out, cases=cases, size=size, slices=slices, seed=seed, force=force,
+                       on_case=lambda i, case: tick(case.id), hint=hint,
+                       say=(lambda text: None) if state == "new" else None)
     sz, sy, sx = phantom_spacing(size, slices)
     console.print(
         f"wrote {cases} phantom case(s) {slices}x{size}x{size} (spacing {sz:g} x {sy:g} x {sx:g} mm, seed {seed}) "
-        f"to {out} ({manifest.name})",
+        f"to {out} ({MANIFEST})",
         highlight=False, soft_wrap=True,
     )
 
@@ -181,11 +198,12 @@ def export(
     cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="cache root: where the data set's splits_final.json lives"),
     splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead"),
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
-    force: bool = typer.Option(False, "--force", help="replace an existing DatasetXXX_Name folder"),
+    force: bool = typer.Option(False, "--force", help="replace an existing DatasetXXX_Name folder, and an earlier "
+                               "export with the same id under another name (nnU-Net needs one folder per id)"),
 ) -> None:
     """Write a data set and our patient split as an nnU-Net v2 raw data set (test patients -> imagesTs)."""
     from bench.datasets import DATASETS, get_dataset
-    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, export_nnunet
+    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, check_export_target, default_export_name, export_nnunet
     from bench.datasets.splits import load_or_create_splits
     from bench.errors import ConfigError
     from bench.paths import splits_path
@@ -199,6 +217,7 @@ def export(
         _default_phantom()
     adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
     ids = adapter.case_ids()
+    check_export_target(out, dataset_id, name or default_export_name(adapter.name, task), force)  # before the bar
     source = Path(splits) if splits else splits_path(cache, dataset, adapter.root)
     split = load_or_create_splits(splits_path(cache, dataset, adapter.root), ids, seed=0,
                                   given=Path(splits) if splits else None)

@@ -46,5 +46,6 @@ def predict(
     tasks = ["liver", "lesion"] if task == "both" else [task]
     cfgs = {t: [build_run_config(model, p, t, dataset, None, None, 0, device, results, "cache", None, None, tag)
                 for p in plane_list] for t in tasks}
-    out = predict_file(input, output, cfgs)
+    out = predict_file(input, output, cfgs, say=lambda text: Console().print(f"using {text}", highlight=False,
+                                                                               soft_wrap=True, markup=False))
     Console().print(f"[green]wrote[/green] {out}")

@@ -55,7 +55,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.atomic import OLD_MARK, TMP_MARK, pid_alive, remove_stale_tmp, replace_dir, write_json
+from bench.atomic import OLD_MARK, TMP_MARK, pid_alive, remove_stale_tmp, replace_dir, space_errors, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
 from bench.datasets.base import DatasetAdapter, check_case_id, natural_key
 from bench.datasets.fingerprint import describe_change, fingerprint_of, source_entries
@@ -313,19 +313,23 @@ class NpyWriter:
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.rows = 0
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize  # named when the disk is full
         self._f = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        np.lib.format.write_array_header_1_0(self._f, header)
+        with space_errors(self.path, self.nbytes):
+            np.lib.format.write_array_header_1_0(self._f, header)
 
     def write(self, chunk: np.ndarray) -> None:
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         if chunk.shape[1:] != self.shape[1:] or self.rows + chunk.shape[0] > self.shape[0]:
             raise ValueError(f"{self.path}: chunk {chunk.shape} does not fit {self.shape} after {self.rows} rows")
-        chunk.tofile(self._f)
+        with space_errors(self.path, self.nbytes):  # disk full or ulimit -f: one line naming the file
+            chunk.tofile(self._f)
         self.rows += chunk.shape[0]
 
     def close(self) -> None:
-        self._f.close()
+        with space_errors(self.path, self.nbytes):
+            self._f.close()
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path}: wrote {self.rows} of {self.shape[0]} rows")
 
@@ -336,7 +340,8 @@ class NpyWriter:
         if exc_type is None:
             self.close()
         else:
-            self._f.close()
+            with contextlib.suppress(OSError):  # flushing a full disk fails again: keep the first error
+                self._f.close()
 
 
 def preprocess_to_npy(image: np.ndarray, cfg: PreprocessConfig, path: Path) -> dict[str, float]:
@@ -532,6 +537,10 @@ def prepare_case(
             raise DataError(f"{where}: {bad} NaN/infinite voxel(s) in the CT of case {case_id}; refusing to prepare it "
                             f"(one such voxel makes the whole case NaN): fix the file or remove the case")
         image, label = case.image, case.label
+        if preprocess.slice_fit == "spacing":  # a wrong voxel spacing is refused before gigabytes are allocated
+            from bench.datasets.planes import check_resample
+
+            check_resample(image.shape, case.spacing, planes, preprocess.spacing_mm, case.meta.get("source") or case_id)
         meta: dict[str, Any] = {
             "version": CACHE_VERSION,
             "case": case_id,

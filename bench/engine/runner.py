@@ -113,9 +113,12 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         if not info.is_main:
             cache, splits = open_or_prepare(cfg, progress=False, profile=grid)
         t_prepare = time.perf_counter() - t0
+        from bench.engine.geometry import GEOMETRY_KEY, training_geometry
+
+        geometry = {GEOMETRY_KEY: training_geometry(cache, splits["train"])}  # compared by bench predict
         if info.is_main:
             write_json(folder / "config.json", run_record(cfg, device, fingerprint=run_fingerprint(cfg),
-                                                          status="training"))
+                                                          status="training", **geometry))
         recipe = get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
         t1 = time.perf_counter()
         trained = recipe(TrainContext(cfg, cache, splits, device, info, resume=resume, progress=progress))
@@ -134,7 +137,7 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
                                 # trainable only: a frozen prerequisite (a baseline's liver prior) is not the model's
                                 parameters=sum(p.numel() for p in trained.model.parameters() if p.requires_grad),
                                 world_size=info.world, splits={k: len(v) for k, v in splits.items()},
-                                data=run_data_binding(cfg, cache.dir, splits))
+                                data=run_data_binding(cfg, cache.dir, splits), **geometry)
             write_json(folder / "config.json", record)
         info.barrier()
         if evaluate and info.is_main:

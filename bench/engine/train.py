@@ -258,7 +258,9 @@ class Trainer:
 
     def restore_state(self, path: Path) -> LoopState:
         """Continue from ``last``: refused when the checkpoint was made with another config."""
-        saved = load_checkpoint(path, self.device)
+        from bench.engine.checkpoint import RESUME_KEYS
+
+        saved = load_checkpoint(path, self.device, require=RESUME_KEYS)
         changed = changed_fields(saved.get("config") or {}, to_dict(self.cfg))
         if changed:
             raise ConfigError(f"{path}: cannot resume: the checkpoint was made with another config "

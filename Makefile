@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 BENCH  := $(VENV)/bin/bench
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-all bench golden golden-calibrate golden-inputs clean
+.PHONY: venv demo test test-all bench docs golden golden-calibrate golden-inputs clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,7 @@ demo: venv
 # the tests, then every golden layer under results/golden: exact (fixed inputs, seconds) and train (minutes)
 test: venv
 	$(PY) -m pytest -q -n 2 --dist loadfile
-	$(BENCH) report --check results/golden
+	$(BENCH) check results/golden
 
 test-all: venv
 	$(PY) -m pytest -q -m "" -n 2 --dist loadfile
@@ -32,20 +32,24 @@ test-all: venv
 bench: venv
 	$(PY) benchmarks/run_all.py
 
+# docs/cli.md: every command's --help, generated from the app (a test fails when it is stale)
+docs: venv
+	$(PY) -m bench.cli.docs docs/cli.md
+
 # rewrite the golden tables of every layer, or of one: make golden LAYER=exact
 golden: venv
-	$(BENCH) report --check results/golden$(if $(LAYER),/$(LAYER)) --update-golden
+	$(BENCH) check results/golden$(if $(LAYER),/$(LAYER)) --update-golden
 
 # recalibrate the training layer (its study under every seed x kernel set x thread count, then its tables
 # and tolerances rewritten): about an hour on 2 idle cores. Two kernel sets that differ on this CPU: on an
 # AVX2 machine (this project's) native = avx2, so native,default; on an AVX-512 machine KERNELS=native,avx2
 KERNELS ?= native,default
 golden-calibrate: venv
-	$(BENCH) report --calibrate results/golden/train --seeds 0,1,2 --threads 1,2 --kernels $(KERNELS)
+	$(BENCH) check results/golden/train --calibrate --seeds 0,1,2 --threads 1,2 --kernels $(KERNELS)
 
 # rewrite the exact layer's fixed inputs (only after a deliberate change of their generator), then: make golden LAYER=exact
 golden-inputs: venv
-	$(PY) -m bench.reports.golden_inputs --regenerate results/golden/exact/inputs
+	$(PY) -m bench.golden.inputs --regenerate results/golden/exact/inputs
 
 clean:
 	rm -rf results/demo cache data/phantom

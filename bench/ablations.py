@@ -16,13 +16,14 @@ from bench.registry import Registry
 
 @dataclass(frozen=True)
 class Ablation:
-    """``variants``: (label, {dotted config key: value}) pairs; the table the results feed."""
+    """``variants``: (label, {dotted config key: value}) pairs; the table the results feed (a paper table's
+    number or a report table's name). ``models``: every variant runs on each (ours for the paper's ablations)."""
 
     name: str
-    table: int
+    table: int | str
     description: str
     variants: tuple[tuple[str, tuple[tuple[str, object], ...]], ...]
-    model: str = "ours"
+    models: tuple[str, ...] = ("ours",)
     plane: str = "axial"
     task: str = "liver"
 
@@ -61,6 +62,26 @@ ABLATIONS.add("patch-scale", Ablation(
 ), help="Algorithm 1 patch scale: zoom vs native, every iteration recorded (axial, liver)")
 
 
+BASELINES = ("segnet", "unet", "deeplabv3")  # the models that read model.norm, model.width, model.encoder_depth
+
+ABLATIONS.add("norm", Ablation(
+    name="norm", table="norm",
+    description="Every baseline as published (model.norm=batch) and under ours' normalisation (model.norm=group: "
+                "GroupNorm, the cascade's group size); ours is the reference column; axial liver",
+    variants=(("batch", (("profile.model.norm", "batch"),)),
+              ("group", (("profile.model.norm", "group"),))),
+    models=BASELINES,
+), help="normalisation: each baseline under BatchNorm (as published) and GroupNorm (matched to ours)")
+ABLATIONS.add("capacity", Ablation(
+    name="capacity", table="capacity",
+    description="U-Net as configured vs at about ours' parameter count (4 encoder stages, decoder width 0.25: "
+                "3.10 M at the cpu profile, ours 2.98 M); axial liver",
+    variants=(("as configured", ()),
+              ("ours-size", (("profile.model.encoder_depth", 4), ("profile.model.width", 0.25)))),
+    models=("unet",),
+), help="capacity: U-Net as configured vs at about ours' parameter count (sized at the cpu profile)")
+
+
 def variant_config(base: RunConfig, overrides: tuple[tuple[str, object], ...]) -> RunConfig:
     """Apply a variant; a config that differs from the base gets its own results folder."""
     cfg = override(base, dict(overrides))
@@ -78,7 +99,14 @@ def _get(obj: object, dotted: str) -> object:
 
 
 def ablation_targets(name: str, base: RunConfig) -> list[tuple[str, RunConfig]]:
-    """(label, config) of every variant of an ablation on ``base`` (its model, plane and task)."""
+    """(label, config) of every variant of an ablation on ``base`` (each of its models, its plane and task);
+    with several models the label starts with the model's name."""
     ablation = ABLATIONS.get(name)
-    base = replace(base, model=ablation.model, plane=ablation.plane, task=ablation.task)
-    return [(label, variant_config(base, overrides)) for label, overrides in ablation.variants]
+    out = []
+    for model in ablation.models:
+        cfg = replace(base, model=model, plane=ablation.plane, task=ablation.task)
+        if base.tag and base.tag.startswith(base.model):  # a seed/fold tag (ours~seed1) follows the model
+            cfg = replace(cfg, tag=model + base.tag[len(base.model):])
+        prefix = f"{model} " if len(ablation.models) > 1 else ""
+        out += [(f"{prefix}{label}", variant_config(cfg, overrides)) for label, overrides in ablation.variants]
+    return out

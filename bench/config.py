@@ -9,7 +9,8 @@ Checked values: a field with a closed set of values is typed ``Literal[...]`` an
 declares its range in its metadata (``field(default=..., metadata=_range(...))``); every
 dataclass checks itself in ``__post_init__`` (`check_fields`), so a misspelt
 ``--set cascade.reiter_stop=plateu`` or a ``train.lr=-0.01`` is refused in one line naming the
-field, whether it came from the CLI, an ablation or a stored config.json.
+field, whether it came from the CLI, an ablation or a stored config.json. Every float is finite
+(``--set preprocess.hu_max=inf`` is refused: JSON would store it as null and the run could not be read back).
 
 Profiles
 --------
@@ -46,6 +47,8 @@ TASKS: tuple[str, ...] = typing.get_args(Task)
 POSTPROCESS_MODES: tuple[str, ...] = typing.get_args(PostprocessMode)
 GRADCAM_LAYERS: tuple[str, ...] = typing.get_args(GradcamLayer)
 LESION_PRIORS: tuple[str, ...] = typing.get_args(LesionPrior)
+LesionMatch = Literal["overlap", "iou50"]  # bench.metrics.lesions: when a reference lesion counts as detected
+LESION_MATCHES: tuple[str, ...] = typing.get_args(LesionMatch)
 
 
 # ---------------------------------------------------------------- value checks
@@ -93,6 +96,10 @@ def check_fields(obj: Any) -> None:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"{f.name}={value!r} is not one of {shown}{hint}")
+        items = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+            # no field means anything by inf or NaN, and JSON would store them as null (config.json unreadable)
+            raise ConfigError(f"{f.name}={value!r} must be a finite number")
         spec = f.metadata.get("range")
         if spec is None:
             continue
@@ -206,6 +213,31 @@ class ModelConfig(_Checked):
     # second input channel ("channel") or the slice masked to that mask's boxes ("crop"), so Table 8
     # can separate "cascade" from "architecture"; see bench/models/liver_prior.py
     liver_prior: Literal["none", "channel", "crop"] = "none"
+    # the baselines' normalisation layers (bench/models/norm.py): "batch" = each architecture as published
+    # (BatchNorm); "group" = GroupNorm with the cascade's group size (cascade.norm=group), independent of
+    # batch statistics and of the patient they came from; "instance" = InstanceNorm2d(affine=True).
+    # Default batch; the cpu profile gives every model group (the comparison then measures architecture and
+    # training scheme, not BatchNorm's running statistics from one training patient). The cascade's own
+    # normalisation is cascade.norm.
+    norm: Literal["batch", "group", "instance"] = "batch"
+    # encoder stages of the baselines (5 = published). Fewer drop the deepest stages (ResNet encoders of smp:
+    # layer4, then layer3; SegNet: its deepest blocks), the capacity knob beside model.width, which scales
+    # decoders only for smp: U-Net at the cpu profile has 12.45 M parameters at 5 stages, 3.48 M at 4
+    # (ours: 2.98 M); `bench ablate capacity`
+    encoder_depth: int = field(default=5, metadata=_range(3, 5))
+
+
+# ModelConfig fields that only the baselines read (the cascade reads model.dropout, Table 2's rate for every
+# model): a config derived for ours from a baseline's -- its budget reference, the liver run behind its liver
+# prior -- resets them to the named profile's values, so it is exactly the plain run `bench train ours` makes
+BASELINE_ONLY_FIELDS = ("encoder", "encoder_weights", "width", "output_stride", "liver_prior", "norm", "encoder_depth")
+
+
+def without_baseline_fields(profile: "Profile") -> "Profile":
+    """``profile`` with `BASELINE_ONLY_FIELDS` at its named profile's values (dataclass defaults if unnamed)."""
+    named = PROFILES.get(profile.name).model if profile.name in PROFILES else ModelConfig()
+    model = replace(profile.model, **{name: getattr(named, name) for name in BASELINE_ONLY_FIELDS})
+    return replace(profile, model=model)
 
 
 @dataclass(frozen=True)
@@ -241,6 +273,16 @@ class CascadeConfig(_Checked):
     box_prior_train: Literal["gradcam", "ground_truth"] = "gradcam"
     # lesion task: prior from the liver cascade: its mask or that mask's boxes
     lesion_prior: LesionPrior = "liver_mask"
+    # lesion task: "box" = the lesion network sees only the liver box of the liver cascade's mask, on a grid
+    # finer than the liver stage's (bench/models/lesion_roi.py); "none" = whole slices on the liver grid.
+    # The same cut serves ours and the baselines with model.liver_prior=crop.
+    lesion_roi: Literal["none", "box"] = "none"
+    # the ROI grid's mm per pixel where preprocess.slice_fit=spacing (3 mm liver grid -> 1.5 mm: zoom 2)
+    lesion_roi_spacing_mm: float = field(default=1.5, metadata=_range(0, low_open=True))
+    # the ROI grid relative to the liver grid where slices are fitted by pad/resize (no single mm per pixel)
+    lesion_roi_zoom: float = field(default=2.0, metadata=_range(1))
+    # the liver box grows by this many liver-grid pixels on every side before the cut
+    lesion_roi_margin: int = field(default=3, metadata=_range(0))
     area_threshold: float = field(default=0.3, metadata=_range(0, 1))  # mu = A / C (Eq. 7)
     max_reiterations: int = field(default=7, metadata=_range(0))
     # "plateau": stop when validation Dice stops improving; "none": run all
@@ -288,6 +330,20 @@ class PostprocessConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class EvaluateConfig(_Checked):
+    """How lesion detection is scored (`bench.metrics.lesions`, whose docstring gives the sources).
+
+    ``lesion_match``: ``overlap`` (default) = a reference lesion is detected when a predicted
+    component touches it; ``iou50`` = its overlap group's IoU exceeds 0.5 (LiTS' strict rule).
+    ``lesion_connectivity``: 3-D neighbourhood of a lesion's connected components (1 = 6 faces,
+    2 = 18, 3 = 26 neighbours, the default: a tumour on thick slices touches itself diagonally).
+    """
+
+    lesion_match: LesionMatch = "overlap"
+    lesion_connectivity: int = field(default=3, metadata=_range(1, 3))
+
+
+@dataclass(frozen=True)
 class Profile(_Checked):
     name: str
     input_size: int = field(metadata=_range(16))
@@ -296,6 +352,7 @@ class Profile(_Checked):
     model: ModelConfig = field(default_factory=ModelConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~=,+-]*")
@@ -355,7 +412,8 @@ PROFILES.add(
                           foreground_fraction=0.5, val_max_cases=2),
         model=ModelConfig(encoder="resnet18", width=0.25, output_stride=16),
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
-                              reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
+                              reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
+                              lesion_roi="box", lesion_roi_zoom=2.0),
     ),
     help="default on the phantom (make demo): 64x64, 6 epochs of 25 steps; the whole study on 2 CPU cores",
 )
@@ -380,12 +438,18 @@ PROFILES.add(
         preprocess=PreprocessConfig(slice_fit="spacing", spacing_mm=3.0, zscore_stats="window"),
         train=TrainConfig(lr=1e-3, batch_size=8, epochs=6, patience=50, steps_per_epoch=30,
                           foreground_fraction=0.5, val_max_cases=0, augment=True),
-        model=ModelConfig(encoder="resnet18", width=0.5, output_stride=16),
+        # * GroupNorm for the baselines (model.norm=group), as ours (cascade.norm=group): with one training
+        #   patient per fold, BatchNorm's running statistics come from that patient (U-Net liver Dice 0.04 /
+        #   0.006 under BatchNorm); GroupNorm normalises each slice by itself, so every model meets the
+        #   held-out patient the same way and the comparison measures architecture and training scheme.
+        #   `bench ablate norm` runs every baseline as published (batch) beside it.
+        model=ModelConfig(encoder="resnet18", width=0.5, output_stride=16, norm="group"),
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=3, max_reiterations=1,
-                              reiter_epochs=2, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6)),
+                              reiter_epochs=2, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
+                              lesion_roi="box", lesion_roi_spacing_mm=1.5),
     ),
-    help="default on real CT without CUDA: 128x128 at 3 mm/pixel, window z-score, augmentation, 6 epochs of 30 "
-         "steps; one model and plane in minutes on 2 cores",
+    help="default on real CT without CUDA: 128x128 at 3 mm/pixel, window z-score, augmentation, GroupNorm for every "
+         "model, 6 epochs of 30 steps; one model and plane in minutes on 2 cores",
 )
 PROFILES.add(
     "smoke",
@@ -395,7 +459,7 @@ PROFILES.add(
         train=TrainConfig(lr=1e-3, batch_size=4, epochs=2, patience=50, steps_per_epoch=3, val_max_cases=1),
         model=ModelConfig(encoder="resnet18", width=0.125, output_stride=16),
         cascade=CascadeConfig(base_channels=8, loc_base_channels=4, max_reiterations=1, reiter_epochs=1,
-                              dilation_rates=(1, 2), aspp_rates=(2, 4, 6)),
+                              dilation_rates=(1, 2), aspp_rates=(2, 4, 6), lesion_roi="box", lesion_roi_zoom=2.0),
     ),
     help="tests: 64x64, 2 epochs of 3 steps",
 )
@@ -413,7 +477,7 @@ PROFILES.add(
         # summation order (CPU, kernel set, threads) decided at the former 32x32 / 18 steps
         train=TrainConfig(lr=2e-3, batch_size=16, epochs=6, patience=50, steps_per_epoch=25,
                           foreground_fraction=0.5, val_max_cases=2),
-        model=ModelConfig(encoder="resnet18", width=0.25, output_stride=16),
+        model=ModelConfig(encoder="resnet18", width=0.25, output_stride=16, norm="batch", encoder_depth=5),
         cascade=CascadeConfig(base_channels=16, loc_base_channels=8, loc_epochs=4, max_reiterations=2,
                               reiter_epochs=1, dilation_rates=(1, 2, 4), aspp_rates=(2, 4, 6),
                               gradcam_layer="decoder3", patch_mode="tile", patch_scale="zoom", patch_share=0.0,

@@ -18,3 +18,7 @@ class DataError(BenchError):
 
 class ConfigError(BenchError):
     """A configuration value or name is invalid."""
+
+
+class DiskSpaceError(DataError):
+    """A write failed for lack of space (full disk, quota, ``ulimit -f``); the message names the path."""

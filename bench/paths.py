@@ -13,12 +13,23 @@ checks the resolved folder once more, so a path built here always lies inside it
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from bench.config import RunConfig
 from bench.errors import ConfigError
 
-DEFAULT_DATA_ROOT = Path("data")
+# Environment variables for the default roots (as nnU-Net's nnUNet_raw/nnUNet_results): a flag wins over them
+DATA_ENV = "BENCH_DATA"  # where generated data sets live by default (the phantom: $BENCH_DATA/phantom)
+CACHE_ENV = "BENCH_CACHE"  # the slice cache root (--cache)
+RESULTS_ENV = "BENCH_RESULTS"  # the results root (--results)
+
+DEFAULT_DATA_ROOT = Path(os.environ.get(DATA_ENV) or "data")
+
+
+def default_results_root() -> str:
+    """``$BENCH_RESULTS``, else ``results`` (for commands whose --results has no fixed default)."""
+    return os.environ.get(RESULTS_ENV) or "results"
 
 # files of a run folder
 RECORD = "config.json"
@@ -27,6 +38,7 @@ PER_CASE = "per_case.csv"
 METRICS = "metrics.csv"
 RAW_SUFFIX = "_raw"  # per_case_raw.csv, metrics_raw.csv, summary_raw.json: scores without post-processing
 HISTORY = "history.csv"
+PROGRESS = "progress.png"  # training curves drawn from history.csv (bench.engine.curves)
 REITERATION = "reiteration.csv"
 EXAMPLES = "examples.npz"
 LOCK = ".lock"

@@ -73,6 +73,11 @@ class Progress:
         print(f"{self.title} {text} ({self.elapsed:.0f} s)", flush=True)
 
 
+def note(text: str) -> None:
+    """One line on stderr saying what a command does besides its job (e.g. generating data)."""
+    print(f"note: {text}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def progress(title: str, total: int, enabled: bool = True) -> Iterator[Progress]:
     with Progress(title, total, enabled) as p:

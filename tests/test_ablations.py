@@ -42,15 +42,19 @@ def test_ablation_targets_are_override_lists_on_the_ablation_base():
 def test_study_plan_dedupes_default_variant_and_orders_dependencies():
     from bench.engine.scheduler import plan
     from bench.engine.study import StudyPlan, study_targets
+    from bench.models import model_names
 
     jobs = plan(study_targets("demo", "res", "phantom", "", "cache", (0,), "cpu", StudyPlan(lesion_planes=("axial",))))
     keys = [j.key for j in jobs]
     assert len(keys) == len(set(keys))
     trains = [j for j in jobs if j.cfg.plane != "fused"]
-    # 4 models x 3 planes liver + 4 lesion axial + new ablation variants (levels 1, 2; no multi-level loss; N=0..7)
-    assert len(trains) == 12 + 4 + 4
+    n = len(model_names())  # the study plans every registered model (the paper's four and UNet++)
+    # n models x 3 planes liver + n lesion axial + U-Net + liver crop (lesion axial) + new ablation variants
+    # (levels 1, 2; no multi-level loss; N=0..7)
+    assert {j.cfg.model for j in trains} == set(model_names()) and n >= 5
+    assert len(trains) == 3 * n + n + 1 + 4
     fused = [j for j in jobs if j.cfg.plane == "fused"]
-    assert len(fused) == 4 and all(len(j.needs) == 3 for j in fused)  # lesion has one plane: no fused row
+    assert len(fused) == n and all(len(j.needs) == 3 for j in fused)  # lesion has one plane: no fused row
     lesion_ours = next(j for j in trains if j.cfg.task == "lesion" and j.cfg.model == "ours")
     liver_ours = next(j for j in trains if j.cfg.task == "liver" and j.cfg.model == "ours" and j.cfg.plane == "axial"
                       and j.cfg.run_tag == "ours")

@@ -506,7 +506,7 @@ def test_cascade_without_convbox_skips_the_localizer() -> None:
 def test_lesion_cascade() -> None:
     torch.manual_seed(0)
     for mode in ("liver_mask", "liver_box"):
-        model = build_cascade(_run_cfg(task="lesion", lesion_prior=mode)).eval()
+        model = build_cascade(_run_cfg(task="lesion", lesion_prior=mode, lesion_roi="none")).eval()  # whole slices
         assert isinstance(model, LesionCascade)
         x = torch.randn(1, 1, 64, 64)
         with torch.no_grad():

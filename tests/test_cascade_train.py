@@ -33,6 +33,8 @@ def test_reiteration_grows_training_set_and_records_every_iteration(tmp_path, ti
     assert reiter.loc[reiter["iteration"] == 1, "patches"].iloc[0] > 0
     history = pd.read_csv(folder / "history.csv")
     assert {"localizer", "tuner", "reiter1"} <= set(history["stage"])
+    assert (history.groupby("stage", sort=False)["epoch"].first() == 1).all()  # each stage counts from 1
+    assert (folder / "progress.png").is_file()
     record = json.loads((folder / "config.json").read_text())
     assert record["status"] == "complete" and record["training"]["reiteration"]["iterations_run"] == 1
     assert 0.0 <= record["training"]["roi_coverage"] <= 1.0

@@ -93,17 +93,18 @@ def _copy_layer(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------- passes, identically on every kernel set
 
 
-@pytest.mark.parametrize("kernels", [
-    {},
-    {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
-    {"ATEN_CPU_CAPABILITY": "default"},
-], ids=["native", "avx2", "default"])
-def test_unmodified_exact_layer_passes_on_every_kernel_set(kernels):
-    proc = _bench(["report", "--check", "results/golden/exact"], env=kernels)
+@pytest.mark.parametrize("verb,kernels", [
+    (["check"], {}),
+    (["report", "--check"], {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}),  # the alias scripts use
+    (["check"], {"ATEN_CPU_CAPABILITY": "default"}),
+], ids=["native", "avx2-report-alias", "default"])
+def test_unmodified_exact_layer_passes_on_every_kernel_set(verb, kernels):
+    """``bench check`` and its alias ``bench report --check`` print the same verdict on every kernel set."""
+    proc = _bench([*verb, "results/golden/exact"], env=kernels)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines() == [
         f"golden check OK (exact layer): {_golden_cells()} cells (tables 3, patch-mode, 4, 5, patch-scale, 6, 7, 8, "
-        f"paired, postprocess, cases, metrics, runs) "
+        f"lesion-detection, paired, postprocess, cases, metrics, runs) "
         f"equal to results/golden/exact (counts exact, other numbers within 1e-9, text equal)"]
 
 
@@ -122,7 +123,7 @@ def test_metric_formula_change_fails():
             out["dice"] = float(dice) if np.ndim(dice) == 0 else dice
             return out
     """
-    proc = _bench(["report", "--check", "results/golden/exact"],
+    proc = _bench(["check", "results/golden/exact"],
                   code=_patched("bench.metrics.scores", "scores_from_counts", bad))
     _failed(proc)
     assert _calls(proc) > 0  # the patched function is the one the check's code path calls
@@ -134,6 +135,23 @@ def test_metric_formula_change_fails():
     assert not [line for line in lines if "ccuracy" in line or "iou" in line.lower()]
 
 
+def test_changed_lesion_matching_rule_fails():
+    """Lesion detection scored under the strict IoU rule while the runs declare 'overlap': only the lesion
+    detection columns, metrics rows and table move."""
+    bad = """
+        def _bad(pred, ref, spacing, match="overlap", connectivity=3):
+            return _orig(pred, ref, spacing, "iou50", connectivity)
+    """
+    proc = _bench(["report", "--check", "results/golden/exact"],
+                  code=_patched("bench.metrics.lesions", "lesion_detection", bad))
+    _failed(proc)
+    assert _calls(proc) > 0
+    lines = _mismatches(proc)
+    assert any(line.startswith("MISMATCH exact: lesion-detection [") and "/ Recall /" in line for line in lines)
+    assert any(line.startswith("MISMATCH exact: cases [") and "] n_detected:" in line for line in lines)
+    assert not [line for line in lines if "dice" in line.lower() or line.startswith("MISMATCH exact: table")]
+
+
 def test_changed_fusion_fails():
     """Soft voting (mean) replaced by the voxel-wise max: only the fused rows may move."""
     bad = """
@@ -141,7 +159,7 @@ def test_changed_fusion_fails():
             import numpy as np
             return np.maximum.reduce([np.asarray(v, dtype=np.float32) for v in prob_volumes])
     """
-    proc = _bench(["report", "--check", "results/golden/exact"], code=_patched("bench.engine.infer", "fuse_soft", bad))
+    proc = _bench(["check", "results/golden/exact"], code=_patched("bench.engine.infer", "fuse_soft", bad))
     _failed(proc)
     assert _calls(proc) > 0
     lines = _mismatches(proc)
@@ -165,8 +183,8 @@ def _blocks(proc: subprocess.CompletedProcess) -> dict[str, tuple[str, list[str]
 
 
 def _check_layers(root: Path, names: list[str]) -> dict[str, tuple[str, list[str]]]:
-    """``bench report --check ROOT`` on a folder of layers: exit 1, one verdict per layer, in folder order."""
-    proc = _bench(["report", "--check", str(root)])
+    """``bench check ROOT`` on a folder of layers: exit 1, one verdict per layer, in folder order."""
+    proc = _bench(["check", str(root)])
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     blocks = _blocks(proc)
@@ -199,7 +217,7 @@ def test_moved_golden_cell_fails_and_every_layer_below_the_folder_is_checked(tmp
     (line,) = _assert_failed(blocks["b-moved-cell"])
     assert line.startswith("MISMATCH exact: table7 [Axial Plane / Dice / U-Net / Val] ours: golden ")
     assert "|diff| 0.5 > tol 1e-09" in line
-    both = _bench(["report", "--check", str(root), "--results", str(tmp_path)])
+    both = _bench(["check", str(root), "--results", str(tmp_path)])
     assert both.returncode == 2 and "name the layer folder" in both.stderr and "Traceback" not in both.stderr
 
 
@@ -230,7 +248,7 @@ def test_swapped_split_and_lost_case_fail(tmp_path):
 def test_case_named_by_split_but_missing_is_a_one_line_input_error(tmp_path):
     layer = _copy_layer(tmp_path)
     (layer / "inputs" / "g08.npz").unlink()
-    proc = _bench(["report", "--check", str(layer)])
+    proc = _bench(["check", str(layer)])
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "splits_final.json" in proc.stderr and "g08" in proc.stderr
@@ -239,7 +257,7 @@ def test_case_named_by_split_but_missing_is_a_one_line_input_error(tmp_path):
 def test_standalone_builder_and_update_reproduce_the_committed_layer(tmp_path):
     """The manifest's command writes a results tree of real-looking runs; --update-golden from it rewrites
     the layer (manifest included) with tables equal to the committed ones."""
-    from bench.reports.golden import compare_tables
+    from bench.golden.compare import compare_tables
 
     layer = _copy_layer(tmp_path)
     for name in ("table7.csv", "cases.csv", "manifest.json"):
@@ -247,7 +265,7 @@ def test_standalone_builder_and_update_reproduce_the_committed_layer(tmp_path):
     command = json.loads((EXACT / "manifest.json").read_text())["command"]
     results = tmp_path / "results"
     argv = command.format(inputs=layer / "inputs", results=results).split()
-    assert argv[:3] == ["python", "-m", "bench.engine.golden"]
+    assert argv[:3] == ["python", "-m", "bench.golden.exact"]
     built = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, cwd=REPO, timeout=TIMEOUT)
     assert built.returncode == 0, built.stderr
     record = json.loads((results / "golden" / "liver" / "ours" / "axial" / "config.json").read_text())
@@ -255,22 +273,22 @@ def test_standalone_builder_and_update_reproduce_the_committed_layer(tmp_path):
     assert (results / "golden" / "liver" / "ours~reiter_stop=none" / "axial" / "reiteration.csv").is_file()
     assert json.loads((results / "golden" / "lesion" / "unet" / "fused" / "config.json").read_text())["fusion"]
 
-    proc = _bench(["report", "--check", str(layer), "--results", str(results), "--update-golden"])
+    proc = _bench(["check", str(layer), "--results", str(results), "--update-golden"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.startswith("golden updated (exact layer): 14 files")
+    assert proc.stdout.startswith("golden updated (exact layer): 15 files")
     manifest = json.loads((layer / "manifest.json").read_text())
     assert manifest["layer"] == "exact" and manifest["tolerances"]["*"]["abs"] == 1e-9
     assert manifest["tolerances"]["tp"]["abs"] == 0 and manifest["tolerances"]["*"]["why"]
     assert manifest["command"] == command and manifest["inputs"]["generator"]
     rewritten = {p.stem: pd.read_csv(p, keep_default_na=False, dtype=str) for p in layer.glob("*.csv")}
-    assert len(rewritten) == 13 and compare_tables(EXACT, rewritten) == []
+    assert len(rewritten) == 14 and compare_tables(EXACT, rewritten) == []
 
 
 # ---------------------------------------------------------------- the inputs: reproducible and rich enough
 
 
 def test_committed_inputs_are_what_the_generator_makes():
-    from bench.reports.golden_inputs import verify_inputs
+    from bench.golden.inputs import verify_inputs
 
     assert verify_inputs(EXACT / "inputs") == []
     total = sum(p.stat().st_size for p in (EXACT / "inputs").iterdir())
@@ -282,7 +300,7 @@ def test_inputs_hold_the_deliberate_edge_cases():
     from bench.config import PLANES
     from bench.datasets.base import task_mask
     from bench.engine.infer import fuse_majority, fuse_soft, postprocess
-    from bench.reports.golden_inputs import read_inputs
+    from bench.golden.inputs import read_inputs
 
     inputs = read_inputs(EXACT / "inputs")
     seen = dict(at_half=0, half_step_above=0, fused_at_half=0, soft_not_majority=0, soft_not_max=0,
@@ -362,7 +380,8 @@ def test_golden_tables_pin_the_fairness_rows():
 
 
 def test_wildcard_compare_covers_every_column_text_and_duplicates():
-    from bench.reports.golden import EXACT_TOLERANCES, compare_frames
+    from bench.golden.compare import compare_frames
+    from bench.golden.exact import EXACT_TOLERANCES
 
     base = pd.DataFrame([dict(table="t", group="g", row="r", col_group="", col="Val", metric="dice", ours=0.5,
                               sd=math.nan, n_cases=3, status="ok", runs="a/b")])

@@ -1,8 +1,8 @@
 """The calibrated training golden layer: the calibration arithmetic, the tool, and a check that can fail.
 
-The training study itself runs once, in ``make test``'s ``bench report --check results/golden``;
+The training study itself runs once, in ``make test``'s ``bench check results/golden``;
 nothing here trains. The calibration arithmetic is tested on synthetic table frames; the tool
-(``bench report --calibrate``) end to end through the console script with a stand-in study
+(``bench check DIR --calibrate``) end to end through the console script with a stand-in study
 (`golden_fake_study.py`: the real result writers, counts that move with seed, kernel set and
 threads, one cell that collapses for one seed); the committed layer against its own calibration
 files. A gate is only a gate if it fails on a planted defect: a golden cell moved beyond its
@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cli_run import assert_one_line_error, bench
+from cli_run import assert_one_line_error, bench, bench_env
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "results" / "golden" / "train"
@@ -55,7 +57,7 @@ def _conditions() -> dict[str, dict[str, pd.DataFrame]]:
 
 
 def test_spread_tolerance_and_exclusion_on_synthetic_tables():
-    from bench.reports.golden_calibrate import FLOOR, SAFETY_FACTOR, UNSTABLE_SPREAD, calibrate
+    from bench.golden.spread import FLOOR, SAFETY_FACTOR, UNSTABLE_SPREAD, calibrate
 
     cal, cells, spreads = calibrate(_conditions())
     assert sorted(cells["condition"].unique()) == ["s0", "s1", "s2"] and len(cells) == 9 + 9 + 8
@@ -88,7 +90,7 @@ def test_spread_tolerance_and_exclusion_on_synthetic_tables():
 
 
 def test_threshold_and_constants_are_parameters():
-    from bench.reports.golden_calibrate import calibrate, derive
+    from bench.golden.spread import calibrate, derive
 
     cal, _, spreads = calibrate(_conditions(), safety=3.0, floor=0.01)
     assert cal.tolerances["ours:dice"]["abs"] == pytest.approx(3 * 0.02 + 0.01)
@@ -101,7 +103,7 @@ def test_threshold_and_constants_are_parameters():
 
 
 def test_compare_skips_excluded_cells_but_still_needs_them():
-    from bench.reports.golden import compare_frames
+    from bench.golden.compare import compare_frames
 
     golden = _table({"A": ("dice", 0.80, "ok", 0), "D": ("dice", 0.80, "ok", 0)})
     tol = {"ours:dice": {"abs": 0.05}, "n_excluded": {"abs": 0}}
@@ -120,9 +122,9 @@ def test_compare_skips_excluded_cells_but_still_needs_them():
 
 
 def test_conditions_pin_threads_through_workers_and_keep_the_reference_verbatim():
-    from bench.engine.golden_calibrate import conditions_for
+    from bench.golden.calibrate import conditions_for
     from bench.errors import ConfigError
-    from bench.reports.golden import DEFAULT_COMMAND
+    from bench.golden.study import DEFAULT_COMMAND
 
     two = conditions_for(DEFAULT_COMMAND, (0, 1, 2), ("native", "avx2"), (1, 2), cores=2)
     assert len(two) == 12 and len({c.name for c in two}) == 12
@@ -155,22 +157,33 @@ def test_conditions_pin_threads_through_workers_and_keep_the_reference_verbatim(
 
 
 def test_a_condition_sets_and_removes_environment_variables_for_its_run_only(tmp_path, monkeypatch):
-    from bench.reports.golden import run_golden_command
+    from bench.errors import BenchError
+    from bench.golden.train import _run, study_env
 
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    env = study_env({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": None})
     code = ("import os, sys, json; json.dump({k: os.environ.get(k) for k in ('ATEN_CPU_CAPABILITY', "
             "'ONEDNN_MAX_CPU_ISA', 'OMP_NUM_THREADS', 'CUDA_VISIBLE_DEVICES')}, open(sys.argv[1], 'w'))")
-    command = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} {{results}}"
     out, log = tmp_path / "env.json", tmp_path / "run.log"
-    run_golden_command(command, out, env={"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                          "OMP_NUM_THREADS": None}, log=log)
+    _run([sys.executable, "-c", code, str(out)], "env probe", env, None, log)
     assert json.loads(out.read_text()) == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                                            "OMP_NUM_THREADS": None, "CUDA_VISIBLE_DEVICES": ""}
-    from bench.errors import BenchError
+    assert os.environ["OMP_NUM_THREADS"] == "7"  # this process's environment is untouched
+    with pytest.raises(BenchError, match=r"exit status 3: exit probe \(output in "):
+        _run([sys.executable, "-c", "import sys; sys.exit(3)"], "exit probe", env, None, log)
 
-    with pytest.raises(BenchError, match=r"exit status 3: .* \(output in "):
-        run_golden_command(f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)' {{results}}", out, log=log)
+
+def test_the_study_runs_this_packages_entry_point_with_validated_fields():
+    """What a study runs is built by the code: this interpreter, ``-m bench demo``, the fields; never the text."""
+    from bench.golden.study import DEFAULT_COMMAND, DEFAULT_STUDY, parse_study
+
+    assert parse_study(DEFAULT_COMMAND, "m") == DEFAULT_STUDY and DEFAULT_STUDY.command() == DEFAULT_COMMAND
+    argv = DEFAULT_STUDY.with_condition(1, 2).argv("/tmp/r")
+    assert argv[:4] == [sys.executable, "-m", "bench", "demo"]
+    assert argv[4:] == ["--profile", "golden", "--models", "unet,ours", "--planes", "axial", "--tasks", "liver",
+                        "--ablations", "", "--budget", "epochs", "--workers", "1", "--no-report", "--results",
+                        "/tmp/r", "--seeds", "2"]
 
 
 # ---------------------------------------------------------------- the tool end to end, then the check
@@ -184,16 +197,32 @@ def _cell(frame: pd.DataFrame, **where: str) -> pd.Series:
     return sel
 
 
+# The stand-in study replaces `bench demo` in the argv the code builds (its options are the demo's; it ignores
+# those it does not use): a test seam in the test's own process, not a way for a folder to run something.
+STAND_IN = textwrap.dedent(f"""
+    import sys
+    from bench.golden import study
+    _argv = study.GoldenStudy.argv
+    study.GoldenStudy.argv = lambda self, results: [sys.executable, {str(FAKE)!r}, *_argv(self, results)[4:]]
+    from bench.cli import main
+    main()
+""")
+
+
+def bench_stand_in(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``bench ARGS`` with the stand-in study in place of the training study."""
+    return subprocess.run([sys.executable, "-c", STAND_IN, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=bench_env())
+
+
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """A layer calibrated through the console script over 2 seeds x native kernels x 1 thread (the stand-in
-    study; every condition costs a process start), and the reference condition's results, prebuilt for
-    ``--check --results``."""
+    """A layer calibrated through the CLI over 2 seeds x native kernels x 1 thread (the stand-in study; every
+    condition costs a process start), and the reference condition's results, prebuilt for ``--results``."""
     tmp = tmp_path_factory.mktemp("golden-train")
     layer = tmp / "train"
-    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(FAKE))} --workers 2 --results {{results}}"
-    proc = bench("report", "--calibrate", str(layer), "--seeds", "0,1", "--kernels", "native", "--threads", "1",
-                 "--tables", "3-7", "--command", command, cwd=tmp, timeout=600)
+    proc = bench_stand_in("check", str(layer), "--calibrate", "--seeds", "0,1", "--kernels", "native", "--threads",
+                          "1", "--tables", "3-7", cwd=tmp)
     results = tmp / "reference-results"  # the reference condition's results, as the check would build them
     built = subprocess.run([sys.executable, str(FAKE), "--workers", "2", "--results", str(results)],
                            capture_output=True, text=True, timeout=120)
@@ -216,7 +245,7 @@ def test_calibrate_writes_tables_tolerances_exclusions_and_its_record(calibrated
     assert cal["conditions"][0]["env_removed"] == ["ATEN_CPU_CAPABILITY", "MKL_NUM_THREADS", "OMP_NUM_THREADS",
                                                    "ONEDNN_MAX_CPU_ISA"]
     assert cal["machine"]["capabilities"]["native"]
-    assert cal["command"].startswith("bench report --calibrate ") and "--seeds 0,1" in cal["command"]
+    assert cal["command"].startswith("bench check ") and "--calibrate --seeds 0,1" in cal["command"]
     assert cal["meets_minimum"]["value"] is False  # 2 seeds, 1 kernel set, 1 thread count
     assert cal["date"] and cal["versions"]["torch"] and cal["safety_factor"]["why"]
     # the collapsing test patient makes ours' test Dice and mIoU unstable; nothing else
@@ -234,7 +263,7 @@ def test_calibrate_writes_tables_tolerances_exclusions_and_its_record(calibrated
 
 
 def _check(layer: Path, results: Path) -> subprocess.CompletedProcess:
-    return bench("report", "--check", str(layer), "--results", str(results), cwd=layer.parent)
+    return bench("check", str(layer), "--results", str(results), cwd=layer.parent)
 
 
 def test_check_passes_then_fails_beyond_tolerance_only(calibrated, tmp_path):
@@ -291,7 +320,7 @@ def test_update_golden_keeps_the_calibration(calibrated, tmp_path):
     layer, results, _ = calibrated
     copy = shutil.copytree(layer, tmp_path / "train")
     before = json.loads((copy / "manifest.json").read_text())
-    proc = bench("report", "--check", str(copy), "--results", str(results), "--update-golden", cwd=tmp_path)
+    proc = bench("check", str(copy), "--results", str(results), "--update-golden", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     after = json.loads((copy / "manifest.json").read_text())
     for key in ("tolerances", "excluded", "calibration", "command", "tables"):
@@ -307,6 +336,13 @@ def test_calibration_options_are_checked(tmp_path):
                           "--threads '1,x'")
     assert_one_line_error(bench("report", "--calibrate", str(tmp_path / "t"), "--check", "x", cwd=tmp_path),
                           "--calibrate runs the layer's study itself")
+    # the same checks through `bench check`, and the alias spelling is what was recorded before
+    assert_one_line_error(bench("check", str(tmp_path / "t"), "--seeds", "0,1", cwd=tmp_path),
+                          "--seeds is a calibration option")
+    assert_one_line_error(bench("check", str(REPO / "results" / "golden" / "exact"), "--calibrate", cwd=tmp_path),
+                          "--calibrate is for a training layer")
+    assert_one_line_error(bench("check", str(tmp_path / "t"), "--calibrate", "--results", "r", cwd=tmp_path),
+                          "--calibrate runs the layer's study itself")
 
 
 # ---------------------------------------------------------------- the committed layer is its calibration
@@ -315,7 +351,7 @@ def test_calibration_options_are_checked(tmp_path):
 def test_committed_train_layer_matches_its_calibration_files():
     """The manifest's tolerances and excluded cells are what the calibration arithmetic gives for the stored
     spreads, and the golden tables are the reference condition's cells."""
-    from bench.reports.golden_calibrate import derive
+    from bench.golden.spread import derive
 
     manifest = json.loads((TRAIN / "manifest.json").read_text())
     cal = manifest["calibration"]
@@ -342,7 +378,7 @@ def test_committed_train_layer_matches_its_calibration_files():
 def test_committed_train_layer_fails_beyond_each_tolerance():
     """Every stable compared cell of the committed layer, moved just beyond its column's tolerance, is a
     mismatch; moved within it, or any excluded cell moved by 0.5, is not."""
-    from bench.reports.golden import compare_tables, excluded_keys, tolerance_for
+    from bench.golden.compare import compare_tables, excluded_keys, tolerance_for
 
     manifest = json.loads((TRAIN / "manifest.json").read_text())
     skip = excluded_keys(manifest)

@@ -1,8 +1,10 @@
-"""The package's layering, checked from the source: no upward import and no import circle.
+"""The package's layering, checked from the source: no upward import, no import circle, no sideways import.
 
-cli > engine > (ablations, reports, metrics, models, datasets) > plumbing (config, paths, atomic,
-errors, devices, progress) > registry. Every ``import``/``from ... import`` is counted, including
-the ones inside functions (a lazy import is still a dependency).
+cli > golden > (reports, engine) > (ablations, metrics, models, datasets) > plumbing (config, paths,
+atomic, errors, devices, progress, plugins) > registry. The golden check sits above both the reports and the
+engine because it uses both; reports and engine share a layer and never import each other (a report
+is built from a results folder, not from the code that wrote it). Every ``import``/``from ...
+import`` is counted, including the ones inside functions (a lazy import is still a dependency).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ LAYERS = {
     "bench": 0, "bench.registry": 0,
     "bench.errors": 0,
     "bench.atomic": 1, "bench.config": 1, "bench.paths": 1, "bench.devices": 1, "bench.progress": 1,
-    "bench.datasets": 2, "bench.metrics": 2, "bench.models": 2, "bench.reports": 2, "bench.ablations": 2,
-    "bench.engine": 3,
-    "bench.cli": 4, "bench.__main__": 4,
+    "bench.plugins": 1,
+    "bench.datasets": 2, "bench.metrics": 2, "bench.models": 2, "bench.ablations": 2,
+    "bench.reports": 3, "bench.engine": 3,
+    "bench.golden": 4,
+    "bench.cli": 5, "bench.__main__": 5,
 }
+# packages of one layer that must not import each other (in either direction)
+APART = (("bench.engine", "bench.reports"),)
 
 
 def module_name(path: Path) -> str:
@@ -59,6 +65,37 @@ def test_every_module_has_a_layer() -> None:
 def test_no_import_from_a_lower_layer_to_a_higher_one() -> None:
     upward = [f"{m} -> {d}" for m, deps in graph().items() for d in deps if layer(d) > layer(m)]
     assert upward == []
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def sideways(g: dict[str, set[str]]) -> list[str]:
+    """Imports between packages `APART` keeps apart."""
+    pairs = {frozenset(p) for p in APART}
+    return [f"{m} -> {d}" for m, deps in g.items() for d in deps
+            if frozenset((_package(m), _package(d))) in pairs and _package(m) != _package(d)]
+
+
+def test_no_import_between_engine_and_reports() -> None:
+    assert sideways(graph()) == []
+
+
+def test_the_golden_check_is_above_reports_and_engine() -> None:
+    assert layer("bench.golden.check") > max(layer("bench.reports.tables"), layer("bench.engine.evaluate"))
+    assert layer("bench.cli.check") > layer("bench.golden.check")
+    assert not [m for m in graph() if m.startswith(("bench.engine.golden", "bench.reports.golden"))]
+
+
+def test_the_checker_sees_a_sideways_import(tmp_path) -> None:
+    """The gate can fail: an engine module importing the reports (and the reverse) is reported."""
+    fake = tmp_path / "x.py"
+    fake.write_text("from bench.reports.tables import build_tables\n")
+    assert sideways({"bench.engine.fake": imports(fake)}) == ["bench.engine.fake -> bench.reports.tables"]
+    fake.write_text("def f():\n    import bench.engine.evaluate\n")
+    assert sideways({"bench.reports.fake": imports(fake)}) == ["bench.reports.fake -> bench.engine.evaluate"]
+    assert sideways({"bench.golden.fake": imports(fake)}) == []
 
 
 def test_no_import_circle() -> None:

@@ -1,7 +1,7 @@
 """Lesion baselines with the cascade's liver prior (``model.liver_prior``): prerequisites, inputs, record.
 
 The trained part shares one module fixture: the scheduler trains ours' liver cascade, then a
-U-Net with the prior as a channel and one with the slice masked to the liver box, at toy size,
+U-Net with the prior as a channel and one on the liver ROI crop (the smoke profile cuts it), at toy size,
 while a global forward hook records every input the U-Nets see (training, validation,
 evaluation).
 """
@@ -58,7 +58,7 @@ def test_needs_matches_the_study_runs_of_ours():
     from bench.models import requirements
 
     plan = StudyPlan(models=("unet", "ours"), planes=("axial",), tasks=("liver", "lesion"), ablations=(), fused=False,
-                     folds=2)
+                     folds=2, liver_priors=())  # the plain baselines; their prior variants are made below
     targets = [cfg for _, cfg in study_targets("smoke", "res", "phantom", "", "cache", (0, 1), "cpu", plan)]
     ours_liver = {run_dir(c) for c in targets if c.model == "ours" and c.task == "liver"}
     variants = [override(c, {"profile.model.liver_prior": "channel"}) for c in targets
@@ -122,10 +122,12 @@ def test_liver_task_refusal_is_one_line_through_the_console_script(tmp_path):
 
 
 def _wrapper(mode: str) -> torch.nn.Module:
+    """The whole-slice variants (``cascade.lesion_roi=none``, the paper profile's); the liver-ROI crop:
+    tests/test_lesion_roi.py."""
     from bench.models import build_model
 
     cfg = override(RunConfig(model="unet", task="lesion", profile=get_profile("smoke")),
-                   {"profile.input_size": 32, "profile.model.liver_prior": mode})
+                   {"profile.input_size": 32, "profile.model.liver_prior": mode, "profile.cascade.lesion_roi": "none"})
     return build_model(cfg)
 
 
@@ -213,13 +215,21 @@ def _slices_and_priors(run: RunConfig, liver_cfg: RunConfig, mode: str):
     from bench.engine.priors import load_liver_cascade
     from bench.models.cascade import LesionCascade, build_tuner
 
-    cache, splits = open_or_prepare(run, progress=False)
+    from bench.models.lesion_roi import data_profile, lesion_cut
+
+    cache, splits = open_or_prepare(run, progress=False, profile=data_profile(run))
     lesion_prior = "liver_mask" if mode == "channel" else "liver_box"
     cc = replace(run.profile.cascade, lesion_prior=lesion_prior)
     lesion = LesionCascade(load_liver_cascade(liver_cfg, torch.device("cpu")), build_tuner(run), cc).eval()
+    cut = lesion_cut(run)  # crop: the liver ROI on the finer grid, as ours' lesion cascade cuts it
     out = {}
     for case in [c for part in splits.values() for c in part]:
         images = np.asarray(cache.images(case, run.plane), dtype=np.float32)
+        if mode == "crop":
+            assert cut is not None and images.shape[-1] == 2 * run.profile.input_size
+            rois = cut.inputs(torch.from_numpy(images)[:, None], lesion.liver, lesion.prior_of_liver)
+            out[case] = (rois.images[:, 0].numpy(), rois.priors[:, 0].numpy().astype(np.uint8))
+            continue
         out[case] = (images, predict_slices(lesion.lesion_prior, images, 4).numpy().astype(np.uint8))
     return out
 
@@ -248,18 +258,23 @@ def test_the_network_sees_exactly_the_liver_cascades_prior(trained):
     liver = trained["liver"]
     for mode, run in trained["runs"].items():
         data = _slices_and_priors(run, liver, mode)
-        for case, (_, prior) in data.items():  # the priors written for training
-            assert np.array_equal(np.load(run_dir(run) / "priors" / f"{case}.npy"), prior), case
+        for case, (imgs, prior) in data.items():  # the priors (crop: the ROI crops) written for training
+            if mode == "crop":
+                roi = run_dir(run) / "roi" / case
+                assert np.array_equal(np.load(roi / "axial_prior.npy"), prior), case
+                assert np.array_equal(np.load(roi / "axial_image.npy"), imgs.astype(np.float16)), case
+            else:
+                assert np.array_equal(np.load(run_dir(run) / "priors" / f"{case}.npy"), prior), case
         priors = np.concatenate([p for _, p in data.values()])
         assert priors.any() and not priors.all()  # a prior that says something: the comparison has teeth
         if mode == "channel":
             expected = {img.tobytes(): p for imgs, ps in data.values() for img, p in zip(imgs, ps)}
             inputs = [(training, x) for training, x in trained["seen"] if x.shape[1] == 2]
-        else:
+        else:  # the liver-ROI crops, at training (read back as float16) and at evaluation (cut afresh)
             expected = {}
-            for imgs, ps in data.values():
-                boxed = np.where(ps > 0, imgs, imgs.min(axis=(1, 2), keepdims=True))
-                expected.update({b.tobytes(): None for b in boxed})
+            for imgs, _ in data.values():
+                expected.update({b.tobytes(): None for b in imgs})
+                expected.update({b.astype(np.float16).astype(np.float32).tobytes(): None for b in imgs})
             inputs = [(training, x) for training, x in trained["seen"] if x.shape[1] == 1]
         assert {training for training, _ in inputs} == {True, False}  # training steps and evaluation both seen
         checked = 0
@@ -292,3 +307,33 @@ def test_trained_variant_evaluates_and_predicts_with_the_unchanged_code(trained,
     out = predict_file(tiny_phantom / "volume-0.nii.gz", tmp_path / "pred.nii.gz", {"lesion": [run]})
     mask = np.asarray(nib.load(out).dataobj)
     assert mask.shape == nib.load(tiny_phantom / "volume-0.nii.gz").shape and set(np.unique(mask)) <= {0, 1}
+
+
+def test_the_liver_roi_crop_run_evaluates_and_predicts_on_its_finer_grid(trained, tiny_phantom, tmp_path):
+    """The crop variant predicts on the fine grid (data_profile) and comes back on the case's own grid."""
+    import nibabel as nib
+    import pandas as pd
+
+    from bench.engine.evaluate import load_predictor
+    from bench.engine.predict import predict_file
+    from bench.engine.runner import evaluate
+    from bench.models.lesion_roi import BACKGROUND_LOGIT, data_profile
+
+    run = trained["runs"]["crop"]
+    assert data_profile(run).input_size == 2 * run.profile.input_size
+    evaluate(run, splits=("test",), progress=False)
+    per_case = pd.read_csv(run_dir(run) / "per_case.csv")
+    assert set(per_case["split"]) == {"val", "test"} and len(per_case) >= 2
+    predict, model = load_predictor(run, torch.device("cpu"))
+    from bench.datasets.cache import open_or_prepare
+
+    fine = open_or_prepare(run, progress=False, profile=data_profile(run))[0]
+    x = torch.from_numpy(np.asarray(fine.images("0", run.plane), dtype=np.float32)[:6, None])
+    with torch.no_grad():
+        logits = model(x)
+    rois = model.cut.inputs(x, model.liver, model.prior_of_liver)
+    outside = model.cut.boxes(rois.windows) == 0
+    assert logits.shape == x.shape and rois.keep  # some slices with a liver box
+    assert torch.all(logits[outside] == BACKGROUND_LOGIT) and not torch.all(logits[~outside] == BACKGROUND_LOGIT)
+    out = predict_file(tiny_phantom / "volume-0.nii.gz", tmp_path / "pred.nii.gz", {"lesion": [run]})
+    assert np.asarray(nib.load(out).dataobj).shape == nib.load(tiny_phantom / "volume-0.nii.gz").shape

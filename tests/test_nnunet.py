@@ -110,7 +110,7 @@ def test_task_labels_and_names(tiny_phantom: Path, tmp_path: Path) -> None:
     ids = ds.case_ids()
     split = {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
     for task, labels in (("liver", {"background": 0, "liver": 1}), ("lesion", {"background": 0, "lesion": 1})):
-        res = export_nnunet(ds, split, tmp_path, task=task, dataset_id=12)
+        res = export_nnunet(ds, split, tmp_path / task, task=task, dataset_id=12)  # one folder per id (nnU-Net)
         assert res.folder.name == f"Dataset012_phantom_{task}" and res.dataset_json["labels"] == labels
         cid = ids[0]
         label, _, _ = load_nifti_zyx(res.folder / "labelsTr" / f"{cid}.nii.gz")

@@ -339,8 +339,8 @@ def test_missing_runs_and_nan_cells_do_not_crash(tmp_path):
     write_run(tmp_path, "unet", plane="coronal")
     res = load_results(tmp_path)
     tables = build_tables(res, [3, 4, 5, 6, 7, 8], ReportOptions())
-    assert [t.name for t in tables] == ["table3", "table4", "table5", "table6", "table7", "table8", "paired",
-                                        "postprocess"]
+    assert [t.name for t in tables] == ["table3", "table4", "table5", "table6", "table7", "table8",
+                                        "lesion-detection", "paired", "postprocess"]
     t7 = tables[4]
     nan = cell(t7, group="Axial Plane", row="Dice", col_group="Ours", col="Test")
     assert nan["status"] == "nan" and nan["n_excluded"] == 3
@@ -473,12 +473,15 @@ def test_build_report_writes_tables_figures_index(study, tmp_path):
 
 
 def _golden(tmp_path, res) -> Path:
-    from bench.reports.golden import write_golden
+    from bench.golden.manifest import write_golden
+    from bench.golden.study import DEFAULT_COMMAND
+    from bench.golden.train import DEFAULT_TOLERANCES
 
     golden = tmp_path / "golden"
     tables = build_tables(res, [3, 4, 5, 6, 7, 8], ReportOptions(), with_paired=False)
-    write_golden(golden, tables, command="bench demo --profile golden --results {results}",
-                 report_options={"aggregation": "mean", "dataset": None, "profile": None}, source="test")
+    write_golden(golden, tables, command=DEFAULT_COMMAND,
+                 report_options={"aggregation": "mean", "dataset": None, "profile": None}, source="test",
+                 tolerances=DEFAULT_TOLERANCES)
     return golden
 
 
@@ -497,7 +500,8 @@ def _perturb(study: Path, tmp_path: Path, delta: float) -> Path:
 
 
 def test_golden_roundtrip_passes_and_manifest_explains_tolerances(study_res, tmp_path):
-    from bench.reports.golden import compare_tables, read_manifest
+    from bench.golden.compare import compare_tables
+    from bench.golden.manifest import read_manifest
 
     golden = _golden(tmp_path, study_res)
     manifest = read_manifest(golden)
@@ -509,7 +513,7 @@ def test_golden_roundtrip_passes_and_manifest_explains_tolerances(study_res, tmp
 
 
 def test_golden_detects_perturbation_beyond_tolerance_only(study, study_res, tmp_path):
-    from bench.reports.golden import compare_tables
+    from bench.golden.compare import compare_tables
 
     golden = _golden(tmp_path, study_res)
     within = build_tables(load_results(_perturb(study, tmp_path / "a", 0.015)), [3, 4, 5, 6, 7, 8],
@@ -530,7 +534,7 @@ def test_golden_detects_perturbation_beyond_tolerance_only(study, study_res, tmp
 
 
 def test_golden_missing_vs_present_and_nan(tmp_path):
-    from bench.reports.golden import compare_frames
+    from bench.golden.compare import compare_frames
 
     base = pd.DataFrame([dict(group="", row="Dice", col_group="", col="Val", metric="dice", ours=math.nan,
                               status="nan", n_cases=2)])
@@ -582,29 +586,33 @@ def test_cli_check_fails_beyond_tolerance_and_updates_only_on_request(study, tmp
     assert isinstance(lonely.exception, ConfigError)
 
 
-def test_cli_check_runs_the_manifest_command(study, study_res, tmp_path):
-    """Without --results the manifest's command makes the results ({results} substituted)."""
+def test_cli_check_runs_the_study_built_from_the_manifest_fields(study, study_res, tmp_path):
+    """Without --results the check runs this package's ``bench demo`` with the manifest's validated fields
+    (`GoldenStudy.argv`), never the manifest's text; here the run is recorded and stands in a prebuilt study."""
+    import subprocess
     import sys
+    import textwrap
 
-    from typer.testing import CliRunner
-
-    from bench.cli import app
+    from cli_run import bench_env
 
     golden = _golden(tmp_path, study_res)
-    manifest = json.loads((golden / "manifest.json").read_text())
-    script = tmp_path / "fake_demo.py"
-    script.write_text(f"import shutil, sys\nshutil.copytree({str(study)!r}, sys.argv[1])\n")
-    manifest["command"] = f"{shlex_quote(sys.executable)} {shlex_quote(str(script))} {{results}}"
-    (golden / "manifest.json").write_text(json.dumps(manifest))
-    r = CliRunner().invoke(app, ["report", "--check", str(golden)])
-    assert r.exit_code == 0, r.output
-    manifest["command"] = f"{shlex_quote(sys.executable)} -c 'raise SystemExit(3)' {{results}}"
-    (golden / "manifest.json").write_text(json.dumps(manifest))
-    r = CliRunner().invoke(app, ["report", "--check", str(golden)])
-    assert "exit status 3" in str(r.exception)
+    record = tmp_path / "argv.json"
+    code = textwrap.dedent(f"""
+        import json, shutil
+        from bench.golden import train
+        def _run(argv, text, env, timeout, log):
+            json.dump(argv, open({str(record)!r}, "w"))
+            shutil.copytree({str(study)!r}, argv[argv.index("--results") + 1])
+        train._run = _run
+        from bench.cli import main
+        main()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code, "check", str(golden)], capture_output=True, text=True,
+                          env=bench_env(), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "golden check OK (train layer)" in proc.stdout
+    argv = json.loads(record.read_text())
+    assert argv[:4] == [sys.executable, "-m", "bench", "demo"] and argv[argv.index("--profile") + 1] == "golden"
+    assert argv[-3:-1] == ["--no-report", "--results"] and "{results}" not in argv
 
 
-def shlex_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)

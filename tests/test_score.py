@@ -69,11 +69,23 @@ def test_score_matches_direct_counts_and_writes_contract(folders, tmp_path: Path
     result = run([pred, gt])
     assert result.exit_code == 0, result.output
     out = tmp_path / "score-pred"  # default output folder
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json", "summary_nnunet.json"]
     df = pd.read_csv(out / "per_case.csv", dtype={"case": str})
+    from bench.metrics.folder import read_label_map
+    from bench.metrics.lesions import LESION_COLUMNS, LESION_COUNT_COLUMNS, lesion_detection
+
     assert list(df.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou",
-                                "voe", "rvd"]
+                                "voe", "rvd", *LESION_COLUMNS]
     assert len(df) == 6 and set(df["split"]) == {"all"}
+    assert df.loc[df["class"] == "liver", list(LESION_COUNT_COLUMNS)].isna().all().all()  # lesion class only
+    for cid, pred_name in (("1", "test-segmentation-1.nii"), ("3", "segmentation-3.nii.gz")):
+        r_zyx, spacing, _ = read_label_map(gt / f"segmentation-{cid}.nii.gz")
+        p_zyx, _, _ = read_label_map(pred / pred_name)
+        expect = lesion_detection(p_zyx == 2, r_zyx == 2, spacing).as_dict()
+        row = df[(df["case"] == cid) & (df["class"] == "lesion")].iloc[0]
+        assert {k: int(row[k]) for k in LESION_COUNT_COLUMNS} == expect
+    row3 = df[(df["case"] == "3") & (df["class"] == "lesion")].iloc[0]
+    assert row3["n_ref_lesions"] == 0 and math.isnan(row3["lesion_recall"])  # no lesion: recall NaN, counted
     for cid, (p, r) in cases.items():
         expect = label_counts(p, r)
         for cls in ("liver", "lesion"):
@@ -85,7 +97,12 @@ def test_score_matches_direct_counts_and_writes_contract(folders, tmp_path: Path
     assert lesion["n_cases"] == 3 and lesion["n_excluded"] == 1  # case 3 has no lesion in either
     assert summary["classes"]["liver"]["mean"]["dice"] == pytest.approx(df[df["class"] == "liver"]["dice"].mean())
     assert summary["n_missing"] == 0
-    assert "liver" in result.output and "policy" in result.output
+    det = lesion["lesion_detection"]  # pooled from summed counts
+    lesion_rows = df[df["class"] == "lesion"]
+    assert det["n_ref_lesions"] == lesion_rows["n_ref_lesions"].sum() == 2
+    assert det["lesion_recall"] == pytest.approx(lesion_rows["n_detected"].sum() / 2)
+    assert det["n_cases_without_lesion"] == 1 and summary["policy"]["lesion_detection"]["match"] == "overlap"
+    assert "liver" in result.output and "policy" in result.output and "lesion detection" in result.output
 
 
 def test_identical_predictions_score_one_and_disjoint_zero(tmp_path: Path) -> None:
@@ -132,7 +149,7 @@ def test_surface_flag_adds_hd95_and_nsd_in_mm(folders, tmp_path: Path) -> None:
     result = run([pred, gt, "--out", tmp_path / "o", "--surface", "--tolerance", "2"])
     assert result.exit_code == 0, result.output
     df = pd.read_csv(tmp_path / "o" / "per_case.csv", dtype={"case": str})
-    assert list(df.columns)[-5:] == ["hd95", "nsd", "assd", "mssd", "rmsd"]
+    assert list(df.columns)[13:18] == ["hd95", "nsd", "assd", "mssd", "rmsd"]  # then the lesion columns
     # the canonical (Z, Y, X) spacing of AFFINE is (2.5, 0.8, 0.8)
     p, r = cases["2"]
     expect = surface_metrics(np.transpose(p >= 1, (2, 1, 0)), np.transpose(r >= 1, (2, 1, 0)), (2.5, 0.8, 0.8), 2.0)
@@ -281,3 +298,29 @@ def test_totalsegmentator_liver_any_orientation(tmp_path: Path) -> None:
 def _mk(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def test_lesion_match_option_through_the_console_script(tmp_path: Path) -> None:
+    """`bench score --lesion-match`: a half-covered lesion is found under overlap, missed under iou50;
+    a bad rule is one line, exit 2."""
+    from tests.cli_run import assert_one_line_error, bench
+
+    ref = np.zeros((12, 12, 6), np.uint8)
+    ref[2:10, 2:10, 1:5] = 1
+    ref[3:7, 3:7, 2:4] = 2  # one lesion of 32 voxels
+    pred = ref.copy()
+    pred[3:7, 3:7, 3] = 1  # half of it predicted: IoU 0.5, not > 0.5
+    save(tmp_path / "gt" / "a.nii.gz", ref)
+    save(tmp_path / "pred" / "a.nii.gz", pred)
+    found = {}
+    for match in ("overlap", "iou50"):
+        out = tmp_path / match
+        proc = bench("score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--task", "lesion", "--out", str(out),
+                     "--lesion-match", match, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        row = pd.read_csv(out / "per_case.csv").iloc[0]
+        found[match] = (int(row["n_ref_lesions"]), int(row["n_detected"]), int(row["fp_lesions"]))
+        assert json.loads((out / "summary.json").read_text())["policy"]["lesion_detection"]["match"] == match
+    assert found == {"overlap": (1, 1, 0), "iou50": (1, 0, 1)}
+    bad = bench("score", str(tmp_path / "pred"), str(tmp_path / "gt"), "--lesion-match", "any", cwd=tmp_path)
+    assert_one_line_error(bad, "--lesion-match", "iou50")

@@ -23,7 +23,10 @@ def test_baseline_trains_checkpoints_and_evaluates(tmp_path, tiny_phantom, model
     assert (checkpoint_dir(cfg) / "best.pt").exists() and (checkpoint_dir(cfg) / "last.pt").exists()
     history = pd.read_csv(folder / "history.csv")
     assert len(history) == 3 and history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
-    for name in ("per_case.csv", "metrics.csv", "summary.json", "config.json"):
+    assert list(history["epoch"]) == [1, 2, 3]  # 1-based, as the log prints them
+    assert (folder / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the run's training curves
+    for name in ("per_case.csv", "metrics.csv", "summary.json", "config.json", "summary_nnunet_val.json",
+                 "summary_nnunet_test.json"):
         assert (folder / name).exists(), name
     record = json.loads((folder / "config.json").read_text())
     assert record["status"] == "complete" and record["config"]["model"] == model

@@ -8,26 +8,65 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
+
+
+class BenchGroup(TyperGroup):
+    """The root command: every (sub)command's help fills its registry lists when shown (`bench.cli.helptext`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        from bench.cli.helptext import install
+
+        install(self)
 
 
 app = typer.Typer(
     name="bench",
-    help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + SegNet/U-Net/DeepLabV3).",
+    cls=BenchGroup,
+    help="Benchmark CT liver and liver-lesion segmentation (paper re-creation + baselines; bench ls models).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from bench.cli.version import version_line
+
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks."""
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="print the package version and git commit, then exit"),
+    plugin: Optional[List[str]] = typer.Option(
+        None, "--plugin", metavar="MODULE_OR_FILE.py",
+        help="load models from a module or .py file (repeatable; also BENCH_PLUGINS=a:b, entry points liverbench.models)",
+    ),
+) -> None:
+    """liverbench: train, evaluate and report CT liver / lesion segmentation benchmarks.
+
+    ``--plugin`` is global (``bench --plugin mynet.py train mynet``): every verb that reads the
+    model registry (train, evaluate, predict, ablate, demo, report, ls) sees the same models, and
+    one option is simpler than one per verb. It only records the plug-in in ``BENCH_PLUGINS``
+    (`bench.plugins.add_to_environment`); the registry imports it when first needed, so
+    ``--help`` stays fast and worker processes inherit it.
+    """
+    if plugin:
+        from bench.plugins import add_to_environment
+
+        add_to_environment(plugin)
 
 
 # Modules that add their commands to `app` when imported.
-_COMMAND_MODULES = ("ls", "data", "score", "train", "evaluate", "predict", "ablate", "report", "demo")
+_COMMAND_MODULES = ("ls", "data", "score", "train", "evaluate", "predict", "ablate", "report", "check", "demo")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"bench.cli.{_name}")

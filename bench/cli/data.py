@@ -8,13 +8,16 @@ any data set with our patient split as an nnU-Net v2 raw data set (`bench.datase
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 import typer
 from rich.console import Console
 
 from bench.cli import app
+from bench.paths import CACHE_ENV
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -59,19 +62,38 @@ def check_cysts(cfg: "RunConfig") -> None:
         raise ConfigError(f"{path}: the run was trained {flag} --include-cysts; evaluate it {flag} the flag")
 
 
-def _default_phantom() -> None:
-    """Generate the default phantom (data/phantom) with a progress bar when it is missing."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+@contextlib.contextmanager
+def case_progress(title: str, total: int) -> Iterator[Callable[[object], None]]:
+    """A per-case tick: a bar on a terminal, one plain ``title k/total case (s)`` line per case in a log
+    (nohup, CI, a pipe), so a long export is never silent until its end (`bench.progress`)."""
+    from bench.progress import progress
 
+    with progress(title, total) as bar:
+        done = itertools.count(1)
+
+        def tick(case: object) -> None:
+            bar.step()
+            bar.say(f"{next(done)}/{total} {case}")
+
+        yield tick
+
+
+def _default_phantom() -> None:
+    """Generate the default phantom (data/phantom) with progress when it is missing.
+
+    `bench.datasets.phantom.ensure_phantom` says so in a line and refuses a data/phantom written
+    with other parameters (never regenerates a user's folder silently).
+    """
     from bench.datasets import phantom as ph
 
-    if ph.phantom_is_current(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES, ph.DEFAULT_SEED):
+    hint = ph.default_root_hint()
+    state, _ = ph.check_phantom_target(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES,
+                                       ph.DEFAULT_SEED, hint=hint)  # refused before a bar is drawn
+    if state == "current":
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as bar:
-        task = bar.add_task(f"phantom -> {ph.DEFAULT_ROOT}", total=ph.DEFAULT_CASES)
+    with case_progress(f"phantom -> {ph.DEFAULT_ROOT}", ph.DEFAULT_CASES) as tick:
         ph.ensure_phantom(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES, ph.DEFAULT_SEED,
-                          on_case=lambda i, case: bar.update(task, advance=1))
+                          on_case=lambda i, case: tick(case.id), hint=hint)
 
 
 @data_app.command("phantom")
@@ -81,34 +103,40 @@ def phantom(
     size: int = typer.Option(128, "--size", min=16, help="in-plane voxels (field of view fixed at 409.6 mm)"),
     slices: int = typer.Option(48, "--slices", min=8, help="axial slices (240 mm craniocaudal)"),
     seed: int = typer.Option(0, "--seed", help="data set seed (case i uses a seed derived from it and i)"),
+    force: bool = typer.Option(False, "--force", help="replace a phantom written with other parameters "
+                               "(a folder not written by bench data phantom is never touched)"),
 ) -> None:
-    """Write a synthetic abdominal CT data set in the LiTS layout."""
+    """Write a synthetic abdominal CT data set in the LiTS layout (never over a folder it did not write)."""
     from bench.cli.paths_check import writable_dir
 
     writable_dir(out, "OUT")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from bench.datasets.phantom import MANIFEST, check_phantom_target, describe_phantom, ensure_phantom, phantom_spacing
 
-    from bench.datasets.phantom import phantom_spacing, write_phantom
     console = Console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as bar:
-        task = bar.add_task("phantom", total=cases)
-        manifest = write_phantom(out, cases=cases, size=size, slices=slices, seed=seed,
-                                 on_case=lambda i, case: bar.update(task, advance=1))
+    hint = "pass --force to replace it, or choose another folder"
+    state, _ = check_phantom_target(out, cases, size, slices, seed, force, hint)  # refused before progress starts
+    if state == "current":
+        console.print(f"{out} already holds phantom {describe_phantom(cases, size, slices, seed)}; nothing written",
+                      highlight=False, soft_wrap=True)
+        return
+    with case_progress("phantom", cases) as tick:
+        ensure_phantom(out, cases=cases, size=size, slices=slices, seed=seed, force=force,
+                       on_case=lambda i, case: tick(case.id), hint=hint,
+                       say=(lambda text: None) if state == "new" else None)
     sz, sy, sx = phantom_spacing(size, slices)
     console.print(
         f"wrote {cases} phantom case(s) {slices}x{size}x{size} (spacing {sz:g} x {sy:g} x {sx:g} mm, seed {seed}) "
-        f"to {out} ({manifest.name})",
+        f"to {out} ({MANIFEST})",
         highlight=False, soft_wrap=True,
     )
 
 
 @data_app.command("prepare")
 def prepare(
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom | lits | ircadb (bench ls datasets)"),
-    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
-    cache: str = typer.Option("cache", "--cache", help="cache root folder"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="sets input size and preprocessing (default: demo on the phantom, paper otherwise)"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (bench ls datasets)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under $BENCH_DATA/phantom, default data/phantom)"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="cache root folder"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="{profiles}: sets input size and preprocessing (default: {default_profile})"),
     splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead of the data set's own"),
     planes: Optional[List[str]] = typer.Option(None, "--planes", help="axial,coronal,sagittal (default: all three)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="profile override, e.g. --set preprocess.slice_fit=resize"),
@@ -138,7 +166,7 @@ def prepare(
     from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
 
     cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess, adapter.label_fingerprint())
-    todo = missing_cases(cache_dir, ids, chosen)
+    todo = missing_cases(cache_dir, ids, chosen, adapter)  # also cases whose source files changed
     slice_cache, split = prepare_dataset(dataset, str(adapter.root), cache, prof, splits, chosen, progress=True,
                                          folds=folds, include_cysts=include_cysts)
     console = Console()
@@ -161,22 +189,21 @@ def prepare(
 @data_app.command("export")
 def export(
     format: str = typer.Option(..., "--format", help="nnunet (an nnU-Net v2 raw data set)"),
-    dataset: str = typer.Option(..., "--dataset", help="phantom | lits | ircadb (bench ls datasets)"),
+    dataset: str = typer.Option(..., "--dataset", help="{datasets} (bench ls datasets)"),
     out: Path = typer.Option(..., "--out", help="folder to write DatasetXXX_Name/ into (e.g. $nnUNet_raw)"),
-    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under $BENCH_DATA/phantom, default data/phantom)"),
     task: str = typer.Option("both", "--task", help="both (0/1/2) | liver (0/1) | lesion (0/1)"),
     dataset_id: int = typer.Option(501, "--dataset-id", help="nnU-Net data set id (1..999)"),
     name: Optional[str] = typer.Option(None, "--name", help="nnU-Net data set name (default <dataset>_<task>)"),
-    cache: str = typer.Option("cache", "--cache", help="cache root: where the data set's splits_final.json lives"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="cache root: where the data set's splits_final.json lives"),
     splits: Optional[str] = typer.Option(None, "--splits", help="use this splits_final.json (validated) instead"),
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
-    force: bool = typer.Option(False, "--force", help="replace an existing DatasetXXX_Name folder"),
+    force: bool = typer.Option(False, "--force", help="replace an existing DatasetXXX_Name folder, and an earlier "
+                               "export with the same id under another name (nnU-Net needs one folder per id)"),
 ) -> None:
     """Write a data set and our patient split as an nnU-Net v2 raw data set (test patients -> imagesTs)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from bench.datasets import DATASETS, get_dataset
-    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, export_nnunet
+    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, check_export_target, default_export_name, export_nnunet
     from bench.datasets.splits import load_or_create_splits
     from bench.errors import ConfigError
     from bench.paths import splits_path
@@ -190,16 +217,14 @@ def export(
         _default_phantom()
     adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
     ids = adapter.case_ids()
+    check_export_target(out, dataset_id, name or default_export_name(adapter.name, task), force)  # before the bar
     source = Path(splits) if splits else splits_path(cache, dataset, adapter.root)
     split = load_or_create_splits(splits_path(cache, dataset, adapter.root), ids, seed=0,
                                   given=Path(splits) if splits else None)
     n = sum(len(split[k]) for k in ("train", "val", "test"))
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as bar:
-        job = bar.add_task(f"export {dataset} -> nnU-Net", total=n)
+    with case_progress(f"export {dataset} -> nnU-Net", n) as tick:
         result = export_nnunet(adapter, split, out, task=task, dataset_id=dataset_id, name=name,
-                               splits_source=str(source.resolve()), force=force,
-                               on_case=lambda cid: bar.update(job, advance=1))
+                               splits_source=str(source.resolve()), force=force, on_case=tick)
     console = Console()
     for note in result.notes:
         Console(stderr=True).print(f"[yellow]note:[/yellow] {note}", highlight=False, soft_wrap=True)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
+from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -18,22 +19,25 @@ def _names(text: str) -> tuple[str, ...]:
 
 @app.command("demo")
 def demo(
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom (default) | ircadb | lits"),
-    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (default phantom)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under $BENCH_DATA/phantom, default data/phantom)"),
     profile: Optional[str] = typer.Option(None, "--profile",
-                                          help="default: demo on the phantom, cpu on real data without CUDA, paper "
-                                               "with CUDA; golden = CI tables, smoke = tests"),
-    results: str = typer.Option("results", "--results"),
-    cache: str = typer.Option("cache", "--cache"),
+                                          help="{profiles} (default: {default_profile})"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
-    models: Optional[str] = typer.Option(None, "--models", help="default: all four on the phantom, unet,ours on real data"),
+    models: Optional[str] = typer.Option(None, "--models", help="any of {models} (default: every registered model on the phantom, unet,ours on real data)"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
     planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
                                       help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
+    liver_priors: str = typer.Option("crop", "--liver-priors",
+                                     help="lesion: U-Net also with these model.liver_prior modes (crop, channel; "
+                                          "'' for none): Table 8's '+ liver prior' columns beside the plain "
+                                          "baselines and ours"),
     ablations: Optional[str] = typer.Option(None, "--ablations",
-                                            help="default: patch-level,loss,iterations on the phantom, none on real data"),
+                                            help="any of {ablations} (default: patch-level,loss,iterations on the phantom, none on real data)"),
     folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
                                         "leave-one-patient-out on real data with up to 10 patients, else 5)"),
     budget: str = typer.Option("matched", "--budget", help="matched (default): every baseline trains as many "
@@ -50,11 +54,18 @@ def demo(
     writable_dir(cache, "--cache")
     if out is not None:
         writable_dir(out, "--out")
-    from bench.cli.common import default_profile, parse_seeds
+    from bench.errors import ConfigError
+    from bench.models.liver_prior import MODES
+
+    for mode in _names(liver_priors):  # checked before any data is written
+        if mode not in MODES:
+            raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
+    from bench.cli.common import check_device, default_profile, parse_planes, parse_seeds
     from bench.datasets import DATASETS, get_dataset
     from bench.engine.study import StudyPlan, run_study
 
     DATASETS.get(dataset)
+    check_device(device)
     console = Console()
     t0 = time.perf_counter()
     adapter = get_dataset(dataset, root=root)  # the phantom writes data/phantom on first use
@@ -64,17 +75,17 @@ def demo(
         folds = (n_patients if n_patients <= 10 else 5) if real else 0
     profile = profile or default_profile(dataset, device)
     plan = StudyPlan(
-        models=_names(models) if models else (("unet", "ours") if real else StudyPlan.models),
-        planes=_names(planes) if planes else (("axial",) if real else StudyPlan.planes),
-        tasks=_names(tasks), lesion_planes=_names(lesion_planes),
+        models=_names(models) if models else (("unet", "ours") if real else ()),
+        planes=parse_planes(planes) if planes else (("axial",) if real else StudyPlan.planes),
+        tasks=_names(tasks), lesion_planes=parse_planes(lesion_planes, "--lesion-planes"),
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
-        folds=folds, budget=budget,
+        folds=folds, budget=budget, liver_priors=_names(liver_priors),
     )
     console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
-                  f"models {','.join(plan.models)}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
+                  f"models {','.join(plan.models) or 'all registered'}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "
                   f"budget {budget}",
                   highlight=False, soft_wrap=True)
-    timings = run_study(profile, results, dataset=dataset, root=str(adapter.root) if real or root else "",
+    timings = run_study(profile, results, dataset=dataset, root=str(adapter.root.resolve()) if real or root else "",
                         cache=cache, seeds=tuple(parse_seeds(0, seeds)), device=device, plan=plan,
                         say=lambda line: console.print(line, highlight=False, soft_wrap=True), workers=workers)
     for phase, seconds in timings.items():

@@ -10,28 +10,36 @@ from rich.console import Console
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
 from bench.cli.data import check_cysts, cysts_override
+from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
 @app.command("evaluate")
 def evaluate(
-    model: str = typer.Argument(..., help="a trained model (bench ls models)"),
+    model: str = typer.Argument(..., help="a trained model: {models}"),
     plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal | fused"),
     task: str = typer.Option("liver", "--task"),
-    dataset: str = typer.Option("phantom", "--dataset"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets}"),
     root: Optional[str] = typer.Option(None, "--root"),
     split: str = typer.Option("all", "--split", help="val | test | all (other splits' rows are kept)"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds"),
     fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),
     device: str = typer.Option("auto", "--device"),
-    results: str = typer.Option("results", "--results"),
-    cache: str = typer.Option("cache", "--cache"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     tag: str = typer.Option("", "--tag"),
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: the run was trained with "
                                        "cysts as lesions (checked against its config.json)"),
     surface: bool = typer.Option(False, "--surface", help="also HD95, surface Dice (NSD, 1 mm), ASSD, MSSD, RMSD in mm; slower"),
+    rescore: bool = typer.Option(False, "--rescore", help="the run's data changed since training (root, split or "
+                                 "case files): score it on the data as it is now, recorded in its config.json "
+                                 "(without it, evaluate refuses)"),
 ) -> None:
-    """Evaluate a trained run per plane, or fuse the three planes."""
+    """Evaluate a trained run per plane, or fuse the three planes.
+
+    ``--root`` must be the run's own data root (recorded absolute at training) or omitted: a run is
+    scored on the data it was trained on; other data is scored with ``bench predict``/``bench score``.
+    """
     from bench.cli.paths_check import writable_dir
 
     writable_dir(results, "--results")
@@ -50,6 +58,6 @@ def evaluate(
         cfg = build_run_config(model, plane, task, dataset, root, None, s, device, results, cache, None,
                                cysts_override(None, include_cysts), tag, fold)
         check_cysts(cfg)
-        folder = evaluate_run(cfg, choices[split], surface=surface)
+        folder = evaluate_run(cfg, choices[split], surface=surface, rescore=rescore)
         print_summary(json.loads((folder / SUMMARY).read_text()), title=f"{model} {plane} {task}")
         Console().print(f"[green]results[/green] -> {folder}")

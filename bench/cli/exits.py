@@ -7,7 +7,8 @@ pipelines (``bench data prepare && bench train ...``), so its exit status must m
 0     success, ``--help``
 1     a failed check (a ``--check``-style verdict: ``raise typer.Exit(1)``)
 2     a user error: bad flag, unknown option or command, unknown name, bad input file
-      (`bench.errors.BenchError`), a path that cannot be written (``OSError`` naming a file)
+      (`bench.errors.BenchError`), a path that cannot be written (``OSError`` naming a file),
+      no space left: full disk, quota, ``ulimit -f`` (`bench.errors.DiskSpaceError`)
 130   interrupted by SIGINT (Ctrl-C)
 143   terminated by SIGTERM
 ====  ==================================================================================
@@ -182,6 +183,11 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
     from bench.errors import BenchError
 
     debug = bool(os.environ.get(TRACEBACK_ENV))
+    # a write past ``ulimit -f`` raises SIGXFSZ, whose default action kills the process on the spot
+    # (no cleanup, no message); ignored, the write fails with EFBIG and becomes one line (exit 2)
+    if hasattr(signal, "SIGXFSZ"):
+        with contextlib.suppress(ValueError, OSError):  # ValueError: not the main thread
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         with signals_as_exceptions(), bench_warnings_one_line():
             rv = app(args=args, prog_name=prog_name, standalone_mode=False)
@@ -210,9 +216,11 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
         _print_error(_usage_line(exc))
         return EXIT_USAGE  # every click error is a usage error (bad option, argument, value, file)
     except OSError as exc:  # a path that cannot be read or written, named by the OS
-        if debug or (exc.filename is None and exc.filename2 is None):
+        from bench.atomic import SPACE_ERRNOS
+
+        if debug or (exc.filename is None and exc.filename2 is None and exc.errno not in SPACE_ERRNOS):
             raise
-        _print_error(_os_error_line(exc))
+        _print_error(_os_error_line(exc))  # a full disk without a file name still is one line
         return EXIT_USAGE
     # standalone_mode=False: typer returns the code of a typer.Exit (and of Ctrl-C: 130),
     # otherwise the command's return value (our commands return None)

@@ -16,18 +16,12 @@ from rich.table import Table
 
 from bench.cli import app
 
-KINDS = {
-    "datasets": ("bench.datasets", "DATASETS"),
-    "models": ("bench.models", "MODELS"),
-    "profiles": ("bench.config", "PROFILES"),
-    "ablations": ("bench.ablations", "ABLATIONS"),
-    "tables": ("bench.reports.tables", "TABLES"),
-}
+from bench.cli.helptext import REGISTRIES as KINDS
 
 
 @app.command("ls")
 def ls(
-    kind: str = typer.Argument("models", help="datasets | models | profiles | ablations | tables"),
+    kind: str = typer.Argument("models", help=" | ".join(KINDS)),
     detail: bool = typer.Option(False, "--detail", help="models: a model card each (parameters by component)"),
     profile: str = typer.Option("paper", "--profile", help="models --detail: the profile the cards count at"),
     set_: Optional[List[str]] = typer.Option(
@@ -42,10 +36,14 @@ def ls(
     module, attr = KINDS[kind]
     registry = getattr(importlib.import_module(module), attr)
     if detail and kind == "models":
+        from bench.models import model_names
         from bench.models.cards import format_card, model_card
 
-        cards = [format_card(model_card(name, profile, set_)) for name in registry.names()]
+        cards = [format_card(model_card(name, profile, set_)) for name in model_names()]
         typer.echo("\n\n".join(cards))
+        return
+    if kind == "models":
+        _list_models()
         return
     table = Table(title=kind)
     table.add_column("name")
@@ -53,3 +51,17 @@ def ls(
     for name in registry.names():
         table.add_row(name, registry.help(name))
     Console().print(table)
+
+
+def _list_models() -> None:
+    """One row per spec, in table order: what the toolkit knows about each model (plug-ins included)."""
+    from bench.models import MODELS, model_names
+
+    table = Table(title="models")
+    for column in ("name", "label", "role", "recipe", "capabilities", "config", "description", "from"):
+        table.add_column(column)
+    for name in model_names():
+        spec = MODELS.get(name)
+        table.add_row(name, spec.display, spec.role, spec.recipe, ",".join(sorted(spec.capabilities)) or "-",
+                      spec.config_section, spec.description, spec.module)
+    Console(width=200).print(table)

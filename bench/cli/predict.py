@@ -14,18 +14,19 @@ from rich.console import Console
 
 from bench.cli import app
 from bench.cli.common import build_run_config
+from bench.paths import RESULTS_ENV
 
 
 @app.command("predict")
 def predict(
-    model: str = typer.Argument(..., help="a trained model (bench ls models)"),
+    model: str = typer.Argument(..., help="a trained model: {models}"),
     input: Path = typer.Option(..., "--input", help="CT as .nii/.nii.gz or a DICOM folder"),
     output: Path = typer.Option(..., "--output", help="mask to write (.nii.gz)"),
     planes: str = typer.Option("axial", "--planes", help="comma-separated planes, e.g. axial,coronal,sagittal (fused by soft voting)"),
     task: str = typer.Option("liver", "--task", help="liver | lesion | both (both writes 0/1/2)"),
-    dataset: str = typer.Option("phantom", "--dataset", help="the data set the runs were trained on"),
+    dataset: str = typer.Option("phantom", "--dataset", help="the data set the runs were trained on: {datasets}"),
     device: str = typer.Option("auto", "--device"),
-    results: str = typer.Option("results", "--results"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
     tag: str = typer.Option("", "--tag"),
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""
@@ -39,9 +40,12 @@ def predict(
     writable_file(output, "--output")
     from bench.engine.predict import predict_file
 
-    plane_list = [p.strip() for p in planes.split(",") if p.strip()]
+    from bench.cli.common import parse_planes
+
+    plane_list = parse_planes(planes)
     tasks = ["liver", "lesion"] if task == "both" else [task]
     cfgs = {t: [build_run_config(model, p, t, dataset, None, None, 0, device, results, "cache", None, None, tag)
                 for p in plane_list] for t in tasks}
-    out = predict_file(input, output, cfgs)
+    out = predict_file(input, output, cfgs, say=lambda text: Console().print(f"using {text}", highlight=False,
+                                                                               soft_wrap=True, markup=False))
     Console().print(f"[green]wrote[/green] {out}")

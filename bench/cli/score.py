@@ -4,7 +4,9 @@ Predictions from any tool (nnU-Net, TotalSegmentator, ``bench predict``) go thro
 counts, scores and writer as our own runs (rules in `bench.metrics.folder`). Output goes to
 ``--out`` (default ``./score-<name of PRED_DIR>``): per_case.csv, metrics.csv, summary.json, with
 Accuracy, Dice, IoU, mIoU, VOE and RVD per case and class, and with ``--surface`` the distances
-HD95, ASSD, MSSD, RMSD (mm) and NSD (the LiTS metric set plus MONAI's).
+HD95, ASSD, MSSD, RMSD (mm) and NSD (the LiTS metric set plus MONAI's); the lesion class also gets
+lesion detection (`bench.metrics.lesions`: lesion-wise recall, precision, F1, false-positive lesions,
+recall by size) under ``--lesion-match`` / ``--lesion-connectivity``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ def score(
     connectivity: int = typer.Option(1, "--connectivity", help="surface voxels (with --surface): 1 = face "
                                      "neighbours (MONAI), 2 = faces + edges (the LiTS script's 18-neighbourhood)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where voxels are counted"),
+    lesion_match: str = typer.Option("overlap", "--lesion-match", help="lesion detection (lesion class): overlap "
+                                     "= a reference lesion is found when a predicted component touches it; iou50 = "
+                                     "its overlap group's IoU > 0.5 (LiTS' strict rule)"),
+    lesion_connectivity: int = typer.Option(3, "--lesion-connectivity", help="3-D neighbourhood of a lesion's "
+                                            "components: 1 = 6 faces, 2 = 18, 3 = 26 (default)"),
 ) -> None:
     """Score NIfTI predictions against references matched by case id; prints the table."""
     from rich.console import Console
@@ -43,6 +50,12 @@ def score(
         raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
+    from bench.config import LESION_MATCHES
+
+    if lesion_match not in LESION_MATCHES:
+        raise ConfigError(f"unknown --lesion-match {lesion_match!r} (known: {', '.join(LESION_MATCHES)})")
+    if lesion_connectivity not in (1, 2, 3):
+        raise ConfigError(f"--lesion-connectivity must be 1, 2 or 3, got {lesion_connectivity}")
     err = Console(stderr=True)
     console = Console()
 
@@ -53,7 +66,8 @@ def score(
         warn(f"{pred_dir} and {gt_dir} are the same folder: every case is scored against itself "
              f"(Dice 1 wherever the reference is not empty)")
     result = score_folders(pred_dir, gt_dir, out_dir, task=task, surface=surface, tolerance_mm=tolerance,
-                           device=device, warn=warn, connectivity=connectivity)
+                           device=device, warn=warn, connectivity=connectivity, lesion_match=lesion_match,
+                           lesion_connectivity=lesion_connectivity)
     print_summary(result.summary, title=f"bench score: {Path(pred_dir).name} vs {Path(gt_dir).name}", console=console)
     if result.missing:
         console.print(f"[yellow]{len(result.missing)} missing prediction(s) scored as empty[/yellow]", highlight=False)

@@ -8,26 +8,30 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
-from bench.cli.common import build_run_config, parse_seeds
+from bench.cli.common import build_run_config, given_flags, parse_seeds
 from bench.cli.data import cysts_override
+from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
 @app.command("train")
 def train(
-    model: str = typer.Argument(..., help="segnet | unet | deeplabv3 | ours (bench ls models)"),
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="{models} (bench ls models)"),
     plane: str = typer.Option("axial", "--plane", help="axial | coronal | sagittal"),
     task: str = typer.Option("liver", "--task", help="liver | lesion"),
-    dataset: str = typer.Option("phantom", "--dataset", help="phantom | lits | ircadb"),
-    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under data/)"),
-    profile: Optional[str] = typer.Option(None, "--profile", help="paper | demo | smoke | golden (default: demo on the phantom, paper otherwise)"),
+    dataset: str = typer.Option("phantom", "--dataset", help="{datasets} (bench ls datasets)"),
+    root: Optional[str] = typer.Option(None, "--root", help="data set folder (phantom: generated under $BENCH_DATA/phantom, default data/phantom)"),
+    profile: Optional[str] = typer.Option(None, "--profile", help="{profiles} (default: {default_profile})"),
     seed: int = typer.Option(0, "--seed"),
     seeds: Optional[str] = typer.Option(None, "--seeds", help="several seeds, e.g. 0,1,2 (one run each)"),
     fold: Optional[int] = typer.Option(None, "--fold", help="cross-validation fold (bench data prepare --folds K first)"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    results: str = typer.Option("results", "--results"),
-    cache: str = typer.Option("cache", "--cache"),
+    results: str = typer.Option("results", "--results", envvar=RESULTS_ENV, help="results root"),
+    cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     splits: Optional[str] = typer.Option(None, "--splits", help="a splits_final.json to use"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="override a config field, e.g. --set train.lr=1e-3"),
+    config: Optional[str] = typer.Option(None, "--config", help="settings file (.toml, .yaml, .json; a run's "
+                                         "config.json too) with the keys of --set; flags and --set win over it"),
     tag: str = typer.Option("", "--tag", help="results folder name (default: the model name)"),
     resume: bool = typer.Option(False, "--resume", help="continue a killed run from its last checkpoint"),
     force: bool = typer.Option(False, "--force", help="retrain even if a finished run exists"),
@@ -42,7 +46,7 @@ def train(
 
     console = Console()
     cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits,
-                             cysts_override(set_, include_cysts), tag, fold)
+                             cysts_override(set_, include_cysts), tag, fold, config, given_flags(ctx))
             for s in parse_seeds(seed, seeds)]
     jobs = plan(cfgs)
     execute(jobs, resume=resume, force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))

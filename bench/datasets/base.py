@@ -112,6 +112,13 @@ class DatasetAdapter(ABC):
     def load(self, case_id: str) -> Case:
         """Load one case fully (image in HU, label 0/1/2)."""
 
+    def source_files(self, case_id: str) -> list[Path]:
+        """The files ``load(case_id)`` reads, for the slice cache's fingerprint (`bench.datasets.fingerprint`).
+
+        The default names none: the cache then cannot notice a changed source (an adapter should say).
+        """
+        return []
+
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.name, "root": str(self.root), "options": dict(self.options)}
 

@@ -8,7 +8,8 @@ Layout (``cache_dir_for`` picks ``<cache>/<dataset>-<root hash>/<input_size>px-<
 
     cache.json                       version, data set, input_size, preprocess config
     <case>/meta.json                 original (Z, Y, X) shape, spacing, affine, slice_fit, z-score
-                                     statistics, per-plane per-slice liver / lesion pixel counts
+                                     statistics, per-plane per-slice liver / lesion pixel counts,
+                                     the source files' sizes, mtimes and hashes and their fingerprint
     <case>/<plane>_image.npy         (N, S, S) float16 preprocessed slices
     <case>/<plane>_label.npy         (N, S, S) uint8 0/1/2 labels (nearest-neighbour resize)
 
@@ -18,6 +19,13 @@ trivial (shape, dtype), so a writer can stream slices into it in order. Multi-pa
 need a tifffile decode per page (or uncompressed, contiguous strips to be memory-mappable at
 all) and brings nothing the benchmark uses. float16 halves the disk and page-cache footprint of
 float32; z-scored values lie within a few units, where float16 keeps ~3 significant digits.
+
+Bound to its sources: every prepare compares each cached case's recorded source fingerprint
+(`bench.datasets.fingerprint`) with its files now; a changed case is prepared again and a warning
+line says so (``case 3: source changed (segmentation-3.nii.gz changed), re-prepared``). A CT with
+NaN or infinite voxels is refused at prepare, naming the file and the count: one such voxel would
+make the whole case's z-score statistics (and every cached slice) NaN, and there is no fill rule
+a reader could not be surprised by.
 
 Atomic and resumable: a case is written into ``<case>.tmp-<pid>/`` and renamed into place when
 all its files are complete, so a killed prepare never leaves a half case; a rerun removes temp
@@ -40,15 +48,17 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from bench.atomic import OLD_MARK, TMP_MARK, pid_alive, remove_stale_tmp, replace_dir, write_json
+from bench.atomic import OLD_MARK, TMP_MARK, pid_alive, remove_stale_tmp, replace_dir, space_errors, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
 from bench.datasets.base import DatasetAdapter, check_case_id, natural_key
+from bench.datasets.fingerprint import describe_change, fingerprint_of, source_entries
 from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
 from bench.datasets.preprocess import hu_window, median_filter_slices, zscore
 from bench.errors import ConfigError, DataError
@@ -303,19 +313,23 @@ class NpyWriter:
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.rows = 0
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize  # named when the disk is full
         self._f = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        np.lib.format.write_array_header_1_0(self._f, header)
+        with space_errors(self.path, self.nbytes):
+            np.lib.format.write_array_header_1_0(self._f, header)
 
     def write(self, chunk: np.ndarray) -> None:
         chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
         if chunk.shape[1:] != self.shape[1:] or self.rows + chunk.shape[0] > self.shape[0]:
             raise ValueError(f"{self.path}: chunk {chunk.shape} does not fit {self.shape} after {self.rows} rows")
-        chunk.tofile(self._f)
+        with space_errors(self.path, self.nbytes):  # disk full or ulimit -f: one line naming the file
+            chunk.tofile(self._f)
         self.rows += chunk.shape[0]
 
     def close(self) -> None:
-        self._f.close()
+        with space_errors(self.path, self.nbytes):
+            self._f.close()
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path}: wrote {self.rows} of {self.shape[0]} rows")
 
@@ -326,7 +340,8 @@ class NpyWriter:
         if exc_type is None:
             self.close()
         else:
-            self._f.close()
+            with contextlib.suppress(OSError):  # flushing a full disk fails again: keep the first error
+                self._f.close()
 
 
 def preprocess_to_npy(image: np.ndarray, cfg: PreprocessConfig, path: Path) -> dict[str, float]:
@@ -452,8 +467,25 @@ def _ensure_cache_info(cache_dir: Path, info: dict[str, Any]) -> None:
     write_json(path, info)
 
 
-def missing_cases(cache_dir: str | Path, case_ids: Iterable[str], planes: Iterable[str] = PLANES) -> list[str]:
-    """Cases not yet complete for all of ``planes`` (what `prepare_cache` would write)."""
+def source_change(adapter: DatasetAdapter, meta: Mapping[str, Any], case_id: str) -> str | None:
+    """Why a cached case no longer matches its source files (None: it does).
+
+    Cheap: files whose size and mtime equal the recorded ones keep their recorded hash
+    (`bench.datasets.fingerprint.source_entries`).
+    """
+    if "source_fingerprint" not in meta:
+        return "no source fingerprint recorded (prepared by an older version)"
+    recorded = meta.get("sources") or {}
+    current = source_entries(adapter.source_files(case_id), adapter.root, recorded)
+    if fingerprint_of(current) == meta["source_fingerprint"]:
+        return None
+    return describe_change(recorded, current)
+
+
+def missing_cases(cache_dir: str | Path, case_ids: Iterable[str], planes: Iterable[str] = PLANES,
+                  adapter: DatasetAdapter | None = None) -> list[str]:
+    """Cases not yet complete for all of ``planes``, and (given the ``adapter``) cases whose source
+    files changed since they were cached: what `prepare_cache` would write."""
     planes = _check_planes(planes)
     cache_dir = Path(cache_dir)
     out = []
@@ -465,14 +497,28 @@ def missing_cases(cache_dir: str | Path, case_ids: Iterable[str], planes: Iterab
             meta = None
         if meta is None or meta.get("version") != CACHE_VERSION or not set(planes) <= set(meta.get("planes", ())):
             out.append(cid)
+        elif adapter is not None and source_change(adapter, meta, cid) is not None:
+            out.append(cid)
     return out
+
+
+def count_nonfinite(image: np.ndarray) -> int:
+    """NaN and infinite voxels of a volume, counted in axial slabs (no whole-volume boolean copy)."""
+    if image.dtype.kind not in "fc":
+        return 0
+    step = _slab_len(image.shape[1:])
+    return sum(int(np.count_nonzero(~np.isfinite(image[z0 : z0 + step]))) for z0 in range(0, image.shape[0], step))
 
 
 def prepare_case(
     adapter: DatasetAdapter, cache_dir: Path, case_id: str, input_size: int, preprocess: PreprocessConfig,
-    planes: Sequence[str] = PLANES,
+    planes: Sequence[str] = PLANES, known_sources: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Load, preprocess and slice one case into ``<cache_dir>/<case_id>``, atomically (see module doc)."""
+    """Load, preprocess and slice one case into ``<cache_dir>/<case_id>``, atomically (see module doc).
+
+    ``known_sources``: the source entries of the case's previous meta.json (hashes reused for files
+    whose size and mtime did not change).
+    """
     planes = _check_planes(planes)
     check_case_id(case_id, adapter.root)  # "", "." or ".." would make `final` the cache itself or its parent
     final = cache_dir / case_id
@@ -480,10 +526,21 @@ def prepare_case(
     try:  # mkdir inside the try: an interrupt right after it must still remove the folder
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        # fingerprinted before the read: a file changed while it is read is noticed by the next prepare
+        sources = source_entries(adapter.source_files(case_id), adapter.root, known_sources)
         case = adapter.load(case_id)
         if case.label is None:
             raise DataError(f"{case.meta.get('source') or case_id}: case {case_id} has no segmentation; the slice cache needs labels")
+        bad = count_nonfinite(case.image)
+        if bad:
+            where = case.meta.get("ct") or case.meta.get("source") or case_id
+            raise DataError(f"{where}: {bad} NaN/infinite voxel(s) in the CT of case {case_id}; refusing to prepare it "
+                            f"(one such voxel makes the whole case NaN): fix the file or remove the case")
         image, label = case.image, case.label
+        if preprocess.slice_fit == "spacing":  # a wrong voxel spacing is refused before gigabytes are allocated
+            from bench.datasets.planes import check_resample
+
+            check_resample(image.shape, case.spacing, planes, preprocess.spacing_mm, case.meta.get("source") or case_id)
         meta: dict[str, Any] = {
             "version": CACHE_VERSION,
             "case": case_id,
@@ -494,6 +551,8 @@ def prepare_case(
             "source": case.meta.get("source"),
             "input_size": int(input_size),
             "slice_fit": preprocess.slice_fit,
+            "sources": sources,
+            "source_fingerprint": fingerprint_of(sources),
         }
         del case  # the HU volume is freed as soon as it is preprocessed
         stats = preprocess_to_npy(image, preprocess, tmp / PREP_FILE)
@@ -544,17 +603,31 @@ def prepare_cache(
     _ensure_cache_info(cache_dir, _cache_info(adapter, input_size, preprocess))
     ids = list(adapter.case_ids() if case_ids is None else case_ids)
     todo = missing_cases(cache_dir, ids, planes)
+    changed: dict[str, str] = {}
+    for cid in ids:
+        if cid in todo:
+            continue
+        why = source_change(adapter, _read_json(cache_dir / cid / META_FILE), cid)
+        if why is not None:
+            changed[cid] = why
+            todo.append(cid)
+    todo.sort(key=ids.index)
     with _progress(progress, f"prepare {adapter.name or 'data'} at {input_size}px", len(todo)) as advance:
         for cid in todo:
             have: list[str] = []
+            known: dict[str, Any] = {}
             meta_path = cache_dir / cid / META_FILE
             if meta_path.is_file():
                 with contextlib.suppress(DataError):
                     meta = _read_json(meta_path)
                     if meta.get("version") == CACHE_VERSION:
                         have = list(meta.get("planes", ()))
-            prepare_case(adapter, cache_dir, cid, input_size, preprocess, _check_planes(set(have) | set(planes)))
+                        known = meta.get("sources") or {}
+            prepare_case(adapter, cache_dir, cid, input_size, preprocess, _check_planes(set(have) | set(planes)),
+                         known_sources=known)
             advance(cid)
+            if cid in changed:
+                warnings.warn(f"case {cid}: source changed ({changed[cid]}), re-prepared in {cache_dir}", stacklevel=2)
     return SliceCache(cache_dir)
 
 
@@ -620,7 +693,12 @@ def prepare_dataset(
     return slice_cache, splits
 
 
-def open_or_prepare(cfg: RunConfig, progress: bool = True) -> tuple[SliceCache, dict[str, list[str]]]:
-    """The cache (every case, all three planes) and the split a run uses; prepares what is missing."""
-    return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, cfg.profile, cfg.splits or None, PLANES, progress,
-                           fold=cfg.fold, include_cysts=cfg.include_cysts)
+def open_or_prepare(cfg: RunConfig, progress: bool = True,
+                    profile: Profile | None = None) -> tuple[SliceCache, dict[str, list[str]]]:
+    """The cache (every case, all three planes) and the split a run uses; prepares what is missing.
+
+    ``profile`` (default: the run's) names the slice grid: a lesion run on the liver ROI reads a
+    finer grid (`bench.models.lesion_roi.data_profile`); the split is the data set's either way.
+    """
+    return prepare_dataset(cfg.dataset, cfg.root or None, cfg.cache, profile or cfg.profile, cfg.splits or None, PLANES,
+                           progress, fold=cfg.fold, include_cysts=cfg.include_cysts)

@@ -183,6 +183,19 @@ class IrcadbDataset(DatasetAdapter):
     def case_ids(self) -> list[str]:
         return list(self._scan())
 
+    def source_files(self, case_id: str) -> list[Path]:
+        """Every file of the patient's CT and mask folders (or their zips): what `load` reads."""
+        folder = self._scan().get(case_id)
+        if folder is None:
+            return []
+        files: list[Path] = []
+        for name in (CT_FOLDER, MASK_FOLDER):
+            source = _source(folder, name)
+            if source is None:
+                continue
+            files += sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        return files
+
     def load(self, case_id: str) -> Case:
         patients = self._scan()
         if case_id not in patients:

@@ -105,6 +105,12 @@ class LitsDataset(DatasetAdapter):
     def case_ids(self) -> list[str]:
         return [check_case_id(c, self.root) for c in sorted(self._pairs()[0], key=int)]
 
+    def source_files(self, case_id: str) -> list[Path]:
+        """The case's volume and segmentation files."""
+        volumes, segmentations = self._pairs()
+        key = str(int(case_id)) if str(case_id).isdigit() else str(case_id)
+        return [p for p in (volumes.get(key), segmentations.get(key)) if p is not None]
+
     def load(self, case_id: str) -> Case:
         volumes, segmentations = self._pairs()
         key = str(int(case_id)) if str(case_id).isdigit() else str(case_id)

@@ -285,6 +285,6 @@ def save_nifti_zyx(
     payload = img.to_bytes()
     if path.name.lower().endswith(".gz"):
         payload = gzip.compress(payload, compresslevel=1, mtime=0)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=len(payload)) as tmp:  # a full disk is one line naming the size
         tmp.write_bytes(payload)
     return path

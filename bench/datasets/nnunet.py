@@ -189,12 +189,9 @@ def export_nnunet(
     """Write ``<out_dir>/DatasetXXX_Name`` from ``adapter`` and our ``splits`` (module docstring)."""
     if task not in TASKS:
         raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASKS)})")
-    name = name or f"{adapter.name or 'data'}_{task}"
-    folder_name = dataset_folder_name(dataset_id, name)
     out = Path(out_dir)
-    final = out / folder_name
-    if final.exists() and not force:
-        raise DataError(f"{final} exists; pass --force to replace it")
+    final, same_id = check_export_target(out, dataset_id, name or default_export_name(adapter.name, task), force)
+    folder_name = final.name
     ids = adapter.case_ids()
     train, val, test = (list(splits.get(k, [])) for k in ("train", "val", "test"))
     unknown = sorted(set(train + val + test) - set(ids))
@@ -243,7 +240,54 @@ def export_nnunet(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for other in same_id:  # only once the new export is in place: a failure above loses nothing
+        shutil.rmtree(other)
+        notes.append(f"removed {other} (--force: one folder per data set id)")
     return ExportResult(final, meta, folds, train, val, test, notes)
+
+
+def default_export_name(dataset: str | None, task: str) -> str:
+    return f"{dataset or 'data'}_{task}"
+
+
+def check_export_target(out: Path, dataset_id: int, name: str, force: bool) -> tuple[Path, list[Path]]:
+    """``(out/DatasetXXX_Name, other same-id folders to replace)``, or the one-line refusal.
+
+    The CLI calls it before drawing its progress bar, so a refusal stays one line.
+    """
+    final = Path(out) / dataset_folder_name(dataset_id, name)
+    if final.exists() and not force:
+        raise DataError(f"{final} exists; pass --force to replace it")
+    return final, _same_id_folders(Path(out), dataset_id, final.name, force)
+
+
+def _same_id_folders(out: Path, dataset_id: int, folder_name: str, force: bool) -> list[Path]:
+    """Other ``DatasetXXX_*`` folders with this id in ``out``: refused, or (``force``) to be replaced.
+
+    Why: nnU-Net finds a data set by its id alone and stops at two folders with one id, so a
+    ``--task liver`` export beside an earlier ``Dataset501_phantom_both`` would break both.
+    ``--force`` replaces the earlier folder only if it is one of our exports (its dataset.json has
+    a ``liverbench`` record); another tool's data set is never removed (use another --dataset-id).
+    """
+    if not out.is_dir():
+        return []
+    prefix = f"Dataset{int(dataset_id):03d}_"
+    others = sorted(p for p in out.iterdir()
+                    if p.name.startswith(prefix) and p.name != folder_name and TMP_MARK not in p.name and p.is_dir())
+    if not others:
+        return []
+    if not force:
+        raise DataError(f"{out} already holds data set id {int(dataset_id):03d} as {others[0].name} (nnU-Net needs one "
+                        f"folder per id); choose another --dataset-id, or pass --force to replace {others[0].name}")
+    for other in others:
+        try:
+            ours = "liverbench" in json.loads((other / "dataset.json").read_text())
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise DataError(f"{other}: data set id {int(dataset_id):03d} taken by a data set not exported by "
+                            f"liverbench; choose another --dataset-id (it is never replaced)")
+    return others
 
 
 def read_export_labels(pred_dir: str | Path) -> dict[str, int] | None:

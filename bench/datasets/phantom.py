@@ -744,6 +744,44 @@ def write_phantom(
     return path
 
 
+PARAMETERS = ("generator_version", "cases", "size", "slices", "seed")  # what makes two phantoms differ
+
+
+def phantom_state(root: str | Path, cases: int, size: int, slices: int, seed: int) -> tuple[str, str]:
+    """What writing this phantom into ``root`` would do: ``(state, detail)``.
+
+    ``current``: root holds exactly this phantom (nothing to write). ``new``: root is missing or
+    empty. ``unfinished``: a generation of ours was killed (``"complete": false``); nothing in it is
+    usable. ``damaged``: our complete manifest with these parameters, but case files are missing.
+    ``different``: a complete phantom written with other parameters (``detail`` names them).
+    ``foreign``: root holds files and no `phantom.json`: not written by ``bench data phantom``.
+    Only the first four may be (re)written without asking (`ensure_phantom`).
+    """
+    root = Path(root)
+    if not root.exists() or (root.is_dir() and not any(p for p in root.iterdir() if not p.name.startswith("."))):
+        return "new", f"{root} is new"
+    if not root.is_dir():
+        return "foreign", f"{root} is a file"
+    old = read_manifest(root)
+    if old is None or old.get("generator") != "bench.datasets.phantom":
+        return "foreign", f"{root} holds files but no {MANIFEST} written by bench data phantom"
+    wanted = manifest(cases, size, slices, seed)
+    if old.get("complete") is not True:
+        return "unfinished", f"{root} holds an unfinished phantom (its generation was interrupted)"
+    diff = [f"{k} {old.get(k)!r} (wanted {wanted[k]!r})" for k in PARAMETERS if old.get(k) != wanted[k]]
+    if diff:
+        return "different", f"{root} holds a phantom written with " + ", ".join(diff)
+    missing = [f"{kind}-{i}.nii.gz" for i in range(cases) for kind in ("volume", "segmentation")
+               if not (root / f"{kind}-{i}.nii.gz").is_file()]
+    if missing:
+        return "damaged", f"{root} misses {len(missing)} case file(s) ({missing[0]}{', ...' if len(missing) > 1 else ''})"
+    return "current", f"{root} holds this phantom"
+
+
+def describe_phantom(cases: int, size: int, slices: int, seed: int) -> str:
+    return f"{cases} case(s) {slices}x{size}x{size}, seed {seed}"
+
+
 def ensure_phantom(
     root: str | Path = DEFAULT_ROOT,
     cases: int = DEFAULT_CASES,
@@ -751,20 +789,48 @@ def ensure_phantom(
     slices: int = DEFAULT_SLICES,
     seed: int = DEFAULT_SEED,
     on_case: Callable[[int, Case], None] | None = None,
+    force: bool = False,
+    hint: str = "remove the folder or choose another one",
+    say: Callable[[str], None] | None = None,
 ) -> Path:
-    """``root`` holding exactly this phantom, generated only when missing or made with other settings."""
+    """``root`` holding exactly this phantom, generated only when missing, unfinished or damaged.
+
+    Why the guard: a phantom folder is a user's data set (runs and caches are bound to it), so a
+    folder written with other parameters (another ``--cases``) is never regenerated silently: it is
+    refused in one line naming the folder and the difference (``hint`` says what to do), unless
+    ``force``. A folder not written by ``bench data phantom`` is refused even with ``force``.
+    Whenever data is (re)generated, ``say`` (default: a line on stderr) says so and why.
+    """
+    from bench.progress import note
+
     root = Path(root)
-    if not phantom_is_current(root, cases, size, slices, seed):
-        write_phantom(root, cases, size, slices, seed, on_case=on_case)
+    state, detail = check_phantom_target(root, cases, size, slices, seed, force, hint)
+    if state == "current":
+        return root
+    (say or note)(f"generating phantom {describe_phantom(cases, size, slices, seed)} in {root} ({detail})")
+    write_phantom(root, cases, size, slices, seed, on_case=on_case)
     return root
+
+
+def check_phantom_target(root: str | Path, cases: int, size: int, slices: int, seed: int, force: bool = False,
+                         hint: str = "remove the folder or choose another one") -> tuple[str, str]:
+    """`phantom_state`, raising the one-line refusal for a folder that may not be (re)written."""
+    state, detail = phantom_state(root, cases, size, slices, seed)
+    if state == "foreign":
+        raise DataError(f"{detail}; refusing to write a phantom into it (choose another folder)")
+    if state == "different" and not force:
+        raise DataError(f"{detail}; refusing to regenerate it ({hint})")
+    return state, detail
+
+
+def default_root_hint() -> str:
+    """What to do when data/phantom holds another phantom: use it as it is, or remove it."""
+    return f"use it with --root {DEFAULT_ROOT}, or remove it to get the default phantom"
 
 
 def phantom_is_current(root: str | Path, cases: int, size: int, slices: int, seed: int) -> bool:
     """Whether ``root`` holds this exact phantom (same manifest, every file present)."""
-    root = Path(root)
-    return read_manifest(root) == manifest(cases, size, slices, seed) and all(
-        (root / f"{kind}-{i}.nii.gz").is_file() for i in range(cases) for kind in ("volume", "segmentation")
-    )
+    return phantom_state(root, cases, size, slices, seed)[0] == "current"
 
 
 @DATASETS.register("phantom")
@@ -775,8 +841,13 @@ class PhantomDataset(LitsDataset):
 
     @staticmethod
     def default_root() -> Path:
-        """``data/phantom`` (relative to the working directory), generated there on first use."""
-        return ensure_phantom(DEFAULT_ROOT, DEFAULT_CASES, DEFAULT_SIZE, DEFAULT_SLICES, DEFAULT_SEED)
+        """``data/phantom`` (relative to the working directory), generated there on first use.
+
+        A ``data/phantom`` written with other parameters (``bench data phantom data/phantom --cases 10``)
+        is refused, never regenerated: train on it with ``--root data/phantom``.
+        """
+        return ensure_phantom(DEFAULT_ROOT, DEFAULT_CASES, DEFAULT_SIZE, DEFAULT_SLICES, DEFAULT_SEED,
+                              hint=default_root_hint())
 
     def describe(self) -> dict[str, Any]:
         out = super().describe()

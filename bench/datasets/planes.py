@@ -25,6 +25,12 @@ from bench.config import PLANE_AXIS
 
 FITS = ("resize", "pad", "spacing")
 
+# The largest stack of resampled slices (voxels, float32: 256 MB) that ``slice_fit="spacing"`` may
+# allocate for one plane. A real CT stays far below it (a 1000-slice 0.625 mm scan at 3 mm per
+# pixel: 16 M voxels coronally); a wrong voxel spacing (1000 mm) would ask for gigabytes and be
+# killed by the OS or swap for minutes, so it is refused first, naming the file (`check_resample`).
+MAX_RESAMPLED_VOXELS = 64 * 2**20
+
 
 def slice_shape(volume_shape: tuple[int, int, int], plane: str) -> tuple[int, int]:
     axis = PLANE_AXIS[plane]
@@ -71,6 +77,31 @@ def scaled_shape(shape_hw: tuple[int, int], spacing_hw: tuple[float, float], tar
     return tuple(max(1, int(round(n * s / target_mm))) for n, s in zip(shape_hw, spacing_hw))  # type: ignore[return-value]
 
 
+def resampled_voxels(shape: tuple[int, int, int], spacing: tuple[float, float, float], plane: str,
+                     target_mm: float) -> int:
+    """Voxels of one plane's stack of slices resampled to ``target_mm`` per pixel (before pad or crop)."""
+    sh, sw = scaled_shape(slice_shape(shape, plane), slice_spacing(spacing, plane), target_mm)
+    return num_slices(shape, plane) * sh * sw
+
+
+def check_resample(shape: tuple[int, int, int], spacing: tuple[float, float, float], planes: tuple[str, ...] | list[str],
+                   target_mm: float, source: object) -> None:
+    """Refuse, before allocating, a volume whose resampling would exceed `MAX_RESAMPLED_VOXELS` (one line naming it)."""
+    from bench.errors import DataError
+
+    if target_mm <= 0 or min(spacing) <= 0:
+        return  # scaled_shape names a bad spacing itself
+    for plane in planes:
+        n = resampled_voxels(tuple(int(v) for v in shape), tuple(float(v) for v in spacing), plane, target_mm)
+        if n > MAX_RESAMPLED_VOXELS:
+            mm = " x ".join(f"{float(v):g}" for v in spacing)
+            raise DataError(
+                f"{source}: volume {'x'.join(str(int(v)) for v in shape)} at {mm} mm resampled to {target_mm:g} mm per "
+                f"pixel makes {n * 4 / 2**30:.1f} GB of {plane} slices, over the limit of "
+                f"{MAX_RESAMPLED_VOXELS * 4 / 2**30:.2f} GB (bench.datasets.planes.MAX_RESAMPLED_VOXELS); "
+                f"check the file's voxel spacing")
+
+
 def _centre(n: int, size: int) -> tuple[int, int]:
     """(before, after) padding of a length-n axis to ``size``; negative values mean cropping."""
     before = (size - n) // 2
@@ -93,6 +124,11 @@ def fit_slices(stack: torch.Tensor, size: int, fit: str, mode: str, pad_value: f
         if spacing_hw is None:
             raise ValueError("slice_fit 'spacing' needs the slice's pixel spacing")
         sh, sw = scaled_shape((h, w), spacing_hw, target_mm)
+        if x.shape[0] * sh * sw > MAX_RESAMPLED_VOXELS:  # the backstop of `check_resample` (callers name the file)
+            from bench.errors import DataError
+
+            raise DataError(f"{x.shape[0]} slices of {h}x{w} at {spacing_hw} mm resampled to {target_mm:g} mm would "
+                            f"allocate {x.shape[0] * sh * sw * 4 / 2**30:.1f} GB (over MAX_RESAMPLED_VOXELS)")
         if (sh, sw) != (h, w):
             x = _resize(x, (sh, sw), mode)
         return _pad_or_crop(x, size, pad_value).squeeze(1)

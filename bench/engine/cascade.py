@@ -11,7 +11,9 @@ Liver task, one plane, in four stages (each a function below):
      ``reiteration.csv`` (Table 5, Fig. 16). The best-validation iteration is kept.
 Lesion task: stage 1 reads the trained liver cascade of the same plane (a prerequisite run, see
 `bench.models.cascade.liver_cascade_of`; the scheduler trains it first), whose predicted liver
-mask (``cascade.lesion_prior="liver_mask"``) or that mask's boxes (``"liver_box"``) is the ROI.
+mask (``cascade.lesion_prior="liver_mask"``) or that mask's boxes (``"liver_box"``) is the prior.
+With ``cascade.lesion_roi="box"`` stage 2 cuts every slice's liver box on the finer ROI grid
+(`write_roi_priors`, `bench.models.lesion_roi`) and stages 3-4 train on those crops.
 
 Every prior used for validation and test comes from the networks, never from the ground truth.
 """
@@ -121,6 +123,24 @@ def write_priors(ctx: TrainContext, roi: RoiSource) -> Priors:
     return Priors(train, inference, coverage)
 
 
+def write_roi_priors(ctx: TrainContext, roi: RoiSource, cut) -> tuple[TrainContext, Priors]:
+    """Stage 2 on the liver ROI (``cascade.lesion_roi="box"``): the crops and their cropped priors.
+
+    The tuner and Algorithm 1 then train on the crops (`bench.engine.roi_cache`) cut by the
+    same function that cuts them at inference (`bench.models.lesion_roi.LesionRoi`).
+    """
+    from bench.engine.roi_cache import roi_context
+    from bench.models.cascade import prior_from_liver
+
+    cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
+    ctx, roi_cache, coverage = roi_context(
+        ctx, cut, roi.liver, lambda logits: prior_from_liver(logits, cc.lesion_prior, cc.box_margin, cc.box_min_area))
+    if coverage < 0.5:
+        warnings.warn(f"{cfg.run_tag} {cfg.plane}: the liver ROI covers only {coverage:.0%} of the validation "
+                      f"{cfg.task}; check the liver cascade and cascade.lesion_roi_margin", stacklevel=2)
+    return ctx, Priors(roi_cache.priors, roi_cache.priors, coverage)
+
+
 def train_tuner(ctx: TrainContext, priors: Priors) -> tuple[Tuner, TunerData, dict[str, Any], list[dict]]:
     """Stage 3: the tuning network on full slices with their priors and the multi-level loss (N = 0)."""
     from bench.engine.distributed import unwrap
@@ -154,14 +174,20 @@ def train_cascade(ctx: TrainContext) -> Trained:
     from bench.engine.checkpoint import save_checkpoint
     from bench.models.cascade import CascadeNet, LesionCascade
 
+    from bench.models.lesion_roi import lesion_cut
+
     cfg = ctx.cfg
     roi = locate(ctx)
-    priors = write_priors(ctx, roi)
+    cut = lesion_cut(cfg)
+    if cut is not None:
+        ctx, priors = write_roi_priors(ctx, roi, cut)
+    else:
+        priors = write_priors(ctx, roi)
     tuner, data, tuner_summary, history = train_tuner(ctx, priors)
     algorithm1 = reiterate(ctx, tuner, data)
     tuner.model.load_state_dict(algorithm1.best_state)
     if roi.liver is not None:
-        model: torch.nn.Module = LesionCascade(roi.liver.cpu(), tuner.model, cfg.profile.cascade)
+        model: torch.nn.Module = LesionCascade(roi.liver.cpu(), tuner.model, cfg.profile.cascade, cut)
     else:
         model = CascadeNet(roi.localizer, tuner.model, cfg.profile.cascade)
     if ctx.info.is_main:
@@ -170,4 +196,8 @@ def train_cascade(ctx: TrainContext) -> Trained:
     stages = {**roi.stages, "tuner": tuner_summary, **algorithm1.stages}
     extra = {"roi_coverage": priors.coverage,
              "reiteration": {"best_iteration": algorithm1.best_iteration, "iterations_run": algorithm1.iterations_run}}
+    if cut is not None:
+        from bench.models.lesion_roi import roi_record
+
+        extra["lesion_roi"] = roi_record(cfg)
     return Trained(model=model, history=roi.history + history + algorithm1.history, stages=stages, extra=extra)

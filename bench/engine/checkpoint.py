@@ -54,20 +54,37 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; a missing, corrupt or code-carrying file is one line."""
+RESUME_KEYS = ("model", "optimizer", "scaler", "history", "rng", "loop")  # what `--resume` reads from last.pt
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu", require: tuple[str, ...] = ("model",)) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a missing, corrupt or code-carrying file is one line.
+
+    Any file that is not one of our checkpoints (empty, text, another tool's zip, a bare state
+    dict, a checkpoint without the ``require``d entries) is one line naming it: torch's loader
+    answers such files with EOFError, KeyError, IndexError or RuntimeError, none of them a message.
+    """
+    import warnings
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found (train the model first)")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise DataError(f"{path}: refused: the checkpoint holds Python objects other than tensors and plain "
                         f"values (loading it could run code)") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise DataError(f"{path}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
-    if not isinstance(state, dict) or "model" not in state:
+    except Exception as exc:  # noqa: BLE001  (any failure of the loader means: not a readable checkpoint)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise DataError(f"{path}: not a checkpoint (unreadable: {type(exc).__name__}"
+                        f"{': ' + first if first else ''})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise DataError(f"{path}: not a liverbench checkpoint (no model state)")
+    missing = [k for k in require if k not in state]
+    if missing:
+        raise DataError(f"{path}: not a complete liverbench checkpoint (no {', '.join(missing)})")
     return state
 
 
@@ -76,6 +93,7 @@ def load_weights(model: nn.Module, path: Path, device: torch.device | str = "cpu
     state = load_checkpoint(path, device)
     try:
         model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise DataError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, TypeError, AttributeError, KeyError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DataError(f"{path}: weights do not fit this model ({first})") from None
     return model

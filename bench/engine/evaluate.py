@@ -29,6 +29,8 @@ import torch
 
 from bench.config import PLANE_AXIS, PLANES, RunConfig
 from bench.errors import ConfigError, DataError
+from bench.metrics.results import write_evaluation
+from bench.metrics.scorer import ScoreOptions, score_masks
 from bench.paths import EXAMPLES, PER_CASE, RAW_SUFFIX, checkpoint_path, run_dir
 
 SlicePredictor = Callable[[torch.Tensor], torch.Tensor]  # (B,1,S,S) preprocessed -> (B,1,S,S) probabilities
@@ -59,8 +61,10 @@ def case_probability_volume(predict: SlicePredictor, cache, case: str, plane: st
 
     slices = predict_slices(predict, cache.images(case, plane), cfg.profile.train.batch_size, device,
                             precision=Precision.for_device(device, cfg.profile.train))
+    from bench.models.lesion_roi import data_profile
+
     meta = cache.meta(case)
-    pre = cfg.profile.preprocess
+    pre = data_profile(cfg).preprocess  # the grid the model predicts on (finer for a liver-ROI lesion run)
     return slices_to_volume(slices, plane, tuple(meta["shape"]), pre.slice_fit, mode="linear",
                             spacing=tuple(meta["spacing"]), target_mm=pre.spacing_mm).numpy()
 
@@ -72,19 +76,13 @@ def postprocess_rule(cfg: RunConfig) -> tuple[str, int]:
 
 
 def score_mask(mask: np.ndarray, reference: np.ndarray, device: torch.device,
-               spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict:
-    """Counts and scores of one binary mask against its reference (surface metrics in mm when ``surface``)."""
-    from bench.metrics.counts import binary_counts
-    from bench.metrics.scores import scores_from_counts
-
-    counts = binary_counts(torch.from_numpy(mask).to(device), torch.from_numpy(reference).to(device))
-    row = {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
-    row.update(scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn))
-    if surface:
-        from bench.metrics.surface import surface_metrics
-
-        row.update(surface_metrics(mask, reference, spacing))
-    return row
+               spacing: tuple[float, float, float] | None = None, surface: bool = False,
+               cfg: RunConfig | None = None) -> dict:
+    """One binary mask against its reference through the one scorer (`bench.metrics.scorer`): counts,
+    scores, surface metrics in mm when ``surface``, lesion detection when the run's task is lesion."""
+    options = ScoreOptions.for_run(cfg, surface, device) if cfg is not None else ScoreOptions(surface=surface, device=device)
+    task = cfg.task if cfg is not None else "liver"
+    return score_masks(task, mask, reference, spacing, options)
 
 
 def score_case_variants(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
@@ -95,8 +93,8 @@ def score_case_variants(prob_volume: np.ndarray, reference: np.ndarray, cfg: Run
     raw = prob_volume > 0.5
     mode, min_voxels = postprocess_rule(cfg)
     post = postprocess(raw, mode, min_voxels)
-    out = {"post": score_mask(post, reference, device, spacing, surface)}
-    out["raw"] = out["post"] if mode == "none" else score_mask(raw, reference, device, spacing, surface)
+    out = {"post": score_mask(post, reference, device, spacing, surface, cfg)}
+    out["raw"] = out["post"] if mode == "none" else score_mask(raw, reference, device, spacing, surface, cfg)
     return out
 
 
@@ -131,13 +129,11 @@ def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str], suffi
 
 def write_scores(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str], surface: bool, cfg: RunConfig) -> None:
     """Write the post-processed and the raw results (each merged with the other splits' old rows)."""
-    from bench.metrics.results import evaluation_policy, write_evaluation
-
     mode, min_voxels = postprocess_rule(cfg)
     for variant, suffix in (("post", ""), ("raw", RAW_SUFFIX)):
         frame = _merge_splits(folder, pd.DataFrame(rows[variant]), scored, suffix)
         frame = frame.sort_values("split", key=lambda s: s.map({"val": 0, "test": 1}), kind="stable")
-        policy = evaluation_policy(surface=surface)
+        policy = ScoreOptions.for_run(cfg, surface).policy([cfg.task])
         policy["postprocess"] = (f"{mode} (min {min_voxels} voxels) for {cfg.task}, the same rule for every model"
                                  if variant == "post" else "none: the thresholded probabilities as predicted")
         write_evaluation(folder, frame, with_splits=True, policy=policy, suffix=suffix)
@@ -149,6 +145,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
     from bench.devices import resolve_device
+    from bench.models.lesion_roi import data_profile
     from bench.engine.records import stored_config, update_record
     from bench.progress import progress as progress_bar
 
@@ -156,7 +153,7 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     cfg = stored_config(cfg)
     device = resolve_device(cfg.device)
     folder = run_dir(cfg)
-    cache, splits = open_or_prepare(cfg, progress=progress)
+    cache, splits = open_or_prepare(cfg, progress=progress, profile=data_profile(cfg))
     adapter = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts)
     predict, model = load_predictor(cfg, device)
     rows: dict[str, list[dict]] = {"post": [], "raw": []}
@@ -190,6 +187,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
     from bench.devices import resolve_device
+    from bench.models.lesion_roi import data_profile
     from bench.engine.infer import fuse_soft
     from bench.engine.records import run_fingerprint, run_record, stored_config
     from bench.paths import RECORD
@@ -204,7 +202,7 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     device = resolve_device(cfg.device)
     predictors = {p: load_predictor(c, device)[0] for p, c in plane_cfgs.items()}
     base = plane_cfgs["axial"]
-    caches = {p: open_or_prepare(c, progress=progress)[0] for p, c in plane_cfgs.items()}
+    caches = {p: open_or_prepare(c, progress=progress, profile=data_profile(c))[0] for p, c in plane_cfgs.items()}
     splits = open_or_prepare(base, progress=False)[1]
     adapter = get_dataset(base.dataset, root=base.root or None, include_cysts=base.include_cysts)
     fused_cfg = replace(base, plane="fused")

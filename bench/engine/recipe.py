@@ -2,8 +2,11 @@
 
 Two recipes exist: ``slices`` (`bench.engine.slices`: one network on full slices, the
 baselines) and ``cascade`` (`bench.engine.cascade`: localizer, box priors, tuning network,
-Algorithm 1). The runner looks the recipe up by the name the spec gives, so no engine code
-branches on which model it trains. A recipe gets a `TrainContext` and returns `Trained`: the
+Algorithm 1). Recipe names are declared here only, by registration (`BUILTIN_RECIPE_MODULES`
+are imported by `get_recipe`, not by a side-effect import elsewhere); a spec names one, and an
+unknown name is refused in one line by `get_recipe` before any run starts (the scheduler asks
+for every planned run). The runner looks the recipe up by the name the spec gives, so no engine
+code branches on which model it trains. A recipe gets a `TrainContext` and returns `Trained`: the
 model exactly as `bench.models.build_model` builds it, with the selected weights loaded, so
 evaluation and prediction treat every model alike.
 """
@@ -52,6 +55,21 @@ class Trained:
 
 Recipe = Callable[[TrainContext], Trained]
 RECIPES: Registry[Recipe] = Registry("recipe")
+BUILTIN_RECIPE_MODULES = ("bench.engine.slices", "bench.engine.cascade")  # each registers its recipe
+
+
+def get_recipe(name: str, model: str = "") -> Recipe:
+    """The recipe ``name`` (importing the built-in recipe modules first); unknown: one-line ConfigError."""
+    import importlib
+
+    from bench.errors import ConfigError
+
+    for module in BUILTIN_RECIPE_MODULES:
+        importlib.import_module(module)
+    try:
+        return RECIPES.get(name)
+    except ConfigError as exc:
+        raise ConfigError(f"model {model!r}: {exc}" if model else str(exc)) from None
 
 
 def budget(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:

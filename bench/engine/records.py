@@ -4,6 +4,9 @@ and machine (config, git hash, package versions, device, budget), and how it is 
 ``config.json`` is written when training starts (status ``training``), again when it ends
 (``trained``) and after evaluation (``complete``); its fingerprint is that of the config minus
 the fields that cannot change results, so a finished run is reused only for the same config.
+Its ``data`` block binds the run to its data (`bench.datasets.binding`): every evaluation starts
+with `check_data_binding`, which refuses a changed data root, split or case source unless asked
+to re-score (``bench evaluate --rescore``, recorded under ``rescored``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from bench.atomic import write_json
 from bench.config import NON_RESULT_FIELDS, RunConfig, fingerprint, run_config_from_dict, to_dict
-from bench.errors import BenchError, DataError
+from bench.errors import BenchError, ConfigError, DataError
 from bench.paths import RECORD, run_dir
 
 _PACKAGES = ("liverbench", "torch", "torchvision", "segmentation-models-pytorch", "timm", "monai", "numpy",
@@ -129,3 +132,65 @@ def update_record(folder: Path, **fields: Any) -> dict[str, Any]:
             record[key] = value
     write_json(Path(folder) / RECORD, record)
     return record
+
+
+# ---------------------------------------------------------------- the run's data binding
+
+
+def run_data_binding(cfg: RunConfig, cache_dir: Path, splits: dict[str, list[str]]) -> dict[str, Any]:
+    """config.json ``data`` of a plane run: absolute data root, cache, split file and lists, case fingerprints
+    (`bench.datasets.binding.data_binding`)."""
+    from bench.datasets import get_dataset
+    from bench.datasets.binding import data_binding, evaluation_root
+
+    adapter = get_dataset(cfg.dataset, root=evaluation_root(cfg), include_cysts=cfg.include_cysts)
+    return data_binding(cfg, adapter, cache_dir, splits)
+
+
+def check_data_binding(cfg: RunConfig, folder: Path, rescore: bool = False) -> str | None:
+    """Called at the start of every evaluation of a trained run: is it still bound to its data?
+
+    ``cfg`` is the call's config (its ``--root``, ``--cache``); the run's own config is read from
+    ``folder``. A ``--root`` other than the run's recorded data root is refused (evaluate scores a
+    run on its own data; other data: ``bench predict`` / ``bench score``). A changed data root, split
+    or case fingerprint is refused in one line naming it, unless ``rescore`` (``--rescore``): then the
+    change is returned, for the caller to record once the run is re-scored. A run recorded before
+    bindings existed has nothing to compare (None).
+    """
+    from bench.datasets.binding import binding_change, evaluation_root, split_file
+
+    record = read_record(folder)
+    data = record.get("data")
+    if not isinstance(data, dict):
+        return None
+    if cfg.root and str(Path(cfg.root).expanduser().resolve()) != data.get("root"):
+        raise ConfigError(f"--root {cfg.root}: {folder} was trained on {data.get('root')}; evaluate scores a run on "
+                          f"its own data (omit --root; to score other data use bench predict or bench score)")
+    try:
+        stored = run_config_from_dict(record["config"])
+    except (TypeError, ValueError, KeyError, BenchError) as exc:
+        raise DataError(f"{folder / RECORD}: unreadable config ({str(exc).splitlines()[0]})") from None
+    stored = replace(stored, cache=cfg.cache)  # the split file this call's evaluation will read
+    root = evaluation_root(stored)
+    change = binding_change(data, stored, root, split_file(stored, root))
+    if change is None or rescore:
+        return change
+    raise DataError(f"{folder}: {change}; its scores belong to the data it was trained on (bench evaluate --rescore "
+                    f"scores it on the data as it is now, recorded in config.json; or retrain with --force)")
+
+
+def record_rescore(cfg: RunConfig, folder: Path, change: str) -> None:
+    """After ``bench evaluate --rescore``: the run's ``data`` becomes the data it was just scored on; the
+    binding it had (root, split and cache fingerprints) and what changed go to ``rescored``."""
+    import time
+
+    from bench.datasets.cache import open_or_prepare
+
+    record = read_record(folder)
+    old = record.get("data") or {}
+    stored = stored_config(cfg, folder.name)
+    cache, splits = open_or_prepare(stored, progress=False)
+    entry = {"at": time.time(), "changed": change,
+             "before": {k: old.get(k) for k in ("root", "split_file", "split_hash", "cache_fingerprint")}}
+    update_record(folder, data=run_data_binding(stored, cache.dir, splits),
+                  rescored=[*(record.get("rescored") or []), entry])

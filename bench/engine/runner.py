@@ -66,6 +66,7 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False, progress: boo
     folder = run_dir(cfg)
     status = run_status(cfg)
     if status == "complete" and not force and (cfg.plane != "fused" or _fused_current(cfg)):
+        _check_bindings(cfg)  # a finished run on data that changed since is not "done"
         return folder
     if status == "different" and not force:
         _refuse_other_config(cfg, folder)
@@ -80,11 +81,11 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
 
     from bench.atomic import write_json
     from bench.datasets.cache import open_or_prepare
+    from bench.models.lesion_roi import data_profile
     from bench.devices import resolve_device
-    from bench.engine import cascade, slices  # noqa: F401  (register the recipes)
     from bench.engine.distributed import init_distributed
-    from bench.engine.recipe import RECIPES, TrainContext, budget
-    from bench.engine.records import run_fingerprint, run_record, update_record
+    from bench.engine.recipe import TrainContext, budget, get_recipe
+    from bench.engine.records import run_data_binding, run_fingerprint, run_record, update_record
     from bench.engine.runlock import clear_folder, run_lock
     from bench.engine.train import set_seed
     from bench.models import get_model_spec
@@ -105,21 +106,28 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         check_prerequisites(cfg)
         set_seed(cfg.seed, cfg.profile.train.deterministic)
         t0 = time.perf_counter()
+        grid = data_profile(cfg)  # a lesion run on the liver ROI reads a finer slice grid
         if info.is_main:
-            cache, splits = open_or_prepare(cfg, progress=progress)
+            cache, splits = open_or_prepare(cfg, progress=progress, profile=grid)
         info.barrier()
         if not info.is_main:
-            cache, splits = open_or_prepare(cfg, progress=False)
+            cache, splits = open_or_prepare(cfg, progress=False, profile=grid)
         t_prepare = time.perf_counter() - t0
+        from bench.engine.geometry import GEOMETRY_KEY, training_geometry
+
+        geometry = {GEOMETRY_KEY: training_geometry(cache, splits["train"])}  # compared by bench predict
         if info.is_main:
             write_json(folder / "config.json", run_record(cfg, device, fingerprint=run_fingerprint(cfg),
-                                                          status="training"))
-        recipe = RECIPES.get(get_model_spec(cfg.model).recipe)
+                                                          status="training", **geometry))
+        recipe = get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
         t1 = time.perf_counter()
         trained = recipe(TrainContext(cfg, cache, splits, device, info, resume=resume, progress=progress))
         wall = time.perf_counter() - t1
         if info.is_main:
             pd.DataFrame(trained.history).to_csv(folder / HISTORY, index=False)
+            from bench.engine.curves import write_progress
+
+            write_progress(folder / HISTORY, title=f"{cfg.run_tag} {cfg.task} {cfg.plane}")
             spent = budget(trained.stages)
             if "budget_matched_to" in trained.extra:
                 spent["matched_to"] = trained.extra.pop("budget_matched_to")
@@ -128,7 +136,8 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
                                 training={**trained.stages, **trained.extra},
                                 # trainable only: a frozen prerequisite (a baseline's liver prior) is not the model's
                                 parameters=sum(p.numel() for p in trained.model.parameters() if p.requires_grad),
-                                world_size=info.world, splits={k: len(v) for k, v in splits.items()})
+                                world_size=info.world, splits={k: len(v) for k, v in splits.items()},
+                                data=run_data_binding(cfg, cache.dir, splits), **geometry)
             write_json(folder / "config.json", record)
         info.barrier()
         if evaluate and info.is_main:
@@ -179,22 +188,67 @@ def _run_fused(cfg: RunConfig, progress: bool) -> Path:
     from bench.engine.runlock import run_lock
 
     folder = run_dir(cfg)
+    _check_bindings(cfg)
     with run_lock(folder):
         evaluate_fused(cfg, progress=progress)
-        update_record(folder, sources_finished=_plane_stamps(cfg), finished=time.time())
+        update_record(folder, sources_finished=_plane_stamps(cfg), finished=time.time(), **_axial_binding(cfg))
     return folder
 
 
+def _check_bindings(cfg: RunConfig, rescore: bool = False) -> dict[str, str]:
+    """`bench.engine.records.check_data_binding` of a plane run, or of the three planes of a fused one.
+
+    A fused row is never re-scored over changed planes: each plane is re-scored first.
+    Returns {plane: change} of the changes ``rescore`` accepted.
+    """
+    from bench.config import PLANES
+    from bench.engine.records import check_data_binding
+
+    if cfg.plane != "fused":
+        change = check_data_binding(cfg, run_dir(cfg), rescore)
+        return {cfg.plane: change} if change else {}
+    for plane in PLANES:
+        if (run_dir(cfg, plane) / "config.json").is_file():
+            check_data_binding(cfg, run_dir(cfg, plane))
+    return {}
+
+
+def _axial_binding(cfg: RunConfig) -> dict:
+    """A fused row's ``data``: its planes' binding (they were checked to agree with the data now)."""
+    from bench.engine.records import read_record
+
+    try:
+        data = read_record(run_dir(cfg, "axial")).get("data")
+    except DataError:
+        return {}
+    return {"data": data} if isinstance(data, dict) else {}
+
+
 def evaluate(cfg: RunConfig, splits: Iterable[str] = ("val", "test"), surface: bool = False,
-             progress: bool = True) -> Path:
-    """Re-evaluate a trained run (``bench evaluate``), holding its lock; other splits' rows are kept."""
+             progress: bool = True, rescore: bool = False) -> Path:
+    """Re-evaluate a trained run (``bench evaluate``), holding its lock; other splits' rows are kept.
+
+    It starts with the run's data binding (`bench.engine.records.check_data_binding`): changed data
+    is refused, or with ``rescore`` scored as it is now (every split) and recorded.
+    """
     from bench.engine.evaluate import evaluate_fused, evaluate_plane
+    from bench.engine.records import record_rescore
     from bench.engine.runlock import run_lock
 
+    splits = tuple(splits)
+    if rescore and set(splits) != {"val", "test"}:
+        raise ConfigError("--rescore scores the run on changed data: every split (drop --split), so no row of the "
+                          "old data is kept")
     folder = run_dir(cfg)
+    changes = _check_bindings(cfg, rescore)
     with run_lock(folder):
         if cfg.plane == "fused":
             evaluate_fused(cfg, splits, progress=progress, surface=surface)
+            from bench.engine.records import update_record
+
+            update_record(folder, **_axial_binding(cfg))
         else:
             evaluate_plane(cfg, splits, progress=progress, surface=surface)
+            for change in changes.values():
+                record_rescore(cfg, folder, change)
     return folder

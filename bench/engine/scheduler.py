@@ -43,12 +43,15 @@ def job_label(cfg: RunConfig) -> str:
 
 def plan(targets: Iterable[RunConfig | tuple[str, RunConfig]]) -> list[Job]:
     """Jobs for the targets and everything they need, dependencies first (a label may come with a target)."""
-    from bench.models import requirements
+    from bench.engine.recipe import get_recipe
+    from bench.models import get_model_spec, requirements
 
     jobs: dict[str, Job] = {}
 
     def add(cfg: RunConfig, label: str | None, requested: bool, trail: tuple[str, ...]) -> str:
         job = Job(cfg, label or job_label(cfg), requested=requested)
+        if cfg.plane != "fused":  # a spec naming no known recipe is refused before any run starts
+            get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
         if job.key in trail:
             raise RuntimeError(f"runs need each other: {' -> '.join(trail + (job.key,))}")
         if job.key in jobs:
@@ -97,6 +100,42 @@ def default_workers(device: str) -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
+PARENT_POLL_S = 1.0  # how often a worker checks that its parent is alive (where prctl is unavailable too)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the process that started it is gone, however it died.
+
+    Why: a SIGKILLed ``bench demo`` runs no cleanup, and its workers would train on as orphans
+    (holding run locks, CPU and memory). On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` has the
+    kernel kill the worker when its parent dies; a daemon thread polling the parent's pid covers
+    other systems and the race where the parent died before prctl ran.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:  # re-parented: the parent is gone
+                os._exit(1)
+            time.sleep(PARENT_POLL_S)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="bench-parent-watch", daemon=True).start()
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     """Terminate the pool's worker processes and drop queued jobs.
 
@@ -128,7 +167,8 @@ def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool
     done: set[str] = set()
     pending = {job.key: job for job in jobs}
     running: dict[Future, Job] = {}
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
     try:
         while pending or running:
             # longest first: the tail is then short jobs filling the gaps, not one long run alone

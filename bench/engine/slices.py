@@ -34,7 +34,7 @@ def train_on_slices(ctx: TrainContext) -> Trained:
     extra: dict[str, Any] = {}
     facts: dict[str, Any] = {}
     if cfg.profile.model.liver_prior != "none":
-        extra, facts = _liver_prior(ctx, model)
+        ctx, extra, facts = _liver_prior(ctx, model)
 
     def logits(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
         return m(b["image"], b["prior"]) if extra else m(b["image"])
@@ -57,10 +57,12 @@ def train_on_slices(ctx: TrainContext) -> Trained:
     return Trained(model=model, history=stage.history, stages={"model": summary}, extra=facts)
 
 
-def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[dict[str, Any], dict[str, Any]]:
+def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[TrainContext, dict[str, Any], dict[str, Any]]:
     """Load the liver run's cascade into ``model`` (a `LiverPriorNet`), write the priors of every case.
 
-    Returns the dataset extra (``prior``) and the record of where the prior came from.
+    Returns the context to train in, the dataset extra (``prior``) and the record of where the
+    prior came from. With the liver ROI (``crop`` and ``cascade.lesion_roi="box"``) the context
+    reads the ROI crops, cut by the function that cuts ours' (`bench.engine.roi_cache`).
     """
     from bench.engine.priors import load_liver_cascade, write_run_priors
     from bench.engine.records import read_record
@@ -71,7 +73,17 @@ def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[dict[str, A
     liver = load_liver_cascade(liver_cfg, ctx.device)
     model.liver.load_state_dict(liver.state_dict())
     model.to(ctx.device)
-    reader = write_run_priors(ctx, model.prior, priors_dir(ctx.cfg))
+    roi_facts: dict[str, Any] = {}
+    if model.cut is not None:
+        from bench.engine.roi_cache import roi_context
+
+        ctx, roi_cache, coverage = roi_context(ctx, model.cut, model.liver, model.prior_of_liver)
+        reader = roi_cache.priors
+        from bench.models.lesion_roi import roi_record
+
+        roi_facts = {"roi_coverage": coverage, "lesion_roi": roi_record(ctx.cfg)}
+    else:
+        reader = write_run_priors(ctx, model.prior, priors_dir(ctx.cfg))
     record = read_record(run_dir(liver_cfg))
     facts = {"liver_prior": {
         "mode": ctx.cfg.profile.model.liver_prior,
@@ -80,8 +92,8 @@ def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[dict[str, A
         "fingerprint": record.get("fingerprint"),
         "finished": record.get("finished"),
         "frozen_parameters": sum(p.numel() for p in model.liver.parameters()),
-    }}
-    return {"prior": reader}, facts
+    }, **roi_facts}
+    return ctx, {"prior": reader}, facts
 
 def match_budget(stage: Stage, cfg) -> dict:
     """``train.budget=matched``: as many optimiser steps as the reference run spent (its record).

@@ -17,18 +17,23 @@ from bench.config import PLANES, RunConfig, get_profile
 from bench.errors import ConfigError
 from bench.paths import seed_tag
 
-MODELS_IN_TABLES = ("segnet", "unet", "deeplabv3", "ours")
-
 
 @dataclass(frozen=True)
 class StudyPlan:
-    models: tuple[str, ...] = MODELS_IN_TABLES
+    # () = every registered model (`bench.models.model_names`: the paper's four, UNet++, plug-ins),
+    # so a model added to the registry is in the demo study and its tables without naming it here
+    models: tuple[str, ...] = ()
     planes: tuple[str, ...] = PLANES
     tasks: tuple[str, ...] = ("liver", "lesion")
     # the lesion step is run on these planes only (the demo keeps 2-CPU time near 20 minutes with
     # the axial plane; Table 8's other planes then show as missing cells with the command to fill them)
     lesion_planes: tuple[str, ...] = PLANES
     ablations: tuple[str, ...] = ("patch-level", "loss", "iterations")
+    # lesion task: these baselines (those in ``models``) also run with each ``model.liver_prior`` mode here,
+    # Table 8's "+ liver prior" columns beside the plain baseline and ours. Default: U-Net with crop, the
+    # slice cut to the liver cascade's boxes (the same crop ours segments lesions in), one run per lesion plane
+    prior_models: tuple[str, ...] = ("unet",)
+    liver_priors: tuple[str, ...] = ("crop",)
     fused: bool = True
     folds: int = 0  # K > 0: every run once per cross-validation fold (K = patients: leave-one-out)
     overrides: tuple[tuple[str, object], ...] = ()  # applied to every run
@@ -48,6 +53,11 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
 
     if plan.budget not in ("matched", "epochs"):
         raise ConfigError(f"study budget {plan.budget!r}: expected matched or epochs")
+    from bench.models import get_model_spec, model_names
+
+    models = plan.models or tuple(model_names())
+    for model in models:
+        get_model_spec(model)  # unknown name -> "did you mean", before anything runs
     prof = get_profile(profile)
     targets: list[tuple[str, RunConfig]] = []
     folds: tuple[int | None, ...] = tuple(range(plan.folds)) if plan.folds else (None,)
@@ -65,16 +75,26 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
             where = f"seed {seed}" + (f" fold {fold}" if fold is not None else "")
             for task in plan.tasks:
                 planes = plan.planes if task == "liver" else tuple(p for p in plan.planes if p in plan.lesion_planes)
-                for model in plan.models:
-                    targets += [(f"{task:6s} {model:9s} {plane:8s} {where}", config(model, plane, task))
-                                for plane in planes]
-                    if plan.fused and set(PLANES) <= set(planes):
-                        targets.append((f"{task:6s} {model:9s} fused    {where}", config(model, "fused", task)))
+                for model in models:
+                    priors = plan.liver_priors if task == "lesion" and model in plan.prior_models else ()
+                    for variant in (None, *priors):  # the plain model, then each liver-prior variant
+                        def make(plane: str, model: str = model, variant: str | None = variant) -> RunConfig:
+                            cfg = config(model, plane, task)
+                            return cfg if variant is None else variant_config(
+                                cfg, (("profile.model.liver_prior", variant),))
+                        name = model if variant is None else f"{model}+{variant}"
+                        targets += [(f"{task:6s} {name:9s} {plane:8s} {where}", make(plane)) for plane in planes]
+                        if plan.fused and set(PLANES) <= set(planes):
+                            targets.append((f"{task:6s} {name:9s} fused    {where}", make("fused")))
             for name in plan.ablations:
                 ablation = ABLATIONS.get(name)
-                base = config(ablation.model, ablation.plane, ablation.task)
-                targets += [(f"ablation {name} {label} {where}", variant_config(base, overrides))
-                            for label, overrides in ablation.variants]
+                # an ablation of several models runs on those the study trains (--models unet,ours: U-Net's
+                # norm variants only); one of a single model (ours' Tables 3-5) runs on it in any case
+                mine = tuple(m for m in ablation.models if m in models) or ablation.models
+                for model in (mine if len(ablation.models) > 1 else ablation.models):
+                    base = config(model, ablation.plane, ablation.task)
+                    targets += [(f"ablation {name} {model} {label} {where}", variant_config(base, overrides))
+                                for label, overrides in ablation.variants]
     return targets
 
 
@@ -91,6 +111,21 @@ def run_study(profile: str, results: str, dataset: str = "phantom", root: str = 
     first = jobs[0].cfg  # the cache and the split (with its folds) are made once, before any worker starts
     prepare_dataset(first.dataset, first.root or None, first.cache, first.profile, first.splits or None,
                     progress=progress, folds=plan.folds)
+    _prepare_roi_grids(jobs, first, progress)
     timings = {"prepare": time.perf_counter() - t0}
     timings["runs"] = execute(jobs, workers=workers or default_workers(device), progress=progress, say=say)
     return timings
+
+
+def _prepare_roi_grids(jobs, first, progress: bool) -> None:
+    """The finer slice grids of lesion runs on the liver ROI, prepared before workers start, like the first."""
+    from bench.datasets.cache import prepare_dataset
+    from bench.models.lesion_roi import data_profile
+
+    done = [first.profile]
+    for job in jobs:
+        grid = data_profile(job.cfg)
+        if grid not in done:
+            done.append(grid)
+            prepare_dataset(job.cfg.dataset, job.cfg.root or None, job.cfg.cache, grid, job.cfg.splits or None,
+                            progress=progress, fold=job.cfg.fold, include_cysts=job.cfg.include_cysts)

@@ -258,7 +258,9 @@ class Trainer:
 
     def restore_state(self, path: Path) -> LoopState:
         """Continue from ``last``: refused when the checkpoint was made with another config."""
-        saved = load_checkpoint(path, self.device)
+        from bench.engine.checkpoint import RESUME_KEYS
+
+        saved = load_checkpoint(path, self.device, require=RESUME_KEYS)
         changed = changed_fields(saved.get("config") or {}, to_dict(self.cfg))
         if changed:
             raise ConfigError(f"{path}: cannot resume: the checkpoint was made with another config "
@@ -312,7 +314,8 @@ def fit(stage: Stage, cfg: RunConfig, device: torch.device, info: DistInfo = Dis
                 state.bad_epochs += 1
             state.epoch = epoch + 1
             seconds = time.perf_counter() - t_epoch
-            stage.history.append({"stage": stage.name, "epoch": epoch, "train_loss": train_loss,
+            # 1-based, as the log line below prints it
+            stage.history.append({"stage": stage.name, "epoch": epoch + 1, "train_loss": train_loss,
                                   "val_dice": val_dice, "seconds": seconds})
             bar.say(f"epoch {epoch + 1}/{stage.epochs} loss {train_loss:.4f} val Dice {val_dice:.4f}")
             if info.is_main:
@@ -325,7 +328,8 @@ def fit(stage: Stage, cfg: RunConfig, device: torch.device, info: DistInfo = Dis
     if best_path.exists():
         trainer.model.load_state_dict(load_checkpoint(best_path, device)["model"])
     best = state.best_score if math.isfinite(state.best_score) else math.nan
-    return {"stage": stage.name, "best_epoch": state.best_epoch, "best_val_dice": best,
+    # best_epoch 1-based like history.csv and the log (0: no epoch ran)
+    return {"stage": stage.name, "best_epoch": state.best_epoch + 1, "best_val_dice": best,
             "epochs_run": len(stage.history), "steps": state.steps, "seconds": time.perf_counter() - t0,
             "stop": stop_reason}
 

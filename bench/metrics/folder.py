@@ -29,11 +29,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.datasets.base import natural_key, task_mask
+from bench.datasets.base import natural_key
 from bench.errors import DataError
-from bench.metrics.counts import label_counts
-from bench.metrics.results import case_rows, evaluation_policy, write_evaluation
-from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM, surface_metrics
+from bench.metrics.lesions import DEFAULT_CONNECTIVITY as LESION_CONNECTIVITY
+from bench.metrics.lesions import DEFAULT_MATCH
+from bench.metrics.results import write_evaluation
+from bench.metrics.scorer import ScoreOptions, keyed, score_label_maps
+from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM
 
 TASK_CHOICES = ("liver", "lesion", "both")
 _LITS_SEG = re.compile(r"^(?:test-)?segmentation-(\d+)$", re.IGNORECASE)
@@ -177,9 +179,8 @@ def _pair_folders(pred_dir: Path, gt_dir: Path, note: Callable[[str], None]) -> 
     return _Pairing(refs, preds, missing, unmatched)
 
 
-def _score_case_pair(cid: str, pairing: _Pairing, classes: tuple[str, ...], surface: bool, tolerance_mm: float,
-                     device: str, connectivity: int) -> list[dict[str, Any]]:
-    """One reference case's rows: counts (and surface distances) per class; no prediction = empty prediction."""
+def _score_case_pair(cid: str, pairing: _Pairing, classes: tuple[str, ...], options: ScoreOptions) -> list[dict[str, Any]]:
+    """One reference case's rows from the one scorer; no prediction = empty prediction."""
     ref_path = pairing.refs.files[cid]
     ref, spacing, _ = read_label_map(ref_path)
     if cid in pairing.preds.files:
@@ -187,12 +188,7 @@ def _score_case_pair(cid: str, pairing: _Pairing, classes: tuple[str, ...], surf
         pred, _, _ = read_label_map(pairing.preds.files[cid])
     else:
         pred = np.zeros_like(ref)
-    counts = label_counts(pred, ref, device=device)
-    surf = None
-    if surface:
-        surf = {c: surface_metrics(task_mask(pred, c), task_mask(ref, c), spacing, tolerance_mm, connectivity)
-                for c in classes}
-    return case_rows(cid, {c: counts[c] for c in classes}, split="all", surface=surf)
+    return keyed(score_label_maps(pred, ref, classes, spacing, options), cid)
 
 
 def score_folders(
@@ -206,13 +202,22 @@ def score_folders(
     connectivity: int = DEFAULT_CONNECTIVITY,
     warn: Callable[[str], None] | None = None,
     progress: Callable[[str], None] | None = None,
+    lesion_match: str = DEFAULT_MATCH,
+    lesion_connectivity: int = LESION_CONNECTIVITY,
 ) -> ScoreResult:
     """Score every reference case; write per_case.csv, metrics.csv, summary.json into ``out_dir``.
 
     ``surface``: also HD95, NSD, ASSD, MSSD and RMSD (mm, the reference's spacing) from one
-    surface-distance pass per case and class (`bench.metrics.surface`).
+    surface-distance pass per case and class (`bench.metrics.surface`). The lesion class also gets
+    lesion detection (`bench.metrics.lesions`) under ``lesion_match`` / ``lesion_connectivity``.
     """
     _check_options(task, tolerance_mm, connectivity)
+    try:
+        options = ScoreOptions(surface=surface, tolerance_mm=tolerance_mm, connectivity=connectivity,
+                               lesion_match=lesion_match, lesion_connectivity=lesion_connectivity,
+                               device=device)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     notes: list[str] = []
 
@@ -227,17 +232,19 @@ def score_folders(
     for cid in pairing.refs.files:
         if progress is not None:
             progress(cid)
-        rows += _score_case_pair(cid, pairing, classes, surface, tolerance_mm, device, connectivity)
+        rows += _score_case_pair(cid, pairing, classes, options)
     extra = {
         "n_missing": len(pairing.missing),
         "missing": pairing.missing,
         "unmatched_predictions": [pairing.preds.files[c].name for c in pairing.unmatched],
         "inputs": {"predictions": str(pred_dir), "references": str(gt_dir), "task": task,
                    "surface": surface, "tolerance_mm": tolerance_mm if surface else None,
-                   "connectivity": connectivity if surface else None},
+                   "connectivity": connectivity if surface else None,
+                   "lesion_match": lesion_match if "lesion" in classes else None,
+                   "lesion_connectivity": lesion_connectivity if "lesion" in classes else None},
         "warnings": notes,
     }
-    summary = write_evaluation(out_dir, rows, with_splits=False,
-                               policy=evaluation_policy(surface, tolerance_mm if surface else None,
-                                                        connectivity if surface else None), extra=extra)
+    summary = write_evaluation(out_dir, rows, with_splits=False, policy=options.policy(classes), extra=extra,
+                               case_files={c: (str(pairing.preds.files[c]) if c in pairing.preds.files else None,
+                                               str(pairing.refs.files[c])) for c in pairing.refs.files})
     return ScoreResult(summary, Path(out_dir), pairing.missing, pairing.unmatched, notes)

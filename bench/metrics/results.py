@@ -8,9 +8,13 @@ every summary and is printed with every table, so a number is never read without
 Files (written atomically):
 * ``per_case.csv``  split, case, class, tp, fp, fn, tn, accuracy, dice, iou, miou, voe, rvd
   [, hd95, nsd, assd, mssd, rmsd] (the bracketed surface columns only with ``--surface``)
+  [, n_ref_lesions, n_detected, n_pred_lesions, n_pred_matched, fp_lesions, ref_/det_<size bin>,
+  lesion_recall, lesion_precision, lesion_f1, lesion_recall_<size bin>] when the lesion class is scored
+  (`bench.metrics.lesions`; NA on other classes' rows)
 * ``metrics.csv``   split, class, aggregation (mean | global), metric, value, n_cases, n_excluded
   (``n_excluded`` = NaN cases left out of that mean; a global score excludes nothing; surface
-  metrics have no global form)
+  metrics have no global form; lesion detection's pooled scores - lesion_recall, lesion_precision,
+  lesion_f1, lesion_recall_<bin>, fp_lesions_per_case - are 'global' rows of the lesion class)
 * ``summary.json``  {"policy", "splits": {split: {"classes": {cls: reduction}}}} or, without
   splits (`bench score`), {"policy", "classes": {...}}. NaN is written as ``null``.
 """
@@ -27,81 +31,15 @@ import pandas as pd
 from bench.atomic import atomic_path, write_json
 from bench.errors import ConfigError, DataError
 from bench.metrics.counts import Counts
+from bench.metrics.lesions import LESION_COUNT_COLUMNS, LESION_SCORE_COLUMNS, SIZE_BIN_LABELS, SIZE_BINS, lesion_scores, pooled
+from bench.metrics.policy import evaluation_policy  # noqa: F401  (the one policy; re-exported for callers)
 from bench.metrics.scores import COUNT_COLUMNS, METRICS, SURFACE_METRICS, reduce_cases, scores_from_counts
 
 BASE_COLUMNS = ("split", "case", "class") + COUNT_COLUMNS + METRICS
 CLASS_ORDER = ("liver", "lesion")
+# metrics.csv rows of the pooled lesion detection (aggregation "global": from counts summed over cases)
+LESION_DETECTION_METRICS = LESION_SCORE_COLUMNS + ("fp_lesions_per_case",)
 NA_REP = "NaN"
-
-
-def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None,
-                      connectivity: int | None = None) -> dict[str, Any]:
-    """The declared evaluation rules, saved in every summary.json and printed with every table.
-
-    ``tolerance_mm`` / ``connectivity`` default to the surface module's defaults when ``surface``.
-    """
-    from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM
-
-    policy: dict[str, Any] = {
-        "unit": "case = one 3-D volume; counts TP/FP/FN/TN per case and class, every score computed from counts",
-        "classes": {
-            "liver": "label >= 1 (liver including lesions, the LiTS scoring rule)",
-            "lesion": "label == 2",
-        },
-        "metrics": {
-            "accuracy": "(TP + TN) / (TP + FP + FN + TN)  (Eq. 9)",
-            "dice": "2 TP / (2 TP + FP + FN)  (Eq. 10)",
-            "iou": "TP / (TP + FP + FN), foreground  (Eq. 11)",
-            "miou": "mean of background IoU TN / (TN + FP + FN) and foreground IoU  (Eq. 12, C = 2)",
-            "voe": "volume overlap error 1 - IoU  (LiTS, Bilic et al. 2023)",
-            "rvd": "signed relative volume difference (|pred| - |ref|) / |ref| = (FP - FN) / (TP + FN)  (LiTS)",
-        },
-        "aggregations": {
-            "mean": "score each case, then average over cases; NaN cases left out",
-            "global": "sum TP/FP/FN/TN over cases, then score once",
-        },
-        "empty": (
-            "reference and prediction both empty for a class: dice, iou, miou, voe, rvd = NaN, excluded from the "
-            "mean and counted as n_excluded (never 1.0 or 0.0); accuracy stays defined and its mean covers every "
-            "case. Empty reference, non-empty prediction: dice = iou = 0, voe = 1, rvd = NaN (no relative "
-            "difference to an empty volume; excluded and counted per metric in 'excluded')"
-        ),
-        "fusion": "fused = soft voting: mean of the three planes' probability volumes (Eq. 8), threshold 0.5",
-        "threshold": 0.5,
-        "missing_predictions": "bench score: a reference case without a prediction is scored as an empty prediction and counted (n_missing)",
-    }
-    if surface:
-        tolerance_mm = DEFAULT_TOLERANCE_MM if tolerance_mm is None else tolerance_mm
-        connectivity = DEFAULT_CONNECTIVITY if connectivity is None else connectivity
-        policy["surface"] = {
-            "surfaces": (f"mask voxels with a background neighbour (connectivity {connectivity}: "
-                         + ("face neighbours, MONAI's erosion" if connectivity == 1 else
-                            "face + edge neighbours, the LiTS script's 18-neighbourhood")
-                         + "); outside the volume is background; distances between voxel centres in mm, "
-                           "in each case's own spacing"),
-            "hd95": "max of the two directed 95th-percentile surface distances, mm (MONAI definition)",
-            "nsd": f"surface Dice at tolerance {tolerance_mm} mm (MONAI compute_surface_dice, voxel surfaces)",
-            "assd": ("average symmetric surface distance: mean over the union of both surfaces' distances, "
-                     "(sum d(S_pred, S_ref) + sum d(S_ref, S_pred)) / (|S_pred| + |S_ref|), mm (LiTS; MONAI "
-                     "compute_average_surface_distance(symmetric=True))"),
-            "mssd": "maximum symmetric surface distance = Hausdorff distance, mm (LiTS)",
-            "rmsd": "root mean square of the same union of distances, mm (LiTS)",
-            "tolerance_mm": tolerance_mm,
-            "connectivity": connectivity,
-            "empty": ("both empty: every surface metric NaN (excluded); exactly one empty: hd95, assd, mssd, "
-                      "rmsd NaN (excluded, counted per metric), nsd 0"),
-            "aggregations": "mean only (no global form)",
-        }
-    policy["text"] = (
-        "Per-case (3-D volume) TP/FP/FN/TN; liver = label >= 1, lesion = label == 2. "
-        "Dice/IoU/mIoU/VOE/RVD are NaN when reference and prediction are both empty (RVD also when only the "
-        "reference is): excluded from means and counted. 'mean' averages cases; 'global' scores summed counts. "
-        "mIoU = mean(background IoU, foreground IoU); VOE = 1 - IoU; RVD = (|pred| - |ref|) / |ref|."
-    )
-    if surface:
-        policy["text"] += (" Surface distances (mm, case spacing): one mask empty -> NaN, counted; "
-                           "ASSD/RMSD average over the union of both surfaces.")
-    return policy
 
 
 def case_rows(
@@ -137,6 +75,16 @@ def per_case_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataF
     for m in METRICS:
         df[m] = s[m]
     columns = list(BASE_COLUMNS) + [m for m in SURFACE_METRICS if m in df.columns]
+    if "n_ref_lesions" in df.columns:  # lesion detection (lesion rows; other classes' cells are NA)
+        missing = [c for c in LESION_COUNT_COLUMNS if c not in df.columns]
+        if missing:
+            raise DataError(f"per-case table has lesion counts but lacks {missing}")
+        for c in LESION_COUNT_COLUMNS:
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Int64")
+        ls = lesion_scores({c: df[c].astype("float64").to_numpy() for c in LESION_COUNT_COLUMNS})
+        for m in LESION_SCORE_COLUMNS:
+            df[m] = ls[m]
+        columns += list(LESION_COUNT_COLUMNS) + list(LESION_SCORE_COLUMNS)
     return df[columns].reset_index(drop=True)
 
 
@@ -153,7 +101,11 @@ def summarize(per_case: pd.DataFrame) -> dict[str, dict[str, Any]]:
         part = df[df["split"] == split]
         classes = {}
         for cls in _ordered(part["class"], CLASS_ORDER):
-            classes[cls] = reduce_cases(part[part["class"] == cls])
+            rows = part[part["class"] == cls]
+            classes[cls] = reduce_cases(rows)
+            detection = pooled(rows) if "n_ref_lesions" in rows.columns and rows["n_ref_lesions"].notna().any() else {}
+            if detection:
+                classes[cls]["lesion_detection"] = detection
         out[split] = {"classes": classes}
     return out
 
@@ -168,6 +120,11 @@ def metrics_table(summary_splits: Mapping[str, Mapping[str, Any]]) -> pd.DataFra
                     excluded = red["excluded"].get(metric, 0) if agg == "mean" else 0
                     rows.append({"split": split, "class": cls, "aggregation": agg, "metric": metric,
                                  "value": value, "n_cases": red["n_cases"], "n_excluded": excluded})
+            det = red.get("lesion_detection")
+            if det:  # pooled lesion detection: scores of the counts summed over cases (a 'global' form)
+                for metric in LESION_DETECTION_METRICS:
+                    rows.append({"split": split, "class": cls, "aggregation": "global", "metric": metric,
+                                 "value": det[metric], "n_cases": det["n_cases"], "n_excluded": 0})
     return pd.DataFrame(rows, columns=["split", "class", "aggregation", "metric", "value", "n_cases", "n_excluded"])
 
 
@@ -197,12 +154,15 @@ def write_evaluation(
     policy: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     suffix: str = "",
+    case_files: Mapping[str, tuple[str | None, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Write per_case.csv, metrics.csv and summary.json into ``out_dir``; return the summary.
 
     ``with_splits=False`` (`bench score`) needs a single split and writes the summary without the
     "splits" level. ``extra`` adds top-level keys to summary.json (e.g. n_missing, inputs).
     ``suffix`` names a second set of files (``per_case_raw.csv`` ...: scores without post-processing).
+    The main set (no suffix) also gets nnU-Net's schema (`bench.metrics.nnunet_summary`; ``case_files``:
+    case id -> (prediction file, reference file) where files were scored).
     """
     out = Path(out_dir)
     df = per_case_frame(per_case)
@@ -221,6 +181,10 @@ def write_evaluation(
     _write_csv(out / f"per_case{suffix}.csv", df)
     _write_csv(out / f"metrics{suffix}.csv", metrics_table(by_split))
     write_json(out / f"summary{suffix}.json", summary)
+    if not suffix:
+        from bench.metrics.nnunet_summary import write_nnunet_summaries
+
+        write_nnunet_summaries(out, df, with_splits, case_files)
     return summary
 
 
@@ -251,6 +215,27 @@ def _excluded_text(red: Mapping[str, Any], metrics: Iterable[str], base_metric: 
     if not differing:
         return str(base)
     return f"{base} (" + ", ".join(f"{'/'.join(ms)} {k}" for k, ms in differing.items()) + ")"
+
+
+def lesion_detection_table(title: str, detection: Mapping[str, Mapping[str, Any]]) -> Any:
+    """A rich table of pooled lesion detection (`bench.metrics.lesions.pooled`) per class."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="counts summed over cases; recall = detected / reference lesions, precision = matched / "
+                          "predicted components; FP/case = unmatched components per case; bins by equivalent "
+                          "diameter (detected/reference)")
+    table.add_column("class", no_wrap=True)
+    for head in ("recall", "precision", "F1", "FP/case", "lesions", "predicted"):
+        table.add_column(head, justify="right", no_wrap=True)
+    for name, _, _ in SIZE_BINS:
+        table.add_column(SIZE_BIN_LABELS[name], justify="right", no_wrap=True)
+    for cls, det in detection.items():
+        bins = [f"{det[f'det_{n}']}/{det[f'ref_{n}']}" for n, _, _ in SIZE_BINS]
+        table.add_row(cls, _fmt(det["lesion_recall"]), _fmt(det["lesion_precision"]), _fmt(det["lesion_f1"]),
+                      _fmt(det["fp_lesions_per_case"], 2), str(det["n_ref_lesions"]), str(det["n_pred_lesions"]), *bins)
+    return table
 
 
 def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console: Any = None) -> None:
@@ -294,6 +279,9 @@ def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console
                 cells = [_fmt(red["mean"].get(m), 4 if m == "nsd" else 2) for m in SURFACE_METRICS]
                 surf.add_row(cls, *cells, str(red["n_cases"]), _excluded_text(red, SURFACE_METRICS, "hd95"))
             console.print(surf)
+        detection = {cls: red["lesion_detection"] for cls, red in classes.items() if red.get("lesion_detection")}
+        if detection:
+            console.print(lesion_detection_table(f"{name}: lesion detection", detection))
     policy = summary.get("policy") or {}
     if policy.get("text"):
         console.print(f"[dim]policy: {policy['text']}[/dim]", highlight=False)

@@ -9,28 +9,52 @@ foreground where it is >= 0.5). A task is ``liver`` or ``lesion``; liver and les
 liver lesions segmentations steps"), so no model ever predicts both classes at once and no
 softmax over classes is needed. The cascade ("ours") keeps the same outer contract.
 
+A model is one plug-in
+----------------------
+One `ModelSpec` per model holds everything the toolkit knows about it: name, display label,
+role (``baseline`` or ``proposed``), build function, recipe and prerequisites, the config
+section its knobs live in, capabilities, parameter card and table order. Study planning,
+Tables 7/8, figures, ``bench ls models`` and the CLI's unknown-name errors read this registry;
+no code outside a spec lists model names. The paper's published numbers stay in
+`bench.reports.paper` (the transcription of the paper, diffable against the PDF), keyed by the
+spec's name; a model without them shows "-" in the paper columns.
+
+A model registers by its module being imported: every module of this package is imported
+(`_register_builtin`: a new file here is found without editing any list), then the plug-ins
+(`bench.plugins`: the ``liverbench.models`` entry points, ``BENCH_PLUGINS`` and
+``bench --plugin``).
+
 Recipes and prerequisites
 -------------------------
-A `ModelSpec` declares *how* its model trains (``recipe``: ``slices`` = one network on full
+A spec declares *how* its model trains (``recipe``, a name in the engine's recipe registry
+`bench.engine.recipe.RECIPES`, where recipe names are declared: ``slices`` = one network on full
 slices, the baselines; ``cascade`` = the proposed method's stages and Algorithm 1) and *which
 runs must exist first* (``needs``: the lesion cascade needs the same-plane liver cascade). The
-engine maps a recipe name to its training code and asks `requirements` for the run graph, so no
+engine maps the recipe name to its training code and asks `requirements` for the run graph, so no
 code outside a spec branches on a model's name or kind. `requirements` adds the one rule every
-model shares: a fused row needs its three planes. A spec with ``liver_prior=True`` (the
-baselines) takes ``model.liver_prior`` on the lesion task (`bench.models.liver_prior`): its
-build wraps the network with the liver cascade's prior and its ``needs`` names that liver run.
+model shares: a fused row needs its three planes.
 
-Registering a model::
+Capabilities (`CAPABILITIES`), declared once in the spec:
 
-    @register_model("mynet", description="one line for bench ls", input_multiple=32)
-    def build_mynet(cfg: RunConfig) -> torch.nn.Module: ...
+* ``liver_prior``: the model takes ``model.liver_prior`` on the lesion task
+  (`bench.models.liver_prior`). Declaring it is all a baseline does: `register_model` wraps its
+  ``build(cfg, in_channels=1)`` with the prior and adds the liver run to its ``needs``; a model
+  without it refuses ``model.liver_prior`` in one line.
+* ``norm``: the builder honours the normalisation switch ``model.norm`` (batch | group | instance).
+
+Registering a model (the whole of ``bench/models/unetpp.py`` is an example)::
+
+    @register_model("mynet", label="MyNet", description="one line for bench ls",
+                    capabilities={"liver_prior"}, input_multiple=lambda cfg: 32)
+    def build_mynet(cfg: RunConfig, in_channels: int = 1) -> torch.nn.Module: ...
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, replace
-from typing import Callable, Literal
+import pkgutil
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 
@@ -38,58 +62,162 @@ from bench.config import PLANES, RunConfig, get_profile
 from bench.errors import ConfigError
 from bench.registry import Registry
 
-Recipe = Literal["slices", "cascade"]
-RECIPES: tuple[str, ...] = ("slices", "cascade")
+Role = Literal["baseline", "proposed"]
+ROLES: tuple[str, ...] = ("baseline", "proposed")
+# capability -> what declaring it promises (``bench ls models`` shows them)
+CAPABILITIES: dict[str, str] = {
+    "liver_prior": "takes model.liver_prior on the lesion task (the liver cascade's prior)",
+    "norm": "honours model.norm (batch | group | instance)",
+}
+DEFAULT_RANK = 100
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """What the registry holds for one model name.
 
-    ``count`` lets a model whose trainable parts are not one ``nn.Module`` (the cascade: two
-    networks) report its own parameter total; when None, the module from ``build`` is counted.
-    ``needs(cfg)`` lists the runs this run reads (beyond its own data); ``input_multiple(cfg)``
-    the number its input side must be a multiple of (checked before any training time is spent).
-    ``liver_prior``: the model takes ``model.liver_prior`` (`bench.models.liver_prior`); others refuse it.
+    ``label``: its name in tables and figures (default: the name). ``role``: ``baseline`` or
+    ``proposed`` (the model the paper proposes: last column, the paired table's reference).
+    ``config_section``: the `bench.config.Profile` field its knobs live in (``model``:
+    width/dropout/encoder; ``cascade``: the proposed method's). ``rank``: column order among
+    models of its role (lower first; ties by name). ``card``: its own parameter card
+    (`bench.models.cards`), else the generic one. ``count`` lets a model whose trainable parts
+    are not one ``nn.Module`` (the cascade: two networks) report its own parameter total; when
+    None, the module from ``build`` is counted. ``needs(cfg)`` lists the runs this run reads
+    (beyond its own data); ``input_multiple(cfg)`` the number its input side must be a multiple
+    of (checked before any training time is spent).
     """
 
     name: str
     build: Callable[[RunConfig], torch.nn.Module]
-    recipe: Recipe = "slices"
+    recipe: str = "slices"
     description: str = ""
+    label: str = ""
+    role: Role = "baseline"
+    config_section: str = "model"
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+    card: Callable[[RunConfig], Any] | None = None
+    rank: int = DEFAULT_RANK
     count: Callable[[RunConfig], int] | None = None
     needs: Callable[[RunConfig], list[RunConfig]] | None = None
     input_multiple: Callable[[RunConfig], int] | None = None
     relative_cost: float = 1.0  # training time relative to SegNet's (scheduling only: longest first)
-    liver_prior: bool = False
+    module: str = ""  # where it was registered (bench ls models, error messages)
+
+    @property
+    def liver_prior(self) -> bool:
+        """The model takes ``model.liver_prior`` (capability ``liver_prior``)."""
+        return "liver_prior" in self.capabilities
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
+def _check_spec_fields(name: str, role: str, capabilities: frozenset[str], config_section: str) -> None:
+    from dataclasses import fields
+
+    from bench.config import Profile
+
+    if role not in ROLES:
+        raise ConfigError(f"model {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
+    unknown = sorted(capabilities - set(CAPABILITIES))
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown capability {unknown[0]!r} (known: {', '.join(CAPABILITIES)})")
+    sections = {f.name for f in fields(Profile)}
+    if config_section not in sections:
+        raise ConfigError(f"model {name!r}: config_section {config_section!r} is not a profile section "
+                          f"(e.g. model, cascade)")
+
+
+def _combine_needs(*parts: Callable[[RunConfig], list[RunConfig]] | None) -> Callable[[RunConfig], list[RunConfig]] | None:
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    if len(present) == 1:
+        return present[0]
+
+    def needs(cfg: RunConfig) -> list[RunConfig]:
+        return [dep for part in present for dep in part(cfg)]
+
+    return needs
+
+
 def register_model(
     name: str,
-    recipe: Recipe = "slices",
+    *,
+    label: str = "",
+    role: Role = "baseline",
+    recipe: str = "slices",
     description: str = "",
+    capabilities: Iterable[str] = (),
+    config_section: str = "model",
+    card: Callable[[RunConfig], Any] | None = None,
+    rank: int = DEFAULT_RANK,
     count: Callable[[RunConfig], int] | None = None,
     needs: Callable[[RunConfig], list[RunConfig]] | None = None,
     input_multiple: Callable[[RunConfig], int] | None = None,
     relative_cost: float = 1.0,
-    liver_prior: bool = False,
-) -> Callable[[Callable[[RunConfig], torch.nn.Module]], Callable[[RunConfig], torch.nn.Module]]:
-    """Decorator for a build function ``RunConfig -> nn.Module``; returns the function unchanged."""
-    if recipe not in RECIPES:
-        raise ConfigError(f"model {name!r}: unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
+) -> Callable[[Callable[..., torch.nn.Module]], Callable[..., torch.nn.Module]]:
+    """Decorator for a build function ``RunConfig -> nn.Module``; returns the function unchanged.
 
-    def decorator(build: Callable[[RunConfig], torch.nn.Module]) -> Callable[[RunConfig], torch.nn.Module]:
+    With capability ``liver_prior`` the function is ``build(cfg, in_channels=1)`` and the
+    registered build is it wrapped with the liver prior (`bench.models.liver_prior.with_liver_prior`),
+    its ``needs`` extended by the liver run (`liver_prior_run`): the capability is declared once.
+    A taken name is an error (`bench.registry.Registry`).
+    """
+    caps = frozenset(capabilities)
+    _check_spec_fields(name, role, caps, config_section)
+    if not isinstance(recipe, str) or not recipe:
+        raise ConfigError(f"model {name!r}: recipe must be a recipe name, got {recipe!r}")
+
+    def decorator(build: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
         doc = (build.__doc__ or "").strip()
         text = description or (doc.splitlines()[0] if doc else "")
-        MODELS.add(name, ModelSpec(name=name, build=build, recipe=recipe, description=text, count=count,
-                                   needs=needs, input_multiple=input_multiple, relative_cost=relative_cost,
-                                   liver_prior=liver_prior), help=text)
+        registered, all_needs = build, needs
+        if "liver_prior" in caps:
+            from bench.models.liver_prior import liver_prior_run, with_liver_prior
+
+            registered, all_needs = with_liver_prior(build, build_model), _combine_needs(liver_prior_run, needs)
+        MODELS.add(name, ModelSpec(name=name, build=registered, recipe=recipe, description=text, label=label,
+                                   role=role, config_section=config_section, capabilities=caps, card=card, rank=rank,
+                                   count=count, needs=all_needs, input_multiple=input_multiple,
+                                   relative_cost=relative_cost, module=getattr(build, "__module__", "") or ""),
+                   help=text)
         return build
 
     return decorator
+
+
+def model_order(name: str) -> tuple[bool, float, str]:
+    """Sort key of tables and studies: baselines before the proposed model, then rank, then name.
+    A name no spec holds (runs of a plug-in not loaded now) sorts after the registered baselines."""
+    if name in MODELS:
+        spec = MODELS.get(name)
+        return (spec.role == "proposed", float(spec.rank), name)
+    return (False, float("inf"), name)
+
+
+def model_names(role: str | None = None) -> list[str]:
+    """Registered model names in table order (`model_order`), optionally of one role."""
+    names = [n for n in MODELS.names() if role is None or MODELS.get(n).role == role]
+    return sorted(names, key=model_order)
+
+
+def model_label(name: str) -> str:
+    """A model's display label (tables, figures); the name itself for an unregistered one."""
+    return MODELS.get(name).display if name in MODELS else name
+
+
+def proposed_model() -> str:
+    """The name of the one model with role ``proposed`` (the paper's method)."""
+    names = model_names("proposed")
+    if len(names) != 1:
+        raise ConfigError(f"expected exactly one proposed model, found {len(names)}: {', '.join(names) or 'none'}")
+    return names[0]
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -111,11 +239,19 @@ def requirements(cfg: RunConfig) -> list[RunConfig]:
 
 
 def budget_reference(cfg: RunConfig) -> RunConfig:
-    """The run whose steps a ``train.budget=matched`` run gets: the reference model, trained by epochs."""
+    """The run whose steps a ``train.budget=matched`` run gets: the reference model, trained by epochs.
+
+    It is the reference's plain run on the same data, plane, task, seed and fold: the baseline-only
+    model fields (a liver prior, the normalisation, width, encoder; `bench.config.BASELINE_ONLY_FIELDS`)
+    return to the profile's values, so ``unet --set model.liver_prior=crop --set model.norm=batch`` is
+    matched to the very "ours" run the plain U-Net is matched to.
+    """
+    from bench.config import without_baseline_fields
     from bench.paths import seed_tag
 
     train = replace(cfg.profile.train, budget="epochs")
-    ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=replace(cfg.profile, train=train), tag="")
+    profile = without_baseline_fields(replace(cfg.profile, train=train))
+    ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=profile, tag="")
     tag = seed_tag(ref.model, "", ref.seed, ref.fold)
     return replace(ref, tag=tag if tag != ref.model else "")
 
@@ -137,7 +273,7 @@ def check_run_config(cfg: RunConfig) -> None:
     require_crf(cfg.profile.cascade.crf)
     prior = cfg.profile.model.liver_prior
     if prior != "none" and not spec.liver_prior:
-        takers = ", ".join(n for n in MODELS.names() if MODELS.get(n).liver_prior)
+        takers = ", ".join(n for n in model_names() if MODELS.get(n).liver_prior)
         raise ConfigError(f"model.liver_prior={prior}: {cfg.model} takes no liver prior (a setting of the lesion "
                           f"baselines: {takers}; ours reads its liver through cascade.lesion_prior)")
     for dep in requirements(cfg):  # e.g. the liver cascade behind a liver prior, at this input size
@@ -175,13 +311,25 @@ def count_parameters(name: str, profile: str = "paper") -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+# modules of this package that hold no model (helpers the models import); every other module is
+# imported for its registrations, so a new model file needs no edit anywhere else
+_HELPERS = frozenset({"cards", "cascade_blocks", "crf", "gradcam", "liver_prior", "localization", "losses", "patches",
+                      "roi", "tuning", "norm", "lesion_roi"})
+
+
 def _register_builtin() -> None:
-    """Import the built-in models for their ``@register_model`` side effect."""
-    for module in ("baselines", "segnet", "cascade"):
-        importlib.import_module(f"bench.models.{module}")
+    """Import the built-in model modules (every module of this package but the helpers) for their
+    ``@register_model`` side effect, in name order (table order is the specs' ``rank``, not this)."""
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name not in _HELPERS and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 _register_builtin()
 
-__all__ = ["MODELS", "ModelSpec", "register_model", "get_model_spec", "requirements", "check_run_config", "build_model",
-           "count_parameters"]
+from bench.plugins import load_plugins  # noqa: E402  (after the built-ins: a plug-in may import them)
+
+load_plugins()
+
+__all__ = ["MODELS", "ModelSpec", "CAPABILITIES", "register_model", "get_model_spec", "model_names", "model_label",
+           "model_order", "proposed_model", "requirements", "check_run_config", "build_model", "count_parameters"]

@@ -15,6 +15,14 @@ Choices the paper leaves open (also listed in README "Reproduction notes"):
   loaded filters see the CT exactly as in the one-channel baseline).
 * ``model.width`` scales the decoders: U-Net ``decoder_channels = (256,128,64,32,16) * width``,
   DeepLabV3 ``decoder_channels = 256 * width`` (each at least 8).
+* ``model.encoder_depth`` (5 = published) keeps that many encoder stages; the unused deeper stages
+  of a ResNet encoder (``layer4``, then ``layer3``) are removed, since smp keeps their weights
+  although its forward never reaches them (`trim_encoder`). With ``model.width`` it sets the
+  baselines' capacity (U-Net at about ours' parameter count: `bench ablate capacity`). U-Net uses
+  the first ``encoder_depth`` decoder channel counts; DeepLabV3 keeps depth 5 (its head reads the
+  deepest stage at the output stride) and refuses another value.
+* ``model.norm`` (batch | group | instance): `bench.models.norm.apply_norm`, the last step of
+  each build (module docstring there).
 * Dropout (Table 2: 0.2, ``model.dropout``):
   - U-Net: ``Dropout2d`` on the deepest encoder feature map, i.e. "at the end of the
     contracting path", where Ronneberger et al. 2015 put theirs; smp's Unet has no dropout.
@@ -48,7 +56,7 @@ from bench.config import ModelConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import register_model
 from bench.models.cascade_blocks import SingleValueSafeBatchNorm2d
-from bench.models.liver_prior import liver_prior_run, with_liver_prior
+from bench.models.norm import apply_norm
 
 UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 DEEPLAB_DECODER_CHANNELS = 256
@@ -160,6 +168,18 @@ def load_encoder_weights(encoder: nn.Module, path_str: str) -> None:
         warnings.warn(f"encoder weights {path}: " + "; ".join(parts), UserWarning, stacklevel=2)
 
 
+def trim_encoder(encoder: nn.Module, depth: int, name: str, encoder_name: str) -> None:
+    """Remove a ResNet encoder's stages beyond ``depth`` (smp keeps them, unused); refuse other encoders."""
+    if depth >= 5:
+        return
+    stages = [f"layer{k}" for k in range(depth, 5)]  # layer k feeds stage k + 1 (stage 1 is conv1)
+    if not all(isinstance(getattr(encoder, s, None), nn.Module) for s in stages):
+        raise ConfigError(f"model {name!r}: model.encoder_depth={depth} needs a ResNet encoder (layer1-layer4), "
+                          f"not {encoder_name!r}")
+    for stage in stages:
+        delattr(encoder, stage)
+
+
 def _maybe_load_encoder(model: nn.Module, cfg: RunConfig) -> None:
     if cfg.profile.model.encoder_weights:
         load_encoder_weights(model.encoder, cfg.profile.model.encoder_weights)
@@ -187,9 +207,8 @@ class UNet(smp.Unet):
         return self.segmentation_head(decoded)
 
 
-@register_model("unet", description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)",
-                relative_cost=1.3, liver_prior=True, needs=liver_prior_run)
-@with_liver_prior
+@register_model("unet", label="U-Net", rank=20, capabilities={"liver_prior", "norm"},
+                description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)", relative_cost=1.3)
 def build_unet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "unet")
@@ -200,10 +219,12 @@ def build_unet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
         encoder_weights=None,
         in_channels=in_channels,
         classes=1,
-        decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS),
+        encoder_depth=m.encoder_depth,
+        decoder_channels=tuple(scaled(c, m.width) for c in UNET_DECODER_CHANNELS[:m.encoder_depth]),
     )
+    trim_encoder(model.encoder, m.encoder_depth, "unet", m.encoder)
     _maybe_load_encoder(model, cfg)
-    return model
+    return apply_norm(model, cfg)
 
 
 # ---------------------------------------------------------------- DeepLabV3
@@ -224,14 +245,16 @@ def _patch_aspp(model: nn.Module, dropout: float) -> None:
             pool[idx] = safe
 
 
-@register_model("deeplabv3", description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)",
-                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5, liver_prior=True,
-                needs=liver_prior_run)
-@with_liver_prior
+@register_model("deeplabv3", label="DeepLabV3", rank=30, capabilities={"liver_prior", "norm"},
+                description="DeepLabV3 [22] (smp, ResNet encoder, output stride 8, ASPP 12/24/36)",
+                input_multiple=lambda cfg: cfg.profile.model.output_stride, relative_cost=1.5)
 def build_deeplabv3(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "deeplabv3")
     _check_encoder(m.encoder, "deeplabv3")
+    if m.encoder_depth != 5:
+        raise ConfigError(f"model 'deeplabv3': model.encoder_depth={m.encoder_depth}; DeepLabV3 keeps 5 (its ASPP "
+                          f"reads the deepest stage; scale it with model.width)")
     model = smp.DeepLabV3(
         encoder_name=m.encoder,
         encoder_weights=None,
@@ -242,4 +265,4 @@ def build_deeplabv3(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     )
     _patch_aspp(model, m.dropout)
     _maybe_load_encoder(model, cfg)
-    return model
+    return apply_norm(model, cfg)

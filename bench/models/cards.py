@@ -25,10 +25,10 @@ second. Local encoder weights named by a profile are not loaded (they do not cha
 
 Hooks
 -----
-A model without a hook gets the generic card: its module's top-level children as components
+A model without its own card gets the generic card: its module's top-level children as components
 (smp: encoder, decoder, segmentation_head; SegNet: encoders, decoders, classifier). A model
-whose structure says more registers a hook (``@register_card("ours")`` in
-`bench.models.cascade`): ``RunConfig -> ModelCard``.
+whose structure says more names its card in its spec (``register_model(..., card=cascade_card)``
+in `bench.models.cascade`): ``RunConfig -> ModelCard``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from torch import nn
 from bench.config import RunConfig, get_profile, override, parse_overrides
 from bench.errors import ConfigError
 from bench.models.cascade_blocks import running_stat_count
-from bench.registry import Registry
 
 BATCHNORM_NOTE = "BatchNorm (running mean + variance counted as non-trainable, 2 per channel, as Keras does)"
 
@@ -149,18 +148,14 @@ def describe_normalisation(module: nn.Module) -> str:
         kinds.append(BATCHNORM_NOTE)
     if any(isinstance(m, nn.GroupNorm) for m in module.modules()):
         kinds.append("GroupNorm (no running statistics: 0 non-trainable)")
+    if any(isinstance(m, nn.InstanceNorm2d) for m in module.modules()):
+        kinds.append("InstanceNorm (affine, no running statistics: 0 non-trainable)")
     return "; ".join(kinds) or "none"
 
 
 # ---------------------------------------------------------------- hooks and building
 
-CardHook = Callable[[RunConfig], ModelCard]
-CARD_HOOKS: Registry[CardHook] = Registry("model card")
-
-
-def register_card(name: str) -> Callable[[CardHook], CardHook]:
-    """Decorator: ``@register_card("ours")`` on a ``RunConfig -> ModelCard`` function."""
-    return CARD_HOOKS.register(name)
+CardHook = Callable[[RunConfig], ModelCard]  # a spec's own card (`bench.models.ModelSpec.card`)
 
 
 def card_config(name: str, profile: str = "paper", overrides: list[str] | None = None) -> RunConfig:
@@ -185,13 +180,18 @@ def generic_card(cfg: RunConfig) -> ModelCard:
     with torch.device("meta"):
         module = spec.build(cfg)
     rows = module_rows(dict(module.named_children()), module)
-    return ModelCard(cfg.model, cfg.profile.name, spec.description, describe_normalisation(module), tuple(rows))
+    m = cfg.profile.model  # the baselines' knobs that change the count (bench.models.norm, .baselines)
+    used = (f"model.norm={m.norm}, model.width={m.width:g}, model.encoder_depth={m.encoder_depth}: "
+            f"{describe_normalisation(module)}")
+    return ModelCard(cfg.model, cfg.profile.name, spec.description, used, tuple(rows))
 
 
 def model_card(name: str, profile: str = "paper", overrides: list[str] | None = None) -> ModelCard:
-    """Model ``name``'s card at ``profile`` (+ overrides); its own hook when it has one."""
+    """Model ``name``'s card at ``profile`` (+ overrides); its spec's own card when it has one."""
+    from bench.models import get_model_spec
+
     cfg = card_config(name, profile, overrides)
-    hook = CARD_HOOKS.get(name) if name in CARD_HOOKS else generic_card
+    hook = get_model_spec(name).card or generic_card
     card = hook(cfg)
     if not isinstance(card, ModelCard):
         raise ConfigError(f"model card hook of {name!r} returned {type(card).__name__}, not a ModelCard")
@@ -240,8 +240,6 @@ __all__ = [
     "count_module",
     "module_rows",
     "describe_normalisation",
-    "CARD_HOOKS",
-    "register_card",
     "card_config",
     "generic_card",
     "model_card",

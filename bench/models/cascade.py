@@ -31,11 +31,12 @@ from torch import Tensor, nn
 from bench.config import GRADCAM_LAYERS, LESION_PRIORS, CascadeConfig, RunConfig
 from bench.errors import ConfigError
 from bench.models import get_model_spec, register_model
-from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows, register_card
+from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows
 from bench.models.cascade_blocks import check_norm
 from bench.models.gradcam import grad_cam
+from bench.models.lesion_roi import LesionRoi, lesion_cut, upsample_mask
 from bench.models.localization import LocalizationNet
-from bench.models.roi import box_prior, roi_from_heatmap
+from bench.models.roi import box_prior, prior_from_liver, roi_from_heatmap  # noqa: F401  (prior_from_liver re-exported)
 from bench.models.tuning import (
     PAPER_TUNING_NON_TRAINABLE,
     PAPER_TUNING_PARAMS,
@@ -53,16 +54,6 @@ def validate_cascade_config(cfg: CascadeConfig) -> None:
 
     cfg.consistency()
     require_crf(cfg.crf)
-
-
-def prior_from_liver(liver_logits: Tensor, mode: str, margin: float, min_area: float) -> Tensor:
-    """Lesion prior from liver logits: the mask (logit > 0) or its boxes; float32 (B,1,H,W)."""
-    liver = liver_logits > 0
-    if mode == "liver_mask":
-        return liver.to(torch.float32)
-    if mode == "liver_box":
-        return box_prior(liver, margin, min_area)
-    raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
 
 
 class CascadeNet(nn.Module):
@@ -120,14 +111,25 @@ class CascadeNet(nn.Module):
 
 
 class LesionCascade(nn.Module):
-    """Lesion step: a trained liver `CascadeNet` gives the ROI, a second tuning network finds lesions."""
+    """Lesion step: a trained liver `CascadeNet` gives the ROI, a second tuning network finds lesions.
 
-    def __init__(self, liver: CascadeNet, tuner: TuningNet, cfg: CascadeConfig) -> None:
+    With ``cut`` (``cascade.lesion_roi="box"``, `bench.models.lesion_roi.LesionRoi`) ``forward``
+    takes slices of the finer ROI grid: the liver cascade runs on their coarse view, and the
+    tuner sees only each slice's liver box (with the liver prior cropped alike); without it, the
+    tuner sees whole slices on the liver grid with the liver prior.
+    """
+
+    def __init__(self, liver: CascadeNet, tuner: TuningNet, cfg: CascadeConfig, cut: LesionRoi | None = None) -> None:
         super().__init__()
         validate_cascade_config(cfg)
         self.liver = liver
         self.tuner = tuner
         self.cfg = cfg
+        self.cut = cut
+
+    def prior_of_liver(self, logits: Tensor) -> Tensor:
+        """The lesion tuner's prior from liver logits (``cascade.lesion_prior``, box margin and area)."""
+        return prior_from_liver(logits, self.cfg.lesion_prior, self.cfg.box_margin, self.cfg.box_min_area)
 
     def lesion_prior(self, x: Tensor, mode: str | None = None, margin: float | None = None,
                      min_area: float | None = None) -> Tensor:
@@ -138,7 +140,14 @@ class LesionCascade(nn.Module):
         return self.liver.lesion_prior(x, mode, margin, min_area)
 
     def roi(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(prior, liver probability)``, the lesion counterpart of `CascadeNet.roi` (for figures)."""
+        """``(prior, liver probability)``, the lesion counterpart of `CascadeNet.roi` (for figures).
+
+        With ``cut``: the ROI boxes and the liver probability, both on the fine grid of ``x``.
+        """
+        if self.cut is not None:
+            rois = self.cut.inputs(x, self.liver, self.prior_of_liver)
+            liver = upsample_mask(torch.sigmoid(rois.liver_logits), self.cut.geo.fine)
+            return self.cut.boxes(rois.windows, x.device).to(x.dtype), liver
         with torch.no_grad():
             logits = self.liver(x)
         prior = prior_from_liver(logits, self.cfg.lesion_prior, self.cfg.box_margin, self.cfg.box_min_area)
@@ -148,6 +157,8 @@ class LesionCascade(nn.Module):
         return self.tuner.predict(x, prior)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.cut is not None:
+            return self.cut.forward(x, self.liver, self.prior_of_liver, self.tuner.predict)
         return self.forward_with_prior(x, self.lesion_prior(x))
 
 
@@ -177,7 +188,7 @@ def build_cascade(cfg: RunConfig) -> nn.Module:
     """Proposed cascade: localization net + Grad-CAM box prior + tuning net (paper 3.3-3.9)."""
     liver = build_liver_cascade(cfg)
     if cfg.task == "lesion":  # the same-plane liver cascade's weights are part of the lesion model
-        return LesionCascade(liver, build_tuner(cfg), cfg.profile.cascade)
+        return LesionCascade(liver, build_tuner(cfg), cfg.profile.cascade, lesion_cut(cfg))
     return liver
 
 
@@ -244,11 +255,8 @@ def cascade_card(cfg: RunConfig) -> ModelCard:
     return ModelCard(cfg.model, cfg.profile.name, description, NORM_DESCRIPTIONS[cc.norm], tuple(rows), tuple(notes))
 
 
-register_card("ours")(cascade_card)
-
-
 register_model(
-    "ours", recipe="cascade",
+    "ours", label="Ours", role="proposed", recipe="cascade", config_section="cascade", card=cascade_card,
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
     count=count_cascade_parameters,
     needs=liver_cascade_of,

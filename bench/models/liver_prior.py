@@ -11,11 +11,13 @@ cascade that ours reads (the "ours" liver run of the same plane, seed, fold, pro
 * ``channel`` ``net(cat(x, liver_mask(x)))``: the liver cascade's predicted liver mask as a
               second input channel, exactly the prior `LesionCascade` gives ours with
               ``cascade.lesion_prior=liver_mask`` (`CascadeNet.lesion_prior`);
-* ``crop``    ``net(where(box, x, min(x)))``: the slice masked to that mask's boxes (ours'
-              ``cascade.lesion_prior=liver_box``, same margin and minimum area); outside the box
-              every pixel takes the slice's minimum (the HU window's floor, the value padding
-              uses). Masked on the slice's own grid, not cut out and resized, so the prediction
-              maps back to the original grid exactly as the plain baseline's does. One channel.
+* ``crop``    with ``cascade.lesion_roi="box"`` (cpu, demo, smoke): the network sees exactly the
+              liver-box window ours' lesion tuner sees, on the same finer grid, cut by the one
+              function `bench.models.lesion_roi.LesionRoi` from the same liver cascade's mask, and
+              its prediction is pasted back the same way (background outside the box). With
+              ``lesion_roi="none"`` (paper): ``net(where(box, x, min(x)))``, the slice masked to
+              that mask's boxes (ours' ``cascade.lesion_prior=liver_box``, same margin and minimum
+              area) on the slice's own grid. One channel either way.
 
 Rules: only the lesion task has a liver prior; ``liver_prior != none`` with ``task=liver`` is
 refused in one line (`liver_prior_run`), as it is on a model whose spec does not take it ("ours"
@@ -37,11 +39,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from bench.config import RunConfig
+from bench.config import RunConfig, without_baseline_fields
 from bench.errors import ConfigError
+from bench.models.lesion_roi import LIVER_PRIOR_MODEL, LesionRoi, lesion_cut, upsample_mask
 from bench.paths import seed_tag
 
-LIVER_PRIOR_MODEL = "ours"  # the model whose liver cascade gives the prior
 # model.liver_prior -> (the LesionCascade prior it equals, input channels of the baseline network)
 MODES: dict[str, tuple[str, int]] = {"channel": ("liver_mask", 2), "crop": ("liver_box", 1)}
 
@@ -51,13 +53,16 @@ NetBuilder = Callable[..., nn.Module]  # (cfg, in_channels=1) -> the baseline ne
 class LiverPriorNet(nn.Module):
     """A baseline network fed the liver cascade's prior: ``forward(x (B,1,H,W)) -> (B,1,H,W)`` logits."""
 
-    def __init__(self, liver: nn.Module, net: nn.Module, mode: str) -> None:
+    def __init__(self, liver: nn.Module, net: nn.Module, mode: str, cut: LesionRoi | None = None) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"model.liver_prior={mode!r}: a LiverPriorNet needs one of {', '.join(MODES)}")
+        if cut is not None and mode != "crop":
+            raise ConfigError(f"model.liver_prior={mode}: only 'crop' cuts the liver ROI")
         self.liver = liver.requires_grad_(False).eval()  # a prerequisite's weights: never trained here
         self.net = net
         self.mode = mode
+        self.cut = cut
 
     @property
     def prior_kind(self) -> str:
@@ -82,12 +87,32 @@ class LiverPriorNet(nn.Module):
         floor = x.amin(dim=(-2, -1), keepdim=True)
         return torch.where(prior > 0, x, floor)
 
+    def prior_of_liver(self, logits: Tensor) -> Tensor:
+        """The prior of liver logits (`CascadeNet.lesion_prior`'s rule, the liver cascade's margin and area)."""
+        from bench.models.roi import prior_from_liver
+
+        cc = self.liver.cfg
+        return prior_from_liver(logits, self.prior_kind, cc.box_margin, cc.box_min_area)
+
     def forward(self, x: Tensor, prior: Tensor | None = None) -> Tensor:
-        """Logits; ``prior`` (precomputed with `prior`, as training does) skips the liver cascade."""
+        """Logits; ``prior`` (precomputed with `prior`, as training does) skips the liver cascade.
+
+        With ``cut``: ``x`` without ``prior`` is a batch of fine slices (the ROI is cut, predicted
+        and pasted back); with ``prior`` it is a batch of ROI crops already (training reads them
+        from `bench.engine.roi_cache`), which the network sees as they are.
+        """
+        if self.cut is not None:
+            if prior is not None:
+                return self.net(x)
+            return self.cut.forward(x, self.liver, self.prior_of_liver, lambda image, _prior: self.net(image))
         return self.net(self.inputs(x, self.prior(x) if prior is None else prior))
 
     def roi(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(prior, liver probability)`` for figures, as `LesionCascade.roi` gives them."""
+        if self.cut is not None:
+            rois = self.cut.inputs(x, self.liver, self.prior_of_liver)
+            liver = upsample_mask(torch.sigmoid(rois.liver_logits), self.cut.geo.fine)
+            return self.cut.boxes(rois.windows, x.device).to(x.dtype), liver
         with torch.no_grad():
             liver = torch.sigmoid(self.liver(x))
         return self.prior(x), liver
@@ -99,8 +124,11 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
     It is ours' own liver run for ``cfg``'s plane, seed, fold, data and profile: the tag is what
     ``bench train ours`` and the study give that seed and fold (`bench.paths.seed_tag`: ``""``
     at seed 0 without a fold, else ``ours~seedK~foldI``), never derived from the baseline's own
-    tag (``unet+liver~seed1`` needs ``ours~seed1``); ``model.liver_prior`` is reset to none, so
-    the config, and with it the fingerprint, is exactly the plain "ours" run's. A liver prior on
+    tag (``unet+liver~seed1`` needs ``ours~seed1``); ``model.liver_prior`` is reset to none (and
+    every other baseline-only model field, e.g. ``model.norm``, to the profile's value:
+    `bench.config.without_baseline_fields`), so the config, and with it the fingerprint, is
+    exactly the plain "ours" run's (whose ``train.budget`` is ``epochs`` when it is the budget
+    reference: a ``train.budget=matched`` baseline with a liver prior reads the same liver run). A liver prior on
     the liver task is refused here in one line (``check_run_config`` and the scheduler ask first).
     """
     mode = cfg.profile.model.liver_prior
@@ -110,17 +138,22 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
         raise ConfigError(f"model.liver_prior={mode} is for --task lesion only (the prior is the liver cascade's "
                           f"liver mask); the {cfg.task} task takes model.liver_prior=none")
     tag = seed_tag(LIVER_PRIOR_MODEL, "", cfg.seed, cfg.fold)
-    profile = replace(cfg.profile, model=replace(cfg.profile.model, liver_prior="none"))
+    profile = without_baseline_fields(cfg.profile)  # liver_prior=none, and the baselines' norm, width... reset
+    if profile.train.budget_reference == LIVER_PRIOR_MODEL:  # the budget reference trains by its own epochs
+        profile = replace(profile, train=replace(profile.train, budget="epochs"))
     return [replace(cfg, model=LIVER_PRIOR_MODEL, task="liver", tag="" if tag == LIVER_PRIOR_MODEL else tag,
                     profile=profile)]
 
 
-def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
+def with_liver_prior(make: NetBuilder, build_liver: Callable[[RunConfig], nn.Module]) -> Callable[[RunConfig], nn.Module]:
     """Turn a baseline's ``make(cfg, in_channels=1)`` into its registered build function.
 
     ``model.liver_prior=none`` builds the network as before; otherwise a `LiverPriorNet` around
-    the structure of the liver cascade (`liver_prior_run`; its weights come from that run at
-    training, from ``best.pt`` at evaluation) and the network with the mode's input channels.
+    the structure of the liver cascade (``build_liver`` of `liver_prior_run`'s config: the
+    registry's `bench.models.build_model`, passed in so this module imports no model; its weights
+    come from that run at training, from ``best.pt`` at evaluation) and the network with the
+    mode's input channels. `bench.models.register_model` applies it to every spec declaring the
+    ``liver_prior`` capability.
     """
 
     @functools.wraps(make)
@@ -128,11 +161,8 @@ def with_liver_prior(make: NetBuilder) -> Callable[[RunConfig], nn.Module]:
         mode = cfg.profile.model.liver_prior
         if mode == "none":
             return make(cfg)
-        from bench.models.cascade import build_liver_cascade
-
         (liver_cfg,) = liver_prior_run(cfg)
-        liver = build_liver_cascade(liver_cfg)
-        return LiverPriorNet(liver, make(cfg, in_channels=MODES[mode][1]), mode)
+        return LiverPriorNet(build_liver(liver_cfg), make(cfg, in_channels=MODES[mode][1]), mode, lesion_cut(cfg))
 
     return build
 

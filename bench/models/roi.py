@@ -32,6 +32,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from bench.config import LESION_PRIORS
 from bench.errors import ConfigError
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -110,4 +111,18 @@ def box_prior(mask: Tensor, margin: float, min_area: float) -> Tensor:
     return torch.from_numpy(out).to(mask.device)
 
 
-__all__ = ["heat_to_prob", "roi_from_heatmap", "slice_boxes", "box_prior"]
+def prior_from_liver(liver_logits: Tensor, mode: str, margin: float, min_area: float) -> Tensor:
+    """Lesion prior from liver logits: the mask (logit > 0) or its boxes; float32 (B,1,H,W).
+
+    Here, beside `box_prior`, so that the cascade and the baselines' liver prior
+    (`bench.models.liver_prior`) share it without the liver prior importing the cascade."""
+    liver = liver_logits > 0
+    if mode == "liver_mask":
+        return liver.to(torch.float32)
+    if mode == "liver_box":
+        return box_prior(liver, margin, min_area)
+    raise ConfigError(f"unknown cascade.lesion_prior {mode!r} (known: {', '.join(LESION_PRIORS)})")
+
+
+__all__ = ["heat_to_prob", "roi_from_heatmap", "slice_boxes", "box_prior", "prior_from_liver"]
+

@@ -16,6 +16,8 @@ one output channel):
   SegNet's softmax classifier over K classes.
 * ``model.width`` scales every channel count (each at least 8). Five poolings need an input of
   at least 32x32 (then the deepest map is 1x1); any size >= 32 works, divisible or not.
+* ``model.encoder_depth`` (5 = published) keeps the first that many blocks (and their mirrors);
+  ``model.norm`` replaces the BatchNorms (`bench.models.norm.apply_norm`).
 * Dropout (Table 2: 0.2, ``model.dropout``): ``Dropout2d`` where Bayesian SegNet (Kendall et
   al. 2015, "central" variant) puts it: after the three deepest encoder blocks (after their
   pooling) and after the three deepest decoder blocks. Bayesian SegNet uses p = 0.5; the paper
@@ -31,7 +33,7 @@ from torch import nn
 from bench.config import RunConfig
 from bench.models import register_model
 from bench.models.baselines import check_model_config, scaled
-from bench.models.liver_prior import liver_prior_run, with_liver_prior
+from bench.models.norm import apply_norm
 
 VGG16_BLOCKS = (2, 2, 3, 3, 3)  # convolutions per block
 VGG16_CHANNELS = (64, 128, 256, 512, 512)
@@ -111,10 +113,12 @@ class SegNet(nn.Module):
         return self.classifier(x)
 
 
-@register_model("segnet", description="SegNet [18] (VGG16 encoder, max-unpooling decoder, 2015)", liver_prior=True,
-                needs=liver_prior_run)
-@with_liver_prior
+@register_model("segnet", label="SegNet", rank=10, capabilities={"liver_prior", "norm"},
+                description="SegNet [18] (VGG16 encoder, max-unpooling decoder, 2015)")
 def build_segnet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model
     check_model_config(m, "segnet")
-    return SegNet(in_channels=in_channels, out_channels=1, width=m.width, dropout=m.dropout)
+    depth = m.encoder_depth
+    net = SegNet(in_channels=in_channels, out_channels=1, width=m.width, dropout=m.dropout,
+                 blocks=VGG16_BLOCKS[:depth], channels=VGG16_CHANNELS[:depth])
+    return apply_norm(net, cfg)

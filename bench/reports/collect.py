@@ -12,20 +12,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.config import PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict
+from bench.config import (PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict,
+                          without_baseline_fields)
 from bench.errors import BenchError, DataError
 
 # Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
 CONFIG_COLUMNS = (
     "dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
     "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior",
-    "postprocess", "budget_rule", "input_size", "fold", "config_key", "run_id", "run_dir",
+    "norm", "width", "encoder_depth", "normalisation", "postprocess", "budget_rule", "input_size", "fold",
+    "tag_base", "data_root", "split_key", "config_key", "run_id", "run_dir",
 )
 # What a run spent on training, from config.json ``budget`` (`bench.engine.recipe.budget`): run-level
 # columns of ``Results.runs`` only. NaN/"" for a run recorded before budgets were (or a fused run:
@@ -41,16 +44,21 @@ PER_CASE_REQUIRED = ("split", "case", "class", "dice")
 
 # The fields ablations vary: the cascade fields the paper ablates (Tables 3-5), the ones this toolkit
 # adds (patch mode and scale, Algorithm 1's patch share and learning rate; their tables are
-# "patch-mode" and "patch-scale"), and the lesion baselines' liver prior (Table 8's "+ liver prior"
-# columns). A run is a *default* run when all of them equal the defaults of its named profile; a
-# variant differs in one of them, so a plain cell never picks a variant.
+# "patch-mode" and "patch-scale"), the lesion baselines' liver prior (Table 8's "+ liver prior"
+# columns), the baselines' normalisation and capacity (`bench ablate norm`, `bench ablate capacity`). A run is a
+# *default* run when all of them equal the defaults of its named profile; a variant differs in one of them, so a
+# plain cell never picks a variant (a BatchNorm U-Net is never averaged with a GroupNorm one as a seed).
 ABLATED_FIELDS = ("patch_levels", "multilevel_loss", "reiter_stop", "max_reiterations", "patch_mode", "patch_scale",
-                  "patch_share", "reiter_lr_scale", "liver_prior")
-_FIELD_SECTION = {"liver_prior": "model"}  # the profile section of each ablated field (default: cascade)
+                  "patch_share", "reiter_lr_scale", "liver_prior", "norm", "width", "encoder_depth")
+# the profile section of each ablated field (default: cascade)
+_FIELD_SECTION = {"liver_prior": "model", "norm": "model", "width": "model", "encoder_depth": "model"}
 
 # Fields that do not change what a run measures: two runs differing only in these (and the seed)
-# are repeats of one experiment and are averaged as seeds.
+# are repeats of one experiment and are averaged as seeds. The data root, the split and the tag are
+# not here: they enter `experiment_key` as the recorded absolute root, the patient lists' hash and
+# the tag without its ~seedK/~foldI suffix (`replicate_identity`).
 _NON_EXPERIMENT_FIELDS = dict(seed=0, fold=None, tag="", results="", cache="", device="", root="", splits="")
+_SEED_FOLD_SUFFIX = re.compile(r"(~seed\d+)?(~fold\d+)?$")
 
 
 @dataclass
@@ -91,13 +99,52 @@ def postprocess_rule(cfg: RunConfig) -> str:
     return f"min_size>={pp.min_voxels}" if mode == "min_size" else mode
 
 
-def experiment_key(cfg: RunConfig) -> str:
-    """Fingerprint of what a run measures: equal for runs that differ only by seed, tag or paths."""
-    return fingerprint(dataclasses.replace(cfg, **_NON_EXPERIMENT_FIELDS))
+def replicate_identity(cfg: RunConfig, data: dict[str, Any] | None) -> dict[str, str]:
+    """What, beside the config, runs must share to be seeds of one experiment (issue 20).
+
+    ``tag_base``: the run's tag without the ``~seedK``/``~foldI`` suffix `bench.paths.seed_tag` adds
+    (two ``--tag`` values are two experiments, never "n seeds: 2"); ``data_root``: the absolute root
+    recorded at training (``data.root``; a run recorded before bindings: its config's root);
+    ``split_key``: the hash of its patient lists (fold runs: of the folds), "" when not recorded.
+    """
+    from bench.datasets.binding import replicate_split_key
+
+    return {
+        "tag_base": _SEED_FOLD_SUFFIX.sub("", cfg.run_tag),
+        "data_root": str(data.get("root", "")) if data else cfg.root,
+        "split_key": replicate_split_key(data, cfg.fold) if data else cfg.splits,
+    }
 
 
-def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
+def normalisation_rule(cfg: RunConfig) -> str:
+    """The config field that sets the run's normalisation, as the tables print it: ``model.norm=group`` for a
+    baseline, ``cascade.norm=group`` for a model trained by the cascade recipe (ours)."""
+    return f"cascade.norm={cfg.profile.cascade.norm}" if _is_cascade(cfg) else f"model.norm={cfg.profile.model.norm}"
+
+
+def _is_cascade(cfg: RunConfig) -> bool:
+    """The run's model trains by the cascade recipe (ours): its normalisation is cascade.norm, not model.norm."""
+    from bench.models import MODELS
+
+    return cfg.model in MODELS and MODELS.get(cfg.model).recipe == "cascade"
+
+
+def experiment_key(cfg: RunConfig, data: dict[str, Any] | None = None) -> str:
+    """Fingerprint of what a run measures: equal for runs that differ only by seed (and fold) and paths,
+    and share tag, data root and split (`replicate_identity`)."""
+    import hashlib
+
+    blob = json.dumps([fingerprint(dataclasses.replace(cfg, **_NON_EXPERIMENT_FIELDS)), replicate_identity(cfg, data)],
+                      sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _run_row(cfg: RunConfig, run_id: str, run_dir: Path, data: dict[str, Any] | None = None) -> dict[str, Any]:
     cascade = cfg.profile.cascade
+    # the baseline-only model fields of a cascade run are read at the profile's values: ours never reads them,
+    # and a config.json written before a field existed holds the dataclass default (model.norm=batch), not the
+    # cpu profile's group, which would drop the run from the plain cells
+    model = (without_baseline_fields(cfg.profile) if _is_cascade(cfg) else cfg.profile).model
     return {
         "dataset": cfg.dataset,
         "task": cfg.task,
@@ -114,12 +161,17 @@ def _run_row(cfg: RunConfig, run_id: str, run_dir: Path) -> dict[str, Any]:
         "patch_scale": str(cascade.patch_scale),
         "patch_share": float(cascade.patch_share),
         "reiter_lr_scale": float(cascade.reiter_lr_scale),
-        "liver_prior": str(cfg.profile.model.liver_prior),
+        "liver_prior": str(model.liver_prior),
+        "norm": str(model.norm),
+        "width": float(model.width),
+        "encoder_depth": int(model.encoder_depth),
+        "normalisation": normalisation_rule(cfg),
         "postprocess": postprocess_rule(cfg),
         "budget_rule": str(cfg.profile.train.budget),
         "input_size": int(cfg.profile.input_size),
         "fold": -1 if cfg.fold is None else int(cfg.fold),
-        "config_key": experiment_key(cfg),
+        **replicate_identity(cfg, data),
+        "config_key": experiment_key(cfg, data),
         "run_id": run_id,
         "run_dir": str(run_dir),
     }
@@ -156,6 +208,14 @@ def budget_row(saved: dict[str, Any], cfg: RunConfig, root: Path) -> dict[str, A
         "budget_matched_to": ref,
         "budget_reference": str(cfg.profile.train.budget_reference) if cfg.profile.train.budget == "matched" else "",
     }
+
+
+def _parameters(saved: dict[str, Any]) -> float:
+    """The trainable parameters config.json records (`bench.engine.runner`); NaN where none is recorded."""
+    try:
+        return float(saved.get("parameters"))
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _run_id_of(path: str, root: Path) -> str:
@@ -214,6 +274,7 @@ def load_results(results_root: str | os.PathLike) -> Results:
     notes: list[str] = []
     runs: list[dict[str, Any]] = []
     metrics, per_case, reiter = [], [], []
+    fingerprints: dict = {}  # source fingerprints per (data set, root), computed once for all runs
     for config_path in _iter_config_files(root):
         run_dir = config_path.parent
         run_id = run_dir.relative_to(root).as_posix()
@@ -227,7 +288,10 @@ def load_results(results_root: str | os.PathLike) -> Results:
         if status != "complete":
             notes.append(f"{run_id}: status {status!r}, not 'complete'; skipped")
             continue
-        row = _run_row(cfg, run_id, run_dir)
+        data = saved.get("data") if isinstance(saved.get("data"), dict) else None
+        if data is not None:
+            _check_binding(run_id, cfg, data, fingerprints, root)
+        row = _run_row(cfg, run_id, run_dir, data)
         budget = budget_row(saved, cfg, root)
         if not (run_dir / "metrics.csv").is_file():
             notes.append(f"{run_id}: no metrics.csv; its cells show as missing")
@@ -248,13 +312,15 @@ def load_results(results_root: str | os.PathLike) -> Results:
         examples = run_dir / "examples.npz"
         row.update(
             **budget,
+            parameters=_parameters(saved),
             has_metrics=m is not None,
             has_per_case=pc is not None,
             has_reiteration=rt is not None,
             examples=str(examples) if examples.is_file() else "",
         )
         runs.append(row)
-    run_cols = CONFIG_COLUMNS + BUDGET_COLUMNS + ("has_metrics", "has_per_case", "has_reiteration", "examples")
+    _refuse_mixed_roots(runs, root)
+    run_cols = CONFIG_COLUMNS + BUDGET_COLUMNS + ("parameters", "has_metrics", "has_per_case", "has_reiteration", "examples")
     results = Results(
         root=str(root),
         runs=pd.DataFrame(runs, columns=list(run_cols)) if runs else _empty(run_cols),
@@ -264,6 +330,33 @@ def load_results(results_root: str | os.PathLike) -> Results:
         notes=notes,
     )
     return pool_folds(results)
+
+
+def _check_binding(run_id: str, cfg: RunConfig, data: dict[str, Any], fingerprints: dict, root: Path) -> None:
+    """A run whose data changed since it was scored is refused: a report never mixes results of other data."""
+    from bench.datasets.binding import binding_change
+
+    change = binding_change(data, cfg, Path(str(data.get("root", ""))), Path(str(data.get("split_file", ""))),
+                            fingerprints, split_required=False)
+    if change is not None:
+        raise DataError(f"{root / run_id}: {change}; its scores belong to other data (bench evaluate --rescore it, "
+                        f"retrain it with --force, or move it out of {root})")
+
+
+def _refuse_mixed_roots(runs: list[dict[str, Any]], root: Path) -> None:
+    """Runs of one data set trained on different data roots are never one table: refused, naming both.
+
+    Runs recorded before bindings (no ``data`` in config.json) carry no absolute root and are not compared.
+    """
+    by_dataset: dict[str, dict[str, list[str]]] = {}
+    for row in runs:
+        if Path(str(row["data_root"])).is_absolute():
+            by_dataset.setdefault(row["dataset"], {}).setdefault(row["data_root"], []).append(row["run_id"])
+    for dataset, roots in sorted(by_dataset.items()):
+        if len(roots) > 1:
+            shown = ", ".join(f"{r} ({len(ids)} run(s), e.g. {sorted(ids)[0]})" for r, ids in sorted(roots.items()))
+            raise DataError(f"{root}: {dataset} runs trained on {len(roots)} data roots: {shown}; a report compares "
+                            f"runs on one data set: give each data root its own --results folder")
 
 
 def pool_folds(results: Results) -> Results:

@@ -101,6 +101,8 @@ class _Source:
     root: str
     splits_file: Path
     include_cysts: bool
+    lesion_match: str = "overlap"  # the runs' profile.evaluate: the external folder is scored under the same rule
+    lesion_connectivity: int = 3
 
 
 def report_source(results: Results, options: ReportOptions) -> _Source:
@@ -119,10 +121,13 @@ def report_source(results: Results, options: ReportOptions) -> _Source:
         cfg = load_run_config(Path(run_dir) / "config.json")
         adapter_root = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts).root
         split_file = Path(cfg.splits) if cfg.splits else splits_path(cfg.cache, cfg.dataset, adapter_root)
-        key = _Source(cfg.dataset, str(Path(adapter_root).resolve()), split_file.resolve(), bool(cfg.include_cysts))
+        ev = cfg.profile.evaluate
+        key = _Source(cfg.dataset, str(Path(adapter_root).resolve()), split_file.resolve(), bool(cfg.include_cysts),
+                      ev.lesion_match, ev.lesion_connectivity)
         sources.setdefault(key, []).append(run_id)
     if len(sources) > 1:
-        listed = "; ".join(f"root {k.root}, split {k.splits_file}, cysts {k.include_cysts} ({len(v)} runs, e.g. {v[0]})"
+        listed = "; ".join(f"root {k.root}, split {k.splits_file}, cysts {k.include_cysts}, lesion match "
+                           f"{k.lesion_match}/{k.lesion_connectivity} ({len(v)} runs, e.g. {v[0]})"
                            for k, v in sources.items())
         raise DataError(f"--external: the report's runs disagree on their patients ({listed}); narrow with --dataset/--profile")
     return next(iter(sources))
@@ -164,9 +169,9 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
     from bench.datasets import get_dataset
     from bench.datasets.nifti import read_nifti_geometry, same_grid
     from bench.datasets.splits import read_splits
-    from bench.metrics.counts import label_counts
     from bench.metrics.folder import read_label_map
-    from bench.metrics.results import case_rows, evaluation_policy, write_evaluation
+    from bench.metrics.results import write_evaluation
+    from bench.metrics.scorer import ScoreOptions, keyed, score_label_maps
 
     source = report_source(results, options)
     tasks, one_is_lesion = _label_rule(folder)
@@ -175,6 +180,8 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
         raise DataError(f"--external {name}: the runs' split file {source.splits_file} is missing "
                         "(run the report where the runs' cache is)")
     splits = read_splits(source.splits_file, adapter.case_ids())
+    scoring = ScoreOptions(lesion_match=source.lesion_match, lesion_connectivity=source.lesion_connectivity,
+                           device="cpu")
     ext = External(name, folder, tasks, out_dir)
     ext.notes += _split_mismatch(results, options, splits, name)
     wanted = [c for s in SCORED_SPLITS for c in splits[s]]
@@ -213,13 +220,12 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
                     pred = (pred >= 1).astype(np.uint8) * 2
             else:
                 pred = np.zeros_like(case.label)
-            counts = label_counts(pred, case.label, device="cpu")
-            rows += case_rows(cid, {t: counts[t] for t in tasks}, split=split)
+            rows += keyed(score_label_maps(pred, case.label, tasks, case.spacing, scoring), cid, split)
     for split, cases in ext.missing.items():
         if cases:
             ext.notes.append(f"{ext.label}: {len(cases)} {split} patient(s) without a prediction, scored as empty: "
                              f"{', '.join(cases)}")
-    write_evaluation(out_dir, rows, with_splits=True, policy=evaluation_policy(),
+    write_evaluation(out_dir, rows, with_splits=True, policy=scoring.policy(tasks),
                      extra={"external": {"name": name, "predictions": str(folder.resolve()), "tasks": list(tasks),
                                          "dataset": source.dataset, "root": source.root,
                                          "splits_file": str(source.splits_file), "include_cysts": source.include_cysts,

@@ -21,7 +21,7 @@ from bench.reports import paper
 from bench.reports.collect import Results
 from bench.reports.select import ReportOptions, Scope, resolve_scope, select_runs
 from bench.reports.tables import (
-    METRIC_LABELS, MODEL_LABELS, PLANE_ROWS, ablate_command, per_case_dice, reiteration_runs, train_command,
+    METRIC_LABELS, PLANE_ROWS, ablate_command, per_case_dice, reiteration_runs, train_command,
 )
 
 EXAMPLE_KEYS = ("image", "ground_truth", "roi", "prediction")
@@ -120,16 +120,18 @@ def fig_examples(results: Results, scope: Scope, task: str, path: Path, figure_n
 
 
 def fig_dice_boxplot(results: Results, scope: Scope, task: str, path: Path) -> tuple[Path | None, list[str]]:
-    """Per-case test Dice (seeds averaged per case) of each model, one panel per plane present."""
+    """Per-case test Dice (seeds averaged per case) of each model with runs (registry order), one panel per plane present."""
+    from bench.models import model_label, model_order
+
     panels: list[tuple[str, list[str], list[np.ndarray]]] = []
     for plane in PLANE_ROWS:
         labels, data = [], []
-        for model in paper.MODELS:
+        for model in sorted(set(results.runs["model"]) if not results.runs.empty else (), key=model_order):
             runs, _ = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=model, task=task,
                                   plane=plane)
             dice = per_case_dice(results, runs, "test").dropna()
             if len(dice):
-                labels.append(MODEL_LABELS[model])
+                labels.append(model_label(model))
                 data.append(dice.to_numpy())
         if data:
             panels.append((plane, labels, data))

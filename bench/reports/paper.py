@@ -7,8 +7,10 @@ module is computed or corrected: where the paper is internally inconsistent (e.g
 N = 5, Val mIoU 0,9700 vs Table 3's 0,907 for the same model) the printed value is kept.
 
 Keys use the vocabulary of the results files: metrics ``accuracy``/``dice``/``miou``,
-splits ``val``/``test``, planes ``axial``/``coronal``/``sagittal``, models
-``segnet``/``unet``/``deeplabv3``/``ours``, data sets ``lits``/``ircadb``, tasks ``liver``/``lesion``.
+splits ``val``/``test``, planes ``axial``/``coronal``/``sagittal``, models by their registered
+name (`bench.models.ModelSpec.name`: this module is the lookup of the paper's values keyed by the
+spec, `has_values`), data sets ``lits``/``ircadb``, tasks ``liver``/``lesion``. Which models a
+table shows is the model registry's business; this module only says which ones the paper printed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from __future__ import annotations
 import math
 
 METRICS = ("accuracy", "dice", "miou")
-MODELS = ("segnet", "unet", "deeplabv3", "ours")
+# the model columns of Tables 7/8 in the order the paper prints them (to parse the rows below);
+# the registered names of the paper's models, nothing else reads this
+PRINTED_MODEL_COLUMNS = ("segnet", "unet", "deeplabv3", "ours")
 SPLITS = ("val", "test")
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -132,7 +136,7 @@ def _model_table(rows: dict[str, dict[str, list[float]]]) -> dict[tuple[str, str
         (plane, model, split, metric): values[2 * i + j]
         for plane, by_metric in rows.items()
         for metric, values in by_metric.items()
-        for i, model in enumerate(MODELS)
+        for i, model in enumerate(PRINTED_MODEL_COLUMNS)
         for j, split in enumerate(SPLITS)
     }
 
@@ -142,6 +146,11 @@ TABLE7: dict[tuple[str, str, str, str], float] = _model_table(_T7)
 TABLE8: dict[tuple[str, str, str, str], float] = _model_table(_T8)
 
 PAPER_TABLES = {3: TABLE3, 4: TABLE4, 5: TABLE5, 6: TABLE6, 7: TABLE7, 8: TABLE8}
+
+
+def has_values(model: str) -> bool:
+    """The paper prints numbers for ``model`` (a column of Tables 7/8); a model without shows "-" there."""
+    return any(key[1] == model for key in TABLE7) or any(key[1] == model for key in TABLE8)
 
 
 def lookup(table: int, key: tuple) -> float:

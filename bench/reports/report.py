@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.atomic import write_text
+from bench.metrics.policy import TABLE_POLICY
 from bench.reports.collect import Results, load_results
 from bench.reports.select import SCORE_TEXT, ReportOptions, resolve_scope
-from bench.reports.tables import POLICY, TableResult, build_tables, parse_table_spec
+from bench.reports.tables import TableResult, build_tables, parse_table_spec
 from bench.reports.writers import FORMATS, to_markdown, write_table
 
 FIGURE_CAPTIONS = {
@@ -41,6 +42,23 @@ class ReportOutput:
         return self.out_dir / "index.md"
 
 
+def training_curves(results: Results, out_dir: Path) -> list[str]:
+    """index.md's links to every run's training curves (``progress.png`` beside its history.csv)."""
+    from bench.paths import PROGRESS
+
+    if results.runs.empty or "run_dir" not in results.runs.columns:
+        return []
+    links = []
+    for run_id, run_dir in sorted(zip(results.runs["run_id"], results.runs["run_dir"])):
+        figure = Path(run_dir) / PROGRESS
+        if figure.is_file():
+            links.append(f"- [`{run_id}`]({Path(os.path.relpath(figure, out_dir)).as_posix()})")
+    if not links:
+        return []
+    return ["## Training curves", "", "Loss and validation Dice per epoch of every run (per stage for the cascade):",
+            "", *links, ""]
+
+
 def index_markdown(results: Results, options: ReportOptions, tables: list[TableResult], figures: list[Path],
                    notes: list[str], out_dir: Path) -> str:
     """index.md: scope and policy, a contents list, every table (with provenance/notes), every figure."""
@@ -51,7 +69,7 @@ def index_markdown(results: Results, options: ReportOptions, tables: list[TableR
         f"- scope: data set `{scope.dataset}`, profile `{scope.profile}` — {scope.reason}",
         f"- aggregation: {options.aggregation} over cases",
         f"- scores: {SCORE_TEXT[options.scores]} (--scores; the post-processing table shows both)",
-        f"- evaluation policy: {POLICY}", "",
+        f"- evaluation policy: {TABLE_POLICY}", "",
         "## Contents", "",
     ]
     lines += [f"- {t.title} (`{t.name}.*`)" for t in tables]
@@ -64,6 +82,7 @@ def index_markdown(results: Results, options: ReportOptions, tables: list[TableR
         for p in figures:
             caption = FIGURE_CAPTIONS.get(p.name, p.name)
             lines += [f"### {caption}", "", f"![{caption}]({p.relative_to(out_dir).as_posix()})", ""]
+    lines += training_curves(results, out_dir)
     if notes:
         lines += ["## Collection and figure notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 One rule serves every table and figure, so a cell in Table 7 and the box plot beside it always
 come from the same runs: filter by (data set, profile, model, task, plane), require every
 ablated cascade field not named by the cell to be at its profile default, then keep one
-*experiment* (runs equal in everything but seed/tag/paths). Several experiments can survive
+*experiment* (runs equal in everything but the seed and paths: config, tag, data root and split;
+`bench.reports.collect.replicate_identity`). Several experiments can survive
 (e.g. a re-tagged run with another learning rate); the one holding the default-tagged run wins,
 else the largest, and a note says so.
 """
@@ -131,8 +132,10 @@ def select_runs(
 
 
 # collected config columns that tell experiments apart (the rest: identity, paths, the fingerprint)
-_SHOWN_DIFFERENCES = ("budget_rule", "postprocess", "input_size", "patch_levels", "multilevel_loss", "reiter_stop",
-                      "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior")
+_SHOWN_DIFFERENCES = ("tag_base", "data_root", "split_key", "budget_rule", "postprocess", "input_size",
+                      "patch_levels", "multilevel_loss", "reiter_stop", "max_reiterations", "patch_mode",
+                      "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior", "norm", "width",
+                      "encoder_depth")
 
 
 def _differences(chosen: pd.DataFrame, others: list[pd.DataFrame]) -> str:

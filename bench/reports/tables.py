@@ -30,7 +30,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from bench.ablations import ABLATIONS
 from bench.errors import ConfigError
+from bench.metrics.lesions import SIZE_BIN_LABELS, SIZE_BINS, pooled
+from bench.metrics.policy import TABLE_POLICY, lesion_policy_text
 from bench.registry import Registry
 from bench.reports import paper
 from bench.reports.collect import Results, ablation_defaults
@@ -41,21 +44,15 @@ CELL_COLUMNS = (
     "paper_fg_iou", "ours_fg_iou", "diff", "ci_low", "ci_high", "n_cases", "n_excluded", "status", "runs",
 )
 METRIC_LABELS = {"accuracy": "Accuracy", "dice": "Dice", "miou": "mIoU"}
-MODEL_LABELS = {"segnet": "SegNet", "unet": "U-Net", "deeplabv3": "DeepLabV3", "ours": "Ours"}
-BASELINES = ("segnet", "unet", "deeplabv3")
 SPLIT_LABELS = {"val": "Val", "test": "Test"}
 PLANE_ROWS = ("axial", "coronal", "sagittal", "fused")
 DATASET_LABELS = {"lits": "LiTS", "ircadb": "3D IRCADB"}
-POLICY = (
-    "Accuracy, Dice, mIoU (mean of background and foreground IoU, Eq. 12) per 3-D case; a case with an "
-    "empty reference and an empty prediction has Dice/IoU/mIoU = NaN, is excluded from means and counted "
-    "(n_excluded); 'mean' = mean over cases, 'global' = from summed TP/FP/FN/TN"
-)
 TABLE_NUMBERS = (3, 4, 5, 6, 7, 8)
 # reading order of every table a report can hold; an ablation table of this toolkit follows the paper
 # table it extends, and is built with it when its runs exist (`table_names`)
-TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "8", "paired", "postprocess")
-COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",)}
+TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "norm", "capacity", "8", "lesion-detection",
+               "paired", "postprocess")
+COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",), "7": ("norm", "capacity")}
 FG_NOTE = (
     "mIoU cells with 'paper X = fg IoU': the paper's printed mIoU equals the foreground IoU D/(2-D) of its own Dice "
     "for that cell (within {tol}; bench.reports.paper.miou_is_foreground_iou), while our mIoU is Eq. 12 with C = 2 "
@@ -183,7 +180,7 @@ class _Table:
             seeds=sorted({int(s) for s in used["seed"]}) if not used.empty else [],
             n_seeds=int(frame["n_seeds"].max()) if len(frame) and frame["n_seeds"].notna().any() else 0,
             runs=sorted(used["run_id"]) if not used.empty else [],
-            policy=POLICY,
+            policy=TABLE_POLICY,
         )
         if not used.empty and "input_size" in used:
             prov.setdefault("input_size", sorted({int(v) for v in used["input_size"]}))
@@ -420,25 +417,46 @@ LIVER_PRIORS = {"channel": "liver prior", "crop": "liver crop"}
 
 def prior_column(model: str, mode: str) -> ModelColumn:
     """A lesion baseline given ours' liver prior (``model.liver_prior``): Table 8's "+ liver prior" columns."""
-    return ModelColumn(model, f"{MODEL_LABELS[model]} + {LIVER_PRIORS[mode]}", (("liver_prior", mode),), False,
+    from bench.models import model_label
+
+    return ModelColumn(model, f"{model_label(model)} + {LIVER_PRIORS[mode]}", (("liver_prior", mode),), False,
                        sets=(("model.liver_prior", mode),), tag=f"{model}~liver_prior={mode}")
 
 
+def _present(results: Results, scope: Scope, task: str) -> set[tuple[str, Any]]:
+    """(model, liver_prior) of every run of ``task`` in the scope."""
+    runs = results.runs
+    if runs.empty:
+        return set()
+    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["task"] == task)]
+    return set(zip(mine["model"], mine["liver_prior"]))
+
+
 def model_columns(results: Results, scope: Scope, task: str, *, all_priors: bool = False) -> list[ModelColumn]:
-    """The paper's four models, then (lesion) each baseline with the liver prior: ``channel`` always
-    when ``all_priors`` (Table 8 shows the row, missing with its command), else, like ``crop``, only
-    where such a run exists in the scope."""
-    columns = [ModelColumn(m, MODEL_LABELS[m]) for m in paper.MODELS]
+    """The models of Tables 7/8, in the registry's order (`bench.models.model_order`: baselines,
+    then the proposed model), then (lesion) each liver-prior baseline with the prior.
+
+    A model the paper prints (`paper.has_values`) always has its column (a missing cell names the
+    command that fills it); any other registered model (UNet++, a plug-in) has one where its runs
+    exist in the scope, with "-" in the paper columns; so does a model with runs whose plug-in is
+    not loaded now (labelled by its name). The liver-prior columns: ``channel`` for the paper's
+    baselines always when ``all_priors`` (Table 8 shows the row, missing with its command), else,
+    like ``crop`` and every other model's, only where such a run exists in the scope.
+    """
+    from bench.models import MODELS, model_label, model_names, model_order
+
+    present = _present(results, scope, task)
+    with_runs = {model for model, _ in present}
+    names = [m for m in model_names() if paper.has_values(m) or m in with_runs]
+    names += [m for m in with_runs if m not in MODELS]
+    names.sort(key=model_order)
+    columns = [ModelColumn(m, model_label(m), in_paper=paper.has_values(m)) for m in names]
     if task != "lesion":
         return columns
-    runs = results.runs
-    present = set()
-    if not runs.empty:
-        mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["task"] == task)]
-        present = set(zip(mine["model"], mine["liver_prior"]))
+    takers = [m for m in model_names() if MODELS.get(m).liver_prior]
     for mode in LIVER_PRIORS:
-        for model in BASELINES:
-            if (all_priors and mode == "channel") or (model, mode) in present:
+        for model in takers:
+            if (all_priors and mode == "channel" and paper.has_values(model)) or (model, mode) in present:
                 columns.append(prior_column(model, mode))
     return columns
 
@@ -471,7 +489,10 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
                     t.cell(group, METRIC_LABELS[metric], col.label, SPLIT_LABELS[split], metric, split, stats, value,
                            fg=fg)
     t.note("the fused rows (soft voting of the three planes, Eq. 8) have no counterpart in the paper")
-    if any(not c.in_paper for c in columns):
+    extra = [c.label for c in columns if not c.in_paper and not c.fixed]
+    if extra:
+        t.note(f"not in the paper (no paper numbers beside them): {', '.join(extra)}")
+    if any(c.fixed for c in columns):
         t.note("'+ liver prior' columns: the baseline given the liver cascade's predicted liver mask as a second input "
                "channel (model.liver_prior=channel; '+ liver crop': the slice cut to that mask's boxes, =crop), the "
                "very prior ours segments lesions in, from ours' own liver run; beside the plain baseline they "
@@ -483,12 +504,37 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
     if isinstance(rules, dict):
         t.note(f"the models' post-processing differs ({'; '.join(f'{k}: {v}' for k, v in rules.items())}): the "
                f"comparison is not under one rule; see the postprocess table for every model without it")
+    models = model_provenance(frames)
+    kinds = {text.split(",")[0].split("=")[-1] for text in models.values()}
+    if len(kinds) > 1:
+        t.note(f"the models are not under one normalisation ({', '.join(sorted(kinds))}): the comparison measures it "
+               f"too; `bench ablate norm` runs every baseline under BatchNorm and GroupNorm (the norm table)")
     externals = _external_cells(t, results, options, task)
     extra = {"external": externals} if externals else {}
     return t.finish(task=task, planes=list(PLANE_ROWS), split=["val", "test"],
-                    selection="model x plane, ablation fields (and model.liver_prior) at profile defaults; "
-                              "'+ liver prior' columns: model.liver_prior fixed",
-                    budget=budget_provenance(frames), postprocessing=rules, **extra)
+                    selection="model x plane, ablation fields (and model.liver_prior, model.norm, model.width, "
+                              "model.encoder_depth) at profile defaults; '+ liver prior' columns: model.liver_prior fixed",
+                    budget=budget_provenance(frames), postprocessing=rules, models=models, **extra)
+
+
+def model_text(runs: pd.DataFrame) -> str:
+    """One column's normalisation and trainable parameters (config.json ``parameters``), e.g.
+    ``model.norm=group, 12,451,753 parameters``; several values are all listed."""
+    norms = sorted({str(v) for v in runs.get("normalisation", pd.Series(dtype=str)) if str(v)}) or ["?"]
+    params = sorted({int(v) for v in pd.to_numeric(runs.get("parameters", pd.Series(dtype=float)),
+                                                   errors="coerce").dropna()})
+    counts = " / ".join(f"{v:,}" for v in params) + " parameters" if params else "parameters not recorded"
+    return f"{' / '.join(norms)}, {counts}"
+
+
+def model_provenance(frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Column label -> `model_text` of its (trained, not fused) runs, for columns with runs."""
+    out = {}
+    for label, runs in frames.items():
+        trained = runs[runs["plane"] != "fused"] if not runs.empty else runs
+        if not trained.empty:
+            out[label] = model_text(trained)
+    return out
 
 
 # ---------------------------------------------------------------- budgets and post-processing in the provenance
@@ -609,18 +655,97 @@ def _external_cells(t: _Table, results: Results, options: ReportOptions, task: s
     return lines
 
 
-@TABLES.register("7", help="Table 7: liver, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
+@TABLES.register("7", help="Table 7: liver, the registered models x planes + fused, Val/Test")
 @scored
 def table7(results: Results, options: ReportOptions) -> TableResult:
-    """Table 7: liver segmentation, four models, three planes and the fused volume, Val and Test."""
+    """Table 7: liver segmentation, the models (`model_columns`), three planes and the fused volume, Val and Test."""
     return _model_table(results, options, 7, "liver", "Table 7. Liver segmentation: baselines and ours per plane")
 
 
-@TABLES.register("8", help="Table 8: lesion, SegNet/U-Net/DeepLabV3/ours x planes + fused, Val/Test")
+@TABLES.register("8", help="Table 8: lesion, the registered models x planes + fused, Val/Test")
 @scored
 def table8(results: Results, options: ReportOptions) -> TableResult:
-    """Table 8: lesion segmentation, four models, three planes and the fused volume, Val and Test."""
+    """Table 8: lesion segmentation, the models (`model_columns`), three planes and the fused volume, Val and Test."""
     return _model_table(results, options, 8, "lesion", "Table 8. Lesion segmentation: baselines and ours per plane")
+
+
+# ---------------------------------------------------------------- lesion detection beside Table 8
+
+# (per-case column or pooled key, row label): scores pooled from counts summed over a run's cases, then
+# the reference lesions behind them (`bench.metrics.lesions`)
+DETECTION_ROWS: tuple[tuple[str, str], ...] = (
+    ("lesion_recall", "Recall"), ("lesion_precision", "Precision"), ("lesion_f1", "F1"),
+    ("fp_lesions_per_case", "FP lesions / case"),
+    *((f"lesion_recall_{n}", f"Recall {SIZE_BIN_LABELS[n]}") for n, _, _ in SIZE_BINS),
+    ("n_ref_lesions", "Lesions"),
+    *((f"ref_{n}", f"Lesions {SIZE_BIN_LABELS[n]}") for n, _, _ in SIZE_BINS),
+)
+
+
+def detection_stats(results: Results, runs: pd.DataFrame, split: str, key: str) -> CellStats:
+    """``key`` of the pooled lesion detection of each run (seed) on ``split``, then mean and sd over seeds.
+
+    n_cases = the patients pooled; n_excluded (overall recall only) = those without a reference lesion
+    (their recall is undefined, their false-positive lesions count). A size bin without lesions is NaN. Runs scored before lesion detection existed
+    have no lesion columns: missing, with the command to re-score in the notes.
+    """
+    pc = results.per_case
+    if runs.empty or pc.empty or "n_ref_lesions" not in pc.columns:
+        return CellStats()
+    rows = pc[pc["run_id"].isin(runs["run_id"]) & (pc["split"] == split) & (pc["class"] == "lesion")]
+    per_run = {rid: pooled(part) for rid, part in rows.groupby("run_id")}
+    per_run = {rid: p for rid, p in per_run.items() if p and p["n_cases"]}
+    if not per_run:
+        return CellStats()
+    stats = seed_stats(pd.Series([p[key] for p in per_run.values()], dtype=float), tuple(sorted(per_run)))
+    stats.n_cases = float(max(p["n_cases"] for p in per_run.values()))
+    stats.n_excluded = float(max(p["n_cases_without_lesion"] for p in per_run.values())) if key == "lesion_recall" else 0.0
+    return stats
+
+
+@TABLES.register("lesion-detection", help="Lesion detection beside Table 8: lesion-wise recall, precision, F1, "
+                                          "FP lesions per case, recall per size bin (LiTS' analysis), every model x plane")
+@scored
+def lesion_detection_table(results: Results, options: ReportOptions) -> TableResult:
+    """Lesion-wise detection (Bilic et al. 2023's analysis) per model column and plane, Val and Test."""
+    scope = resolve_scope(results, options)
+    t = _Table("lesion-detection", "Lesion detection: lesion-wise recall, precision and false positives per plane",
+               scope, options)
+    columns = model_columns(results, scope, "lesion", all_priors=True)
+    unscored: set[str] = set()
+    for plane in PLANE_ROWS:
+        group = f"{plane.capitalize()} Plane" if plane != "fused" else FUSED_GROUP
+        selected = {}
+        for col in columns:
+            runs, _ = col.select(results, scope, "lesion", plane)
+            t.use(runs)
+            selected[col.label] = runs
+        for key, label in DETECTION_ROWS:
+            for col in columns:
+                for split in paper.SPLITS:
+                    stats = detection_stats(results, selected[col.label], split, key)
+                    if stats.status == "missing" and not selected[col.label].empty:
+                        unscored.add(col.label)
+                    elif stats.status == "missing":
+                        t.note(col.command("lesion", plane, scope))
+                    t.cell(group, label, col.label, SPLIT_LABELS[split], key, split, stats)
+    for ext in results.externals:
+        if "lesion" in ext.tasks:
+            for key, label in DETECTION_ROWS:
+                for split in paper.SPLITS:
+                    t.cell(FUSED_GROUP, label, ext.label, SPLIT_LABELS[split], key, split,
+                           detection_stats(results, ext.runs("lesion"), split, key))
+    if unscored:
+        t.note(f"runs without lesion-detection columns in per_case.csv (scored before it existed): "
+               f"{', '.join(sorted(unscored))}; re-score them with bench evaluate")
+    t.note("counts first: each run's recall, precision and F1 come from its lesion counts summed over the split's "
+           "patients (not a mean of per-patient ratios); 'FP lesions / case' = unmatched predicted components per "
+           "patient; patients without a reference lesion (n_excluded) add false positives but no recall; the "
+           "paper has no such table (LiTS' best lesion-wise recall: 0.458-0.554, Bilic et al. 2023)")
+    return t.finish(task="lesion", planes=list(PLANE_ROWS), split=["val", "test"],
+                    detection=("each run's profile.evaluate (lesion_match, lesion_connectivity; its summary.json "
+                               "policy states them); by default: " + lesion_policy_text("overlap", 3)),
+                    selection="as Table 8: model x plane, ablation fields (and model.liver_prior) at profile defaults")
 
 
 # ---------------------------------------------------------------- paired per-case comparison
@@ -657,12 +782,16 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
     scope = resolve_scope(results, options)
     t = _Table("paired", "Paired per-case comparison: Dice(ours) − Dice(baseline)", scope, options,
                row_header="Comparison")
+    from bench.models import model_label, proposed_model
+
+    proposed = proposed_model()  # the paper's method: every other column is compared with it
+    ours = model_label(proposed)
     skipped = 0
     frames: dict[tuple[str, str], list[pd.DataFrame]] = {}
     for task in ("liver", "lesion"):
-        others = [c for c in model_columns(results, scope, task) if c.model != "ours"]
+        others = [c for c in model_columns(results, scope, task) if c.model != proposed]
         for plane in PLANE_ROWS:
-            ours_runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours",
+            ours_runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=proposed,
                                            task=task, plane=plane)
             for n in notes:
                 t.note(n)
@@ -678,10 +807,10 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                         continue
                     t.use(ours_runs)
                     t.use(base_runs)
-                    frames.setdefault((task, "Ours"), []).append(ours_runs)
+                    frames.setdefault((task, ours), []).append(ours_runs)
                     frames.setdefault((task, col.label), []).append(base_runs)
                     stats, lo, hi = _paired_stats(a, b, ours_runs, base_runs)
-                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {col.label}", "",
+                    t.cell(f"{task.capitalize()} {plane}", f"{ours} − {col.label}", "",
                            SPLIT_LABELS[split], "dice_diff", split, stats, ci_low=lo, ci_high=hi)
             for ext in results.externals:
                 if task not in ext.tasks:
@@ -694,7 +823,7 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
                         continue
                     t.use(ours_runs)
                     stats, lo, hi = _paired_stats(a, b, ours_runs, ext.runs(task))
-                    t.cell(f"{task.capitalize()} {plane}", f"Ours − {ext.label}", "", SPLIT_LABELS[split],
+                    t.cell(f"{task.capitalize()} {plane}", f"{ours} − {ext.label}", "", SPLIT_LABELS[split],
                            "dice_diff", split, stats, ci_low=lo, ci_high=hi)
     if skipped:
         t.note(f"{skipped} (task, plane, baseline, split) comparison(s) skipped: per_case.csv missing on one side")
@@ -953,6 +1082,109 @@ TABLES.add("patch-scale", _variant_builder(PATCH_SCALE),
            help="Ablation (not in the paper): Algorithm 1's patches zoom vs native, every iteration (ours, liver, axial)")
 
 
+# ---------------------------------------------------------------- the baselines' ablations (normalisation, capacity)
+
+
+@dataclass(frozen=True)
+class BaselineVariants:
+    """Baselines under variants of their model fields (liver, axial), each variant its own column, ours beside.
+
+    Every column is a distinct experiment (its ablated fields fixed, `select_runs`), so "as published" and
+    "matched" are shown side by side and never averaged as seeds."""
+
+    name: str
+    title: str
+    models: tuple[str, ...]
+    variants: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (label, ablated fields it fixes)
+    notes: tuple[str, ...] = ()
+
+
+NORM_TABLE = BaselineVariants(
+    name="norm", title="Ablation: normalisation, each baseline as published (BatchNorm) and matched to ours "
+                       "(GroupNorm) (liver, axial)",
+    models=ABLATIONS.get("norm").models,  # the norm ablation's baselines, declared once in bench/ablations.py
+    variants=(("batch (as published)", (("norm", "batch"),)), ("group (matched)", (("norm", "group"),))),
+    notes=("model.norm=batch: the architecture as published; model.norm=group: every BatchNorm replaced by GroupNorm "
+           "with the cascade's group size (bench/models/norm.py), the normalisation ours uses (cascade.norm=group). "
+           "The trainable parameters are the same under both; BatchNorm adds its running statistics",))
+CAPACITY_TABLE = BaselineVariants(
+    name="capacity", title="Ablation: U-Net as configured vs at about ours' parameter count (liver, axial)",
+    models=("unet",), variants=(("as configured", ()), ("ours-size", (("encoder_depth", 4), ("width", 0.25)))),
+    notes=("ours-size: model.encoder_depth=4 (ResNet layer4 removed) and model.width=0.25, sized at the cpu profile "
+           "to about ours' parameter count (3.10 M vs 2.98 M); the Parameters row is each run's config.json count",))
+BASELINE_VARIANT_TABLES = {spec.name: spec for spec in (NORM_TABLE, CAPACITY_TABLE)}
+
+
+def baseline_variant_ran(results: Results, scope: Scope, name: str) -> bool:
+    """Whether a run of a non-default variant of ``name``'s table exists in the scope."""
+    spec = BASELINE_VARIANT_TABLES[name]
+    runs = results.runs
+    if runs.empty:
+        return False
+    defaults = ablation_defaults(scope.profile)
+    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & runs["model"].isin(spec.models)
+                & (runs["task"] == "liver") & (runs["plane"] == "axial")]
+    return any(((mine[k] == v).any() if v != defaults[k] else False) for _, fixed in spec.variants for k, v in fixed)
+
+
+def baseline_variant_table(results: Results, options: ReportOptions, spec: BaselineVariants) -> TableResult:
+    """Val/Test Accuracy, Dice, mIoU and the parameter count per (baseline, variant), then ours for reference."""
+    results = results.variant(options.scores)
+    scope = resolve_scope(results, options)
+    t = _Table(spec.name, spec.title, scope, options)
+    defaults = ablation_defaults(scope.profile)
+    columns: list[tuple[str, str, dict[str, Any], tuple[tuple[str, Any], ...]]] = []
+    from bench.models import model_label
+
+    for model in spec.models:
+        for label, fixed in spec.variants:
+            columns.append((model, f"{model_label(model)}, {label}", dict(fixed), fixed))
+    columns.append(("ours", "Ours (reference)", {}, ()))
+    frames = {}
+    for model, label, fixed, sets in columns:
+        runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=model, task="liver",
+                                  plane="axial", fixed=fixed)
+        for n in notes:
+            t.note(n)
+        t.use(runs)
+        frames[label] = runs
+        if runs.empty:
+            plain = all(defaults[k] == v for k, v in sets)
+            t.note(f"{label}: " + (train_command(model, "liver", "axial", scope.dataset, scope.profile) if plain
+                                   else ablate_command(spec.name, scope.dataset, scope.profile)))
+    for metric in paper.METRICS:
+        row = ("Average " if metric == "accuracy" else "") + METRIC_LABELS[metric]
+        for model, label, _, _ in columns:
+            for split in paper.SPLITS:
+                t.cell("", row, label, SPLIT_LABELS[split], metric, split,
+                       metric_stats(results, frames[label], split, metric, options.aggregation))
+    for model, label, _, _ in columns:  # one count per column: the Val cell carries it, as the patch counts do
+        runs = frames[label]
+        t.cell("", "Parameters", label, "Val", "parameters", "train",
+               seed_stats(runs["parameters"], tuple(sorted(runs["run_id"]))) if not runs.empty else CellStats())
+    for n in spec.notes:
+        t.note(n)
+    return t.finish(task="liver", planes=["axial"], split=["val", "test"], models=model_provenance(frames),
+                    budget=budget_provenance(frames),
+                    selection="per column: the model with the variant's fields fixed, every other ablated field at "
+                              f"profile {scope.profile}'s defaults (model.norm={defaults['norm']}, "
+                              f"model.width={defaults['width']:g}, model.encoder_depth={defaults['encoder_depth']})")
+
+
+def _baseline_variant_builder(spec: BaselineVariants) -> TableBuilder:
+    def build(results: Results, options: ReportOptions) -> TableResult:
+        return baseline_variant_table(results, options, spec)
+
+    build.__doc__ = spec.title
+    return build
+
+
+TABLES.add("norm", _baseline_variant_builder(NORM_TABLE),
+           help="Ablation (not in the paper): every baseline under BatchNorm (as published) and GroupNorm (liver, axial)")
+TABLES.add("capacity", _baseline_variant_builder(CAPACITY_TABLE),
+           help="Ablation (not in the paper): U-Net as configured vs at about ours' parameter count (liver, axial)")
+
+
 # ---------------------------------------------------------------- the report's tables
 
 
@@ -965,13 +1197,16 @@ def table_names(results: Results, numbers: Sequence[int | str], options: ReportO
     for name in wanted:
         TABLES.get(name)  # an unknown name: one line with "did you mean"
     chosen = set(wanted)
-    if any(n in chosen for n in ("3", "5")):
+    if any(n in chosen for n in COMPANIONS):
         scope = resolve_scope(results, options)
         for parent, companions in COMPANIONS.items():
             if parent in chosen:
-                chosen |= {c for c in companions if variant_ran(results, scope, VARIANT_TABLES[c])}
+                chosen |= {c for c in companions if (variant_ran(results, scope, VARIANT_TABLES[c])
+                                                     if c in VARIANT_TABLES else baseline_variant_ran(results, scope, c))}
     if with_paired and chosen & {"7", "8"}:
         chosen |= {"paired", "postprocess"}
+    if with_paired and "8" in chosen:
+        chosen.add("lesion-detection")
     order = list(TABLE_ORDER) + sorted(n for n in chosen if n not in TABLE_ORDER)
     return [n for n in order if n in chosen]
 

@@ -42,6 +42,10 @@ def _finite(x: Any) -> bool:
         return False
 
 
+# metrics whose cells are counts: patches of Algorithm 1, parameters, reference lesions (all and per size bin)
+COUNT_METRICS = ("patches", "parameters", "n_ref_lesions", "ref_")
+
+
 def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = False) -> str:
     """One cell as text: ours [± sd] [CI] (paper p, ±diff); '—' when missing; 'NaN (k excluded)'.
 
@@ -60,8 +64,10 @@ def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = Fa
         return esc(MISSING) + tail
     if rec["status"] == "nan" or not _finite(rec["ours"]):
         k = int(rec["n_excluded"]) if _finite(rec["n_excluded"]) else "?"
+        if k == 0:  # undefined without any case left out (e.g. a lesion size bin with no lesion)
+            return esc("NaN") + tail
         return esc(f"NaN ({k} excluded)") + tail
-    if str(rec["metric"]).startswith("patches"):  # counts (a mean over seeds may be fractional)
+    if str(rec["metric"]).startswith(COUNT_METRICS):  # counts (a mean over seeds may be fractional)
         value = float(rec["ours"])
         return esc(f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}")
     signed = rec["metric"] == "dice_diff"

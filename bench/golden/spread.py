@@ -3,7 +3,7 @@
 A training layer's tables come from models trained on CPU, so they move with anything that changes
 float summation order (the CPU's kernel set, the thread count) and, far more, with the seed. The
 calibration runs the layer's study under every combination of a few seeds, kernel sets and thread
-counts (`bench.engine.golden.calibrate_layer` runs them; this module only does the arithmetic on
+counts (`bench.golden.calibrate.calibrate_layer` runs them; this module only does the arithmetic on
 their tables, so it is tested on synthetic frames), and derives:
 
 * per cell and compared column, the **spread** (max - min over the conditions);
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import DataError
-from bench.reports.golden import KEY_COLUMNS
+from bench.golden.manifest import KEY_COLUMNS
 
 VALUE_COLUMNS = ("ours", "diff", "sd")  # calibrated per metric
 COUNT_COLUMNS = ("n_cases", "n_excluded", "n_seeds")  # exact; a count that varies makes the cell unstable

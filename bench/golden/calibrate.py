@@ -1,6 +1,6 @@
 """Calibrate a training golden layer: run its study under every condition, derive its tolerances, rewrite it.
 
-``bench report --calibrate results/golden/train [--seeds 0,1,2] [--threads 1,2] [--kernels native,avx2]``
+``bench check results/golden/train --calibrate [--seeds 0,1,2] [--threads 1,2] [--kernels native,avx2]``
 runs the layer's command (its manifest's, or ``--command``) once per combination of
 
 * **seed** - ``--seeds S`` on the command (the study must run one seed);
@@ -15,10 +15,10 @@ runs the layer's command (its manifest's, or ``--command``) once per combination
   run's recorded thread count (config.json ``device``) is checked against T afterwards.
 
 Each condition's results go to a temporary folder, become tables (the report code, as ``--check``
-builds them) and are deleted. `bench.reports.golden_calibrate` turns the tables into spreads,
+builds them) and are deleted. `bench.golden.spread` turns the tables into spreads,
 tolerances and excluded cells. The layer is then rewritten: the golden CSVs are the *reference*
 condition's tables (seed 0, native kernels, the manifest's command unchanged where the thread
-count allows: exactly what ``bench report --check`` runs on this machine), the manifest gets the
+count allows: exactly what ``bench check`` runs on this machine), the manifest gets the
 tolerances, the excluded cells and a ``calibration`` record (command, conditions with their
 kernel capability, threads and seconds, per-column spread and tolerance, constants, date,
 versions), and ``calibration/cells.csv`` / ``spread.csv`` keep every condition's cells and every
@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -40,7 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from bench.atomic import write_text
 from bench.errors import BenchError, ConfigError
+from bench.golden.manifest import MANIFEST, report_options, read_manifest, versions, write_golden
+from bench.golden.spread import calibrate, summary_lines
+from bench.golden.study import DEFAULT_COMMAND, GoldenStudy, parse_study
+from bench.golden.train import run_study
+from bench.reports.collect import load_results
+from bench.reports.tables import build_tables
 
 KERNEL_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 KERNEL_SETS: dict[str, dict[str, str]] = {
@@ -62,7 +68,7 @@ class Condition:
     seed: int
     kernels: str
     threads: int
-    command: str  # with {results}
+    study: GoldenStudy
     env: dict[str, str | None] = field(default_factory=dict)  # None = removed
     pinned: bool = True  # the thread count is set by the calibration (checked against each run's record)
 
@@ -70,34 +76,10 @@ class Condition:
     def name(self) -> str:
         return f"seed{self.seed}-{self.kernels}-{self.threads}t"
 
-
-def _option(argv: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def _with_option(argv: list[str], flag: str, value: str) -> list[str]:
-    """``argv`` with ``flag value`` replaced (either spelling), or appended before nothing else changes."""
-    out, i = [], 0
-    found = False
-    while i < len(argv):
-        arg = argv[i]
-        if arg == flag and i + 1 < len(argv):
-            out += [flag, value]
-            i += 2
-            found = True
-            continue
-        if arg.startswith(flag + "="):
-            out.append(f"{flag}={value}")
-            found = True
-        else:
-            out.append(arg)
-        i += 1
-    return out if found else out + [flag, value]
+    @property
+    def command(self) -> str:
+        """The study as a command text, with {results} (what the calibration record shows)."""
+        return self.study.command()
 
 
 def _cores() -> int:
@@ -106,15 +88,16 @@ def _cores() -> int:
 
 def conditions_for(command: str, seeds: Sequence[int], kernels: Sequence[str], threads: Sequence[int],
                    cores: int | None = None) -> list[Condition]:
-    """Every (seed, kernel set, thread count) as a command and environment; the reference condition first."""
+    """Every (seed, kernel set, thread count) as a command and environment; the reference condition first.
+
+    ``command`` is parsed into its study (`bench.golden.study`: validated fields, never executed as
+    text); each condition is that study with its worker count and seed, rendered back to a command.
+    """
     cores = cores or _cores()
-    argv = shlex.split(command)
-    if not argv or "{results}" not in command:
-        raise ConfigError(f"calibration command must contain {{results}}: {command!r}")
-    given_seeds = _option(argv, "--seeds")
-    if given_seeds is not None and len([s for s in given_seeds.split(",") if s.strip()]) > 1:
+    study = parse_study(command, "calibration command", exact=False, error=ConfigError)
+    if study.seeds is not None and len(study.seeds) > 1:
         raise ConfigError(f"calibration varies the seed itself; the command must run one seed (it has --seeds "
-                          f"{given_seeds})")
+                          f"{','.join(map(str, study.seeds))})")
     unknown = [k for k in kernels if k not in KERNEL_SETS]
     if unknown:
         raise ConfigError(f"--kernels: unknown kernel set {unknown[0]!r} (known: {', '.join(KERNEL_SETS)})")
@@ -123,34 +106,26 @@ def conditions_for(command: str, seeds: Sequence[int], kernels: Sequence[str], t
         raise ConfigError(f"--threads {bad[0]}: this machine has {cores} core(s); a thread count must be 1..{cores}")
     if not seeds or not kernels or not threads:
         raise ConfigError("calibration needs at least one seed, one kernel set and one thread count")
-    workers_text = _option(argv, "--workers")
-    try:
-        given_workers = int(workers_text) if workers_text is not None else None
-    except ValueError:
-        raise ConfigError(f"calibration command: --workers {workers_text!r} is not a number") from None
-    if given_workers is not None and given_workers < 1:  # 0 = the scheduler's default on a CPU
-        given_workers = 2 if cores >= 2 else 1
+    given_workers = study.workers if study.workers >= 1 else (2 if cores >= 2 else 1)  # 0: the scheduler's default
+    own = study.command()
     out = []
     for seed in seeds:
         for kset in kernels:
             for t in threads:
                 workers = max(1, cores // t)
-                if given_workers and given_workers > 1 and cores // given_workers == t:
-                    workers = given_workers  # the manifest's own --workers gives these threads: keep it verbatim
-                args = _with_option(argv, "--workers", str(workers)) if workers != given_workers else list(argv)
-                if seed != 0 or given_seeds is not None:
-                    args = _with_option(args, "--seeds", str(seed))
+                if given_workers > 1 and cores // given_workers == t:
+                    workers = study.workers  # the manifest's own --workers gives these threads: keep it verbatim
+                cond = study.with_condition(workers, seed if (seed != 0 or study.seeds is not None) else None)
                 env: dict[str, str | None] = {v: KERNEL_SETS[kset].get(v) for v in KERNEL_VARS}
                 # one worker runs in the calling process with torch's default thread count: pin it
                 env.update({v: (str(t) if workers == 1 else None) for v in THREAD_VARS})
-                text = command if args == argv else shlex.join(args).replace("'{results}'", "{results}")
-                out.append(Condition(seed, kset, t, text, env))
-    reference = next((c for c in out if c.seed == 0 and c.kernels == "native" and c.command == command), None)
+                out.append(Condition(seed, kset, t, cond, env))
+    reference = next((c for c in out if c.seed == 0 and c.kernels == "native" and c.command == own), None)
     if reference is not None:
         out.remove(reference)
     else:  # the command's own thread count is not in the grid (a machine with more cores): run it as well
-        own = cores // given_workers if given_workers and given_workers > 1 else cores
-        reference = Condition(0, "native", own, command, {v: None for v in KERNEL_VARS}, pinned=False)
+        threads_own = cores // given_workers if given_workers > 1 else cores
+        reference = Condition(0, "native", threads_own, study, {v: None for v in KERNEL_VARS}, pinned=False)
     return [reference] + out
 
 
@@ -187,8 +162,6 @@ def recorded_threads(results: Path) -> dict[str, int]:
 def _layer_setup(folder: Path, command: str | None, numbers: Sequence[int], options: Mapping[str, Any] | None
                  ) -> tuple[str, list[int], dict[str, Any]]:
     """The study command, table numbers and report options: the layer's manifest's, else the arguments."""
-    from bench.reports.golden import DEFAULT_COMMAND, MANIFEST, read_manifest
-
     manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else None
     if manifest is not None and manifest.get("layer", "train") != "train":
         raise ConfigError(f"{folder}: --calibrate is for a training layer; the {manifest['layer']} layer is compared "
@@ -203,15 +176,10 @@ def _layer_setup(folder: Path, command: str | None, numbers: Sequence[int], opti
 def _run_condition(cond: Condition, tmp: Path, numbers: Sequence[int], options: Mapping[str, Any],
                    say: Callable[[str], None]) -> tuple[list, float, dict[str, int]]:
     """Run one condition's study, check its thread count, build its tables; returns (tables, seconds, threads)."""
-    from bench.engine.golden import _report_options
-    from bench.reports.collect import load_results
-    from bench.reports.golden import run_golden_command
-    from bench.reports.tables import build_tables
-
     results, log = tmp / cond.name, tmp / f"{cond.name}.log"
     t0 = time.perf_counter()
     try:
-        run_golden_command(cond.command, results, env=cond.env, log=log)
+        run_study(cond.study, results, env=cond.env, log=log)
     except BenchError:
         if log.is_file():
             say("\n".join(log.read_text(errors="replace").strip().splitlines()[-15:]))
@@ -223,7 +191,7 @@ def _run_condition(cond: Condition, tmp: Path, numbers: Sequence[int], options: 
         run, n = next(iter(wrong.items()))
         raise BenchError(f"calibration {cond.name}: run {run} recorded {n} threads, not {cond.threads}; "
                          f"the thread count could not be set on this machine")
-    built = build_tables(load_results(results), list(numbers), _report_options(options), with_paired=False)
+    built = build_tables(load_results(results), list(numbers), report_options(options), with_paired=False)
     shutil.rmtree(results, ignore_errors=True)
     return built, seconds, ran
 
@@ -243,17 +211,14 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     """Run every condition, derive the calibration, rewrite the layer; returns the new manifest.
 
     ``command``/``numbers``/``options`` default to the layer's manifest (a layer without one: the
-    arguments, then `bench.reports.golden.DEFAULT_COMMAND`). ``invocation`` is the command line to
+    arguments, then `bench.golden.train.DEFAULT_COMMAND`). ``invocation`` is the command line to
     record as how to rerun this calibration.
     """
-    from bench.atomic import write_text
-    from bench.reports.golden import _versions, read_manifest, write_golden
-    from bench.reports.golden_calibrate import calibrate, summary_lines
-
     folder = Path(folder)
     command, numbers, options = _layer_setup(folder, command, numbers, options)
     cores = _cores()
     conditions = conditions_for(command, seeds, kernels, threads, cores)
+    command = conditions[0].command  # the study's canonical text: what the layer's manifest records
     capabilities = {k: kernel_capability(k) for k in dict.fromkeys(kernels)}
     say(f"calibration: {len(conditions)} condition(s) of `{command}` "
         f"({len(seeds)} seed(s) x kernel sets {', '.join(f'{k} ({v})' for k, v in capabilities.items())} x "
@@ -279,7 +244,7 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
     for line in summary_lines(cal):
         say(line)
     calibration = {
-        "command": invocation or f"bench report --calibrate {folder.as_posix()}",
+        "command": invocation or f"bench check {folder.as_posix()} --calibrate",
         "study_command": command,
         "reference": conditions[0].name,
         "conditions": records,
@@ -293,11 +258,11 @@ def calibrate_layer(folder: str | Path, command: str | None = None, seeds: Seque
         "files": {"cells": f"{CALIBRATION_DIR}/cells.csv", "spread": f"{CALIBRATION_DIR}/spread.csv"},
         "seconds": round(time.perf_counter() - t_all, 1),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": versions(),
     }
     extra = {"layer": "train", "calibration": calibration, "excluded": cal.excluded,
              "update": f"{calibration['command']}  (rewrites the tables and the tolerances; "
-                       f"bench report --check {folder.as_posix()} --update-golden rewrites the tables only)"}
+                       f"bench check {folder.as_posix()} --update-golden rewrites the tables only)"}
     write_golden(folder, reference_tables, command=command, report_options=options,
                  source=f"calibration reference condition {conditions[0].name}: {command}",
                  tolerances=cal.tolerances, extra=extra)

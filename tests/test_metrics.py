@@ -461,7 +461,8 @@ def test_write_evaluation_files_follow_the_contract(tmp_path) -> None:
     from bench.metrics.results import read_per_case, write_evaluation
 
     summary = write_evaluation(tmp_path, _rows(), with_splits=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "per_case.csv", "summary.json",
+                                                          "summary_nnunet_test.json", "summary_nnunet_val.json"]
     per_case = pd.read_csv(tmp_path / "per_case.csv")
     assert list(per_case.columns) == ["split", "case", "class", "tp", "fp", "fn", "tn", "accuracy", "dice", "iou", "miou",
                                       "voe", "rvd"]

@@ -38,6 +38,9 @@ def demo(
                                           "baselines and ours"),
     ablations: Optional[str] = typer.Option(None, "--ablations",
                                             help="any of {ablations} (default: patch-level,loss,iterations on the phantom, none on real data)"),
+    splits: Optional[str] = typer.Option(None, "--splits", help="a splits_final.json with the train/val/test "
+                                         "patient lists to use instead of the data set's own (then no "
+                                         "cross-validation unless --folds is given)"),
     folds: Optional[int] = typer.Option(None, "--folds", help="cross-validation folds (default: none on the phantom; "
                                         "leave-one-patient-out on real data with up to 10 patients, else 5)"),
     budget: str = typer.Option("matched", "--budget", help="matched (default): every baseline trains as many "
@@ -66,13 +69,18 @@ def demo(
 
     DATASETS.get(dataset)
     check_device(device)
+    if splits is not None:
+        splits_path = Path(splits).expanduser().resolve()
+        if not splits_path.is_file():
+            raise ConfigError(f"--splits {splits}: no such file")
+        splits = str(splits_path)
     console = Console()
     t0 = time.perf_counter()
     adapter = get_dataset(dataset, root=root)  # the phantom writes data/phantom on first use
     real = dataset != "phantom"
     n_patients = len(adapter.case_ids())
-    if folds is None:
-        folds = (n_patients if n_patients <= 10 else 5) if real else 0
+    if folds is None:  # an explicit split file is the user's protocol: its own train/val/test, no folds
+        folds = 0 if splits else ((n_patients if n_patients <= 10 else 5) if real else 0)
     profile = profile or default_profile(dataset, device)
     plan = StudyPlan(
         models=_names(models) if models else (("unet", "ours") if real else ()),
@@ -80,6 +88,7 @@ def demo(
         tasks=_names(tasks), lesion_planes=parse_planes(lesion_planes, "--lesion-planes"),
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
         folds=folds, budget=budget, liver_priors=_names(liver_priors),
+        overrides=(("splits", splits),) if splits else (),
     )
     console.print(f"study: {dataset} ({n_patients} patients{f', {folds} folds' if folds else ''}), profile {profile}, "
                   f"models {','.join(plan.models) or 'all registered'}, planes {','.join(plan.planes)}, tasks {','.join(plan.tasks)}, "

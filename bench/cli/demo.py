@@ -47,7 +47,8 @@ def demo(
                                "optimiser steps as ours on the same plane, task and fold; epochs: each model its "
                                "profile's epochs"),
     workers: int = typer.Option(0, "--workers", help="runs side by side (0: two single-thread workers on a CPU)"),
-    report: bool = typer.Option(True, "--report/--no-report", help="write Tables 3-8 and figures at the end"),
+    report: bool = typer.Option(True, "--report/--no-report", help="write Tables 3-8 (on real data also the "
+                                "verdict table) and figures at the end"),
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
     """The study behind Tables 3-8 (phantom by default; real CT with cross-validation), then the report."""
@@ -103,6 +104,9 @@ def demo(
         from bench.reports.report import build_report
         from bench.reports.select import ReportOptions
 
-        out_dir = build_report(results, out=out, options=ReportOptions(dataset=dataset, profile=profile))
+        # real data: also the verdict table (what the study can say per model and patient); the phantom report
+        # keeps Tables 3-8 and their companions
+        out_dir = build_report(results, out=out, tables="3-8,verdict" if real else "3-8",
+                               options=ReportOptions(dataset=dataset, profile=profile))
         console.print(f"[green]report[/green] -> {Path(out_dir) / 'index.md'}")
     console.print(f"[green]demo finished[/green] in {time.perf_counter() - t0:.0f} s; results under {results}/")

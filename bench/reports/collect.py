@@ -58,7 +58,9 @@ _FIELD_SECTION = {"liver_prior": "model", "norm": "model", "width": "model", "en
 # not here: they enter `experiment_key` as the recorded absolute root, the patient lists' hash and
 # the tag without its ~seedK/~foldI suffix (`replicate_identity`).
 _NON_EXPERIMENT_FIELDS = dict(seed=0, fold=None, tag="", results="", cache="", device="", root="", splits="")
-_SEED_FOLD_SUFFIX = re.compile(r"(~seed\d+)?(~fold\d+)?$")
+# anywhere in the tag: a variant's fold runs are tagged e.g. ``unet~fold0~norm=batch`` (the study appends the
+# variant after `bench.paths.seed_tag`), and must pool into one experiment as ``unet~fold0`` and ``unet~fold1`` do
+_SEED_FOLD_SUFFIX = re.compile(r"~(?:seed|fold)\d+(?=~|$)")
 
 
 @dataclass

@@ -51,7 +51,7 @@ TABLE_NUMBERS = (3, 4, 5, 6, 7, 8)
 # reading order of every table a report can hold; an ablation table of this toolkit follows the paper
 # table it extends, and is built with it when its runs exist (`table_names`)
 TABLE_ORDER = ("3", "patch-mode", "4", "5", "patch-scale", "6", "7", "norm", "capacity", "8", "lesion-detection",
-               "paired", "postprocess")
+               "paired", "postprocess", "verdict")
 COMPANIONS = {"3": ("patch-mode",), "5": ("patch-scale",), "7": ("norm", "capacity")}
 FG_NOTE = (
     "mIoU cells with 'paper X = fg IoU': the paper's printed mIoU equals the foreground IoU D/(2-D) of its own Dice "
@@ -1227,3 +1227,206 @@ def build_tables(results: Results, numbers: Sequence[int | str], options: Report
         if folds:
             table.provenance["folds"] = folds
     return out
+
+
+
+# ---------------------------------------------------------------- the real-data verdict (issue 18)
+
+
+def verdict_columns(results: Results, scope: Scope, plane: str) -> list[ModelColumn]:
+    """The verdict table's columns on ``plane``, in reading order, each with a liver or lesion run there: per
+    baseline, as published (the norm ablation's ``model.norm=batch`` run, where batch is not the profile's
+    normalisation) then as Tables 7/8 select it (`model_columns`); then the '+ liver prior' baselines; then ours."""
+    from bench.models import model_label, proposed_model
+
+    plain: dict[str, ModelColumn] = {}
+    for task in ("liver", "lesion"):
+        for col in model_columns(results, scope, task):
+            plain.setdefault(col.label, col)
+    ours = proposed_model()
+    bases = [c for c in plain.values() if c.model != ours and not c.fixed]
+    published = {}
+    if ablation_defaults(scope.profile)["norm"] != "batch":
+        published = {m: ModelColumn(m, f"{model_label(m)} as published", (("norm", "batch"),), False,
+                                    sets=(("model.norm", "batch"),), tag=f"{m}~norm=batch") for m in NORM_TABLE.models}
+    ordered: list[ModelColumn] = []
+    for col in bases:
+        if col.model in published:
+            ordered.append(published.pop(col.model))
+        ordered.append(col)
+    ordered += list(published.values())
+    ordered += [c for c in plain.values() if c.fixed] + [c for c in plain.values() if c.model == ours]
+    return [c for c in ordered if any(not c.select(results, scope, task, plane)[0].empty for task in ("liver", "lesion"))]
+
+
+def _no_liver_run(col: ModelColumn) -> bool:
+    """A '+ liver prior' baseline segments lesions in ours' liver: it has no liver run of its own."""
+    return bool(dict(col.fixed).get("liver_prior"))
+
+
+def _split_rows(results: Results, runs: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The per-case rows of ``runs`` (pooled over folds: every fold's test patients) on ``split``."""
+    pc = results.per_case
+    if runs.empty or pc.empty:
+        return pc.iloc[:0]
+    return pc[pc["run_id"].isin(runs["run_id"]) & (pc["split"] == split)]
+
+
+def case_mean_stats(rows: pd.DataFrame, column: str) -> CellStats:
+    """Mean of per-case ``column`` over each run's cases (NaN cases excluded and counted), then mean and sd over
+    the runs (seeds); missing when no row carries the column."""
+    if rows.empty or column not in rows.columns:
+        return CellStats()
+    values = pd.to_numeric(rows[column], errors="coerce")
+    per_run = values.groupby(rows["run_id"]).mean()
+    stats = seed_stats(per_run, tuple(sorted(per_run.index)))
+    stats.n_cases = float(rows.groupby("run_id")["case"].nunique().max())
+    stats.n_excluded = float(values.isna().groupby(rows["run_id"]).sum().max())
+    return stats
+
+
+def lesion_bearing(rows: pd.DataFrame) -> pd.Series:
+    """Cases whose reference has lesion voxels (tp + fn > 0): the only ones a lesion Dice is averaged over."""
+    return (pd.to_numeric(rows["tp"], errors="coerce") + pd.to_numeric(rows["fn"], errors="coerce")) > 0
+
+
+def surface_command(col: ModelColumn, plane: str, scope: Scope, runs: pd.DataFrame) -> str:
+    """The command that adds ASSD (and the other surface distances) to a liver run's per_case.csv."""
+    root = "" if scope.dataset == "phantom" else " --root PATH"
+    tag = f" --tag {col.tag}" if col.tag else ""
+    folded = runs["run_id"].astype(str).str.contains(r"\(folds ", regex=True).any()
+    return (f"bench evaluate {col.model} --plane {plane}{tag} --surface --dataset {scope.dataset}{root}"
+            + (" --fold K (for each fold K)" if folded else ""))
+
+
+# (metric key, row label) per task; the per-patient rows follow each Dice and ASSD mean
+VERDICT_ROWS: dict[str, tuple[tuple[str, str], ...]] = {
+    "liver": (("dice", "Dice (mean over patients)"), ("assd", "ASSD, mm (mean over patients)")),
+    "lesion": (("dice", "Dice, lesion-bearing patients (mean)"), ("count_lesion_patients", "Lesion-bearing patients"),
+               ("lesion_recall", "Lesion-wise recall (pooled)"), ("n_ref_lesions", "Reference lesions"),
+               ("lesion_recall_gt20", "Recall > 20 mm"), ("ref_gt20", "Reference lesions > 20 mm"),
+               ("count_fp_voxels", "FP voxels / lesion-free patient"),
+               ("count_fp_lesions", "FP lesions / lesion-free patient"),
+               ("count_free_patients", "Lesion-free patients")),
+}
+PATIENT_ROWS = {"dice": "Dice", "assd": "ASSD, mm"}
+
+
+@TABLES.register("verdict", help="Real-data verdict (not in the paper): per model, Test, per patient: liver Dice and "
+                                 "ASSD, lesion Dice on lesion-bearing patients, lesion-wise recall, false positives "
+                                 "on lesion-free patients")
+@scored
+def verdict_table(results: Results, options: ReportOptions) -> TableResult:
+    """What a real-data study can say, per model variant (issue 18): Test split, per patient (3-D case), pooled over
+    the cross-validation folds as Tables 7/8 pool them.
+
+    A lesion Dice is averaged over lesion-bearing patients only (tp + fn > 0): a patient without a liver lesion has
+    no lesion Dice (it would be 0 for any false positive, measuring false positives inside a mean); it scores
+    false-positive voxels and lesions instead. Lesion-wise recall is pooled from the per-case counts
+    (`detection_stats`). A '+ liver prior' baseline has no liver run of its own: its liver cells are missing with
+    that note. Liver ASSD needs runs evaluated with ``--surface``; else the cell is missing with the command.
+    """
+    scope = resolve_scope(results, options)
+    t = _Table("verdict", "Real-data verdict: liver, lesions and false positives per model (Test, per patient)",
+               scope, options)
+    split = "test"
+    frames: dict[str, list[pd.DataFrame]] = {}
+    planes = [p for p in PLANES_TRAINED if verdict_columns(results, scope, p)] or ["axial"]
+    for plane in planes:
+        columns = verdict_columns(results, scope, plane)
+        rows_of: dict[tuple[str, str], pd.DataFrame] = {}
+        runs_of: dict[tuple[str, str], pd.DataFrame] = {}
+        for col in columns:
+            for task in ("liver", "lesion"):
+                runs = results.runs.iloc[:0]
+                if not (task == "liver" and _no_liver_run(col)):
+                    runs, notes = col.select(results, scope, task, plane)
+                    for n in notes:
+                        t.note(n)
+                    t.use(runs)
+                    frames.setdefault((task, col.label), []).append(runs)
+                    if runs.empty:
+                        t.note(f"{col.label} {task}: {col.command(task, plane, scope)}")
+                runs_of[(col.label, task)] = runs
+                rows_of[(col.label, task)] = _split_rows(results, runs, split)
+        for task in ("liver", "lesion"):
+            group = f"{plane.capitalize()} Plane: {task}"
+            all_rows = [rows_of[(c.label, task)] for c in columns if not rows_of[(c.label, task)].empty]
+            joined = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame(columns=["case", "tp", "fn"])
+            if task == "lesion" and not joined.empty:
+                joined = joined[lesion_bearing(joined)]  # a lesion-free patient has no lesion Dice row
+            cases = sorted(set(joined["case"]))
+            for key, row in VERDICT_ROWS[task]:
+                for col in columns:
+                    runs, rows = runs_of[(col.label, task)], rows_of[(col.label, task)]
+                    stats = _verdict_stats(results, runs, rows, task, key, split)
+                    if key == "assd" and stats.status == "missing" and not runs.empty:
+                        t.note(f"{col.label} liver ASSD: {surface_command(col, plane, scope, runs)}")
+                    t.cell(group, row, col.label, "", key, split, stats)
+                if key not in PATIENT_ROWS:
+                    continue
+                for case in cases:
+                    for col in columns:
+                        rows = rows_of[(col.label, task)]
+                        rows = rows[rows["case"] == case]
+                        if task == "lesion" and not rows.empty:
+                            rows = rows[lesion_bearing(rows)]
+                        stats = case_mean_stats(rows, key)
+                        if key == "assd" and stats.status != "ok":
+                            stats = CellStats()
+                        t.cell(group, f"{PATIENT_ROWS[key]}, patient {case}", col.label, "", key, split, stats)
+    priors = list(dict.fromkeys(c.label for p in planes for c in verdict_columns(results, scope, p) if _no_liver_run(c)))
+    if priors:
+        t.note(f"{', '.join(priors)}: liver cells '—' (ours' liver): a '+ liver prior' baseline has no liver run of its "
+               f"own; it segments lesions inside ours' predicted liver, so its liver is ours' column")
+    t.note("per patient = one 3-D test case, pooled over the cross-validation folds (each patient is tested in one "
+           "fold); a lesion Dice is averaged over lesion-bearing patients only (reference lesion voxels: tp + fn > 0); "
+           "a lesion-free patient scores false-positive voxels (fp) and lesions (fp_lesions) instead; lesion-wise "
+           "recall is pooled from the counts n_detected / n_ref_lesions summed over the patients, then averaged over "
+           "seeds (bench/metrics/lesions.py)")
+    for task in ("liver", "lesion"):
+        mine = {label: pd.concat(parts, ignore_index=True) for (t_, label), parts in frames.items() if t_ == task}
+        for line in budget_notes(mine):
+            t.note(f"{task}: {line}")
+    by_label: dict[str, list[pd.DataFrame]] = {}
+    for (_, label), parts in frames.items():
+        by_label.setdefault(label, []).extend(parts)
+    joined_runs = {label: pd.concat(parts, ignore_index=True) for label, parts in by_label.items()}
+    models = model_provenance(joined_runs)
+    result = t.finish(task=["liver", "lesion"], planes=planes, split="test", models=models,
+                      budget=budget_provenance(joined_runs), postprocessing=postprocess_provenance(joined_runs),
+                      aggregation="mean over test patients (3-D cases), pooled over folds; recall pooled from counts",
+                      selection="as Tables 7/8 (ablation fields at profile defaults); 'as published': the norm "
+                                "ablation's model.norm=batch run; '+ liver prior': model.liver_prior fixed")
+    # each column labelled with its normalisation and parameter count (as the norm table's Parameters row)
+    result.frame["col"] = [f"({models[g]})" if g in models else "" for g in result.frame["col_group"]]
+    return result
+
+
+def _verdict_stats(results: Results, runs: pd.DataFrame, rows: pd.DataFrame, task: str, key: str,
+                   split: str) -> CellStats:
+    """One verdict cell over the runs (seeds) of a column (`VERDICT_ROWS`)."""
+    if task == "liver":
+        if key == "dice":
+            return metric_stats(results, runs, split, "dice", "mean")
+        stats = case_mean_stats(rows, key)  # ASSD: NaN in every row = not evaluated with --surface
+        return stats if stats.status == "ok" else CellStats()
+    if rows.empty or "tp" not in rows.columns:
+        return CellStats()
+    bearing = lesion_bearing(rows)
+    if key == "dice":
+        return case_mean_stats(rows[bearing], "dice") if bearing.any() else _empty_stats(rows)
+    if key in ("count_lesion_patients", "count_free_patients"):
+        part = rows[bearing] if key == "count_lesion_patients" else rows[~bearing]
+        n = part.groupby("run_id")["case"].nunique().reindex(sorted(set(rows["run_id"])), fill_value=0)
+        return seed_stats(n.astype(float), tuple(n.index))
+    if key in ("count_fp_voxels", "count_fp_lesions"):
+        column = "fp" if key == "count_fp_voxels" else "fp_lesions"
+        return case_mean_stats(rows[~bearing], column) if (~bearing).any() else _empty_stats(rows)
+    return detection_stats(results, runs, split, key)
+
+
+def _empty_stats(rows: pd.DataFrame) -> CellStats:
+    """Runs scored, but no patient of the kind the row averages over: NaN, not missing."""
+    return CellStats(n_seeds=int(rows["run_id"].nunique()), n_cases=0.0, n_excluded=0.0, status="nan",
+                     runs=tuple(sorted(set(rows["run_id"]))))

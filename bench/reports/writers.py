@@ -42,8 +42,9 @@ def _finite(x: Any) -> bool:
         return False
 
 
-# metrics whose cells are counts: patches of Algorithm 1, parameters, reference lesions (all and per size bin)
-COUNT_METRICS = ("patches", "parameters", "n_ref_lesions", "ref_")
+# metrics whose cells are counts: patches of Algorithm 1, parameters, reference lesions (all and per size bin),
+# the verdict table's patients and false positives per patient (count_*)
+COUNT_METRICS = ("patches", "parameters", "n_ref_lesions", "ref_", "count_")
 
 
 def format_cell(rec: dict[str, Any] | pd.Series, digits: int = 4, tex: bool = False) -> str:

@@ -85,8 +85,8 @@ def test_version_prints_package_version_and_commit(tmp_path: Path) -> None:
 
 
 def test_version_outside_a_checkout_is_unknown(tmp_path: Path) -> None:
-    from bench.cli.version import git_hash
+    from bench.gitinfo import git_hash
 
     pkg = tmp_path / "bench"
     pkg.mkdir()
-    assert git_hash(pkg) == "unknown"
+    assert git_hash(package_dir=pkg) == "unknown"

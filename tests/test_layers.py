@@ -17,7 +17,7 @@ LAYERS = {
     "bench": 0, "bench.registry": 0,
     "bench.errors": 0,
     "bench.atomic": 1, "bench.config": 1, "bench.paths": 1, "bench.devices": 1, "bench.progress": 1,
-    "bench.plugins": 1,
+    "bench.plugins": 1, "bench.gitinfo": 1,
     "bench.datasets": 2, "bench.metrics": 2, "bench.models": 2, "bench.ablations": 2,
     "bench.reports": 3, "bench.engine": 3,
     "bench.golden": 4,

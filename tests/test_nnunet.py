@@ -60,7 +60,22 @@ def exported(tiny_phantom: Path, tmp_path_factory) -> tuple[Path, Path, Path]:
                   "--out", work / "raw", "--cache", work / "cache", "--dataset-id", "7", "--name", "Tiny", cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert "imagesTs/labelsTs 1" in proc.stdout and "nnUNetv2_plan_and_preprocess -d 7" in proc.stdout
+    assert "nnUNetv2_predict -i" in proc.stdout  # a test patient: predict imagesTs
     return work / "raw" / "Dataset007_Tiny", work / "cache", work
+
+
+def test_the_next_step_hint_never_predicts_an_empty_imagests(tiny_phantom: Path, tmp_path: Path) -> None:
+    """Two patients (1 train, 1 val) leave imagesTs empty: the hint points at the fold's validation output."""
+    import json
+
+    ids = sorted(p.name.removeprefix("volume-").split(".")[0] for p in tiny_phantom.glob("volume-*"))
+    splits = tmp_path / "two.json"
+    splits.write_text(json.dumps({"train": ids[:1], "val": ids[1:2], "test": []}))
+    proc = _bench("data", "export", "--format", "nnunet", "--dataset", "phantom", "--root", tiny_phantom,
+                  "--out", tmp_path / "raw", "--cache", tmp_path / "cache", "--splits", splits, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "imagesTs/labelsTs 0" in proc.stdout
+    assert "nnUNetv2_predict -i" not in proc.stdout and "fold_0/validation" in proc.stdout
 
 
 def test_export_structure_dataset_json_and_split(exported, tiny_phantom: Path) -> None:

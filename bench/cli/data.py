@@ -236,10 +236,15 @@ def export(
         highlight=False, soft_wrap=True,
     )
     did = int(folder.name[len("Dataset"):len("Dataset") + 3])
+    # our test patients are in imagesTs; with none (e.g. two patients: 1 train, 1 val) only fold 0's
+    # validation predictions exist, so the hint must not send the user to predict an empty folder
+    predict = (f"nnUNetv2_predict -i {folder / 'imagesTs'} -o PRED -d {did} -c 3d_fullres -f 0; " if result.test else
+               "(imagesTs is empty: no test patient in this split; PRED = the fold's validation folder, "
+               f"$nnUNet_results/{folder.name}/nnUNetTrainer__nnUNetPlans__3d_fullres/fold_0/validation); ")
     console.print(
         "next: export nnUNet_raw=" + str(folder.parent) + f"; nnUNetv2_plan_and_preprocess -d {did} "
         f"--verify_dataset_integrity (nnU-Net 2.8.1 copies splits_final.json to $nnUNet_preprocessed/"
-        f"{folder.name}/; if yours does not, copy it there by hand); nnUNetv2_train {did} 3d_fullres 0; nnUNetv2_predict -i "
-        f"{folder / 'imagesTs'} -o PRED -d {did} -c 3d_fullres -f 0; bench report --external nnunet=PRED",
+        f"{folder.name}/; if yours does not, copy it there by hand); nnUNetv2_train {did} 3d_fullres 0; "
+        + predict + "bench report --external nnunet=PRED",
         highlight=False, soft_wrap=True,
     )

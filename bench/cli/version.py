@@ -7,31 +7,10 @@ project); an installed copy, or git missing, says ``unknown`` rather than guessi
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import bench
-
-
-def git_hash(package_dir: Path | None = None) -> str:
-    """Short commit hash of the checkout holding ``bench/`` (+ ``-dirty`` with local changes), else ``unknown``."""
-    root = (package_dir or Path(bench.__file__).resolve().parent).parent
-    try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
-                             timeout=5)
-        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
-            return "unknown"  # not a checkout of this project (e.g. site-packages inside another repo)
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=5)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("-dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+from bench.gitinfo import git_hash
 
 
 def version_line() -> str:
     """``liverbench 0.1.0 (git abc123def456)``."""
-    return f"liverbench {bench.__version__} (git {git_hash()})"
+    return f"liverbench {bench.__version__} (git {git_hash(short=True)})"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -24,23 +23,11 @@ import torch
 from bench.atomic import write_json
 from bench.config import NON_RESULT_FIELDS, RunConfig, fingerprint, run_config_from_dict, to_dict
 from bench.errors import BenchError, ConfigError, DataError
+from bench.gitinfo import git_hash
 from bench.paths import RECORD, run_dir
 
 _PACKAGES = ("liverbench", "torch", "torchvision", "segmentation-models-pytorch", "timm", "monai", "numpy",
              "scipy", "pandas", "nibabel", "pydicom")
-
-
-def git_hash() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5, cwd=Path(__file__).resolve().parent)
-        if out.returncode != 0:
-            return "unknown"
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def package_versions() -> dict[str, str]:

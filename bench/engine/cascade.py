@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.atomic import atomic_path
 from bench.config import to_dict
 from bench.engine.data import SliceDataset
 from bench.engine.priors import PriorReader, load_liver_cascade, write_run_priors
@@ -191,7 +192,8 @@ def train_cascade(ctx: TrainContext) -> Trained:
     else:
         model = CascadeNet(roi.localizer, tuner.model, cfg.profile.cascade)
     if ctx.info.is_main:
-        pd.DataFrame(algorithm1.rows).to_csv(run_dir(cfg) / REITERATION, index=False)
+        with atomic_path(run_dir(cfg) / REITERATION) as tmp:
+            pd.DataFrame(algorithm1.rows).to_csv(tmp, index=False)
         save_checkpoint(checkpoint_path(cfg), {"model": model.state_dict(), "config": to_dict(cfg)})
     stages = {**roi.stages, "tuner": tuner_summary, **algorithm1.stages}
     extra = {"roi_coverage": priors.coverage,

@@ -27,6 +27,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from bench.atomic import atomic_path
 from bench.config import RunConfig, changed_fields, describe_changes, to_dict
 from bench.errors import ConfigError, DataError
 from bench.paths import HISTORY, checkpoint_dir, run_dir
@@ -124,7 +125,8 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
         trained = recipe(TrainContext(cfg, cache, splits, device, info, resume=resume, progress=progress))
         wall = time.perf_counter() - t1
         if info.is_main:
-            pd.DataFrame(trained.history).to_csv(folder / HISTORY, index=False)
+            with atomic_path(folder / HISTORY) as tmp:  # a killed run never leaves half a history
+                pd.DataFrame(trained.history).to_csv(tmp, index=False)
             from bench.engine.curves import write_progress
 
             write_progress(folder / HISTORY, title=f"{cfg.run_tag} {cfg.task} {cfg.plane}")

@@ -124,7 +124,8 @@ def test_exact_manifest_fields_beyond_the_code_are_refused(tmp_path, change):
 # ---------------------------------------------------------------- malformed files: one line, exit 2
 
 
-@pytest.mark.parametrize("value", ["wide", -0.1, math.nan], ids=["text", "negative", "nan"])
+@pytest.mark.parametrize("value", ["wide", -0.1, math.nan, 1e9, 0.25],
+                         ids=["text", "negative", "nan", "huge", "above-what-a-calibration-can-give"])
 def test_malformed_calibrated_tolerance_is_refused(train_layer, tmp_path, value):
     layer, results = train_layer
     copy, manifest = _copy(layer, tmp_path)

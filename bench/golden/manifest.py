@@ -70,6 +70,15 @@ LAYER_FIELDS = {"exact": COMMON_FIELDS + ("builder", "inputs"), "train": COMMON_
 REPORT_OPTIONS = {"aggregation": ("mean", "global"), "scores": ("post", "raw"), "dataset": None, "profile": None}
 TRAIN_TABLES = ("3", "4", "5", "6", "7", "8")
 
+# Calibration constants (bench.golden.spread): tolerance = SAFETY_FACTOR x the largest spread of a column over
+# its stable cells + FLOOR, and a cell spreading more than UNSTABLE_SPREAD is excluded, never compared. So no
+# calibration this code runs can give a tolerance above TOLERANCE_CEILING, and a manifest asking for more
+# loosens its own check: refused.
+SAFETY_FACTOR = 2.0
+FLOOR = 0.002
+UNSTABLE_SPREAD = 0.1
+TOLERANCE_CEILING = SAFETY_FACTOR * UNSTABLE_SPREAD + FLOOR
+
 
 def read_manifest(golden_dir: str | os.PathLike) -> dict[str, Any]:
     """The golden folder's manifest.json, validated (`validate_manifest`); a DataError names the file (and field)."""
@@ -148,6 +157,11 @@ def validate_manifest(manifest: Any, path: Path) -> None:
             raise DataError(f"{path}: field 'tables': the exact layer compares {', '.join(EXACT_NAMES)}")
         return
     parse_study(manifest["command"], f"{path}: field 'command'")
+    loose = next((k for k, v in sorted(given.items()) if v > TOLERANCE_CEILING + 1e-12), None)
+    if loose is not None:
+        raise DataError(f"{path}: field 'tolerances.{loose}': {given[loose]} is above {TOLERANCE_CEILING:g}, the most "
+                        f"a calibration can give ({SAFETY_FACTOR:g} x the instability threshold {UNSTABLE_SPREAD:g} + "
+                        f"floor {FLOOR:g}); recalibrate instead of widening a tolerance")
     if not all(str(n) in TRAIN_TABLES for n in tables):
         raise DataError(f"{path}: field 'tables': a training layer compares tables among {', '.join(TRAIN_TABLES)}")
     _check_excluded(manifest.get("excluded", []), path)

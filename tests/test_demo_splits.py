@@ -47,3 +47,11 @@ def test_real_patients_train_and_test_as_the_split_file_says(tmp_path: Path) -> 
     record = json.loads((tmp_path / "r/ircadb/liver/unet/axial/config.json").read_text())
     assert record["data"]["splits"]["test"] == ["3Dircadb1.7"]
     assert record["data"]["splits"]["train"] == ["3Dircadb1.1"]
+
+
+@pytest.mark.parametrize("flag", ["--planes", "--lesion-planes"])
+def test_a_bad_plane_list_is_refused_before_any_data_is_written(tmp_path: Path, flag: str) -> None:
+    proc = bench("demo", "--profile", "smoke", flag, ",", "--results", str(tmp_path / "r"), "--cache",
+                 str(tmp_path / "c"), cwd=tmp_path)
+    assert_one_line_error(proc, flag)
+    assert not (tmp_path / "data").exists()

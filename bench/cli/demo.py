@@ -70,6 +70,8 @@ def demo(
 
     DATASETS.get(dataset)
     check_device(device)
+    chosen_planes = parse_planes(planes) if planes else None  # checked before any data is written
+    chosen_lesion_planes = parse_planes(lesion_planes, "--lesion-planes")
     if splits is not None:
         splits_path = Path(splits).expanduser().resolve()
         if not splits_path.is_file():
@@ -85,8 +87,8 @@ def demo(
     profile = profile or default_profile(dataset, device)
     plan = StudyPlan(
         models=_names(models) if models else (("unet", "ours") if real else ()),
-        planes=parse_planes(planes) if planes else (("axial",) if real else StudyPlan.planes),
-        tasks=_names(tasks), lesion_planes=parse_planes(lesion_planes, "--lesion-planes"),
+        planes=chosen_planes or (("axial",) if real else StudyPlan.planes),
+        tasks=_names(tasks), lesion_planes=chosen_lesion_planes,
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),
         folds=folds, budget=budget, liver_priors=_names(liver_priors),
         overrides=(("splits", splits),) if splits else (),

@@ -49,9 +49,11 @@ def test_real_patients_train_and_test_as_the_split_file_says(tmp_path: Path) -> 
     assert record["data"]["splits"]["train"] == ["3Dircadb1.1"]
 
 
-@pytest.mark.parametrize("flag", ["--planes", "--lesion-planes"])
-def test_a_bad_plane_list_is_refused_before_any_data_is_written(tmp_path: Path, flag: str) -> None:
-    proc = bench("demo", "--profile", "smoke", flag, ",", "--results", str(tmp_path / "r"), "--cache",
+@pytest.mark.parametrize("flag, value, says", [("--planes", ",", "--planes"), ("--lesion-planes", ",", "--lesion-planes"),
+                                              ("--models", "unet,foo", "foo"), ("--ablations", "foo", "foo"),
+                                              ("--tasks", "livr", "livr")])
+def test_a_bad_name_is_refused_before_any_data_is_written(tmp_path: Path, flag: str, value: str, says: str) -> None:
+    proc = bench("demo", "--profile", "smoke", flag, value, "--results", str(tmp_path / "r"), "--cache",
                  str(tmp_path / "c"), cwd=tmp_path)
-    assert_one_line_error(proc, flag)
+    assert_one_line_error(proc, says)
     assert not (tmp_path / "data").exists()

@@ -72,6 +72,17 @@ def demo(
     check_device(device)
     chosen_planes = parse_planes(planes) if planes else None  # checked before any data is written
     chosen_lesion_planes = parse_planes(lesion_planes, "--lesion-planes")
+    from bench.ablations import ABLATIONS
+    from bench.config import TASKS
+    from bench.models import get_model_spec
+
+    for name in _names(models or ""):  # every name checked before the phantom is generated or anything trained
+        get_model_spec(name)
+    for name in _names(ablations or ""):
+        ABLATIONS.get(name)
+    for name in _names(tasks):
+        if name not in TASKS:
+            raise ConfigError(f"--tasks {tasks!r}: {name!r} is not a task (known: {', '.join(TASKS)})")
     if splits is not None:
         splits_path = Path(splits).expanduser().resolve()
         if not splits_path.is_file():

@@ -14,7 +14,11 @@ validation patients and reports
 The default is the layer with the smallest box area among those whose coverage is at least
 0.98 (`choose`). Test patients are never read. Usage::
 
-    python benchmarks/gradcam_layers.py RUN_FOLDER [RUN_FOLDER ...]
+    python benchmarks/gradcam_layers.py RUN_FOLDER [RUN_FOLDER ...] [--split train]
+
+``--split train`` measures on the run's training patients instead: for a data set without a
+validation patient (two-patient leave-one-out), still never the test patient, but optimistic, since
+the localizer was fitted to those very slices.
 
 e.g. ``results/phantom/liver/ours/axial`` after ``make demo``, or a real-data run folder.
 """
@@ -37,7 +41,7 @@ from bench.config import GRADCAM_LAYERS, run_config_from_dict  # noqa: E402
 MIN_COVERAGE = 0.98
 
 
-def measure(folder: Path) -> list[dict]:
+def measure(folder: Path, split: str = "val") -> list[dict]:
     from bench.datasets.base import task_mask
     from bench.datasets.cache import open_or_prepare
     from bench.engine.checkpoint import load_weights
@@ -46,15 +50,17 @@ def measure(folder: Path) -> list[dict]:
 
     cfg = run_config_from_dict(json.loads((folder / "config.json").read_text())["config"])
     cache, splits = open_or_prepare(cfg, progress=False)
-    if not splits["val"]:
-        raise SystemExit(f"{folder}: no validation patients; the layer is chosen on validation patients only")
+    if split == "test":
+        raise SystemExit("the layer is never chosen on test patients")
+    if not splits[split]:
+        raise SystemExit(f"{folder}: no {split} patients (a data set without validation patients: --split train)")
     localizer = load_weights(build_localizer(cfg), folder / "checkpoints" / "localizer-best.pt").eval()
     rows = []
     for layer in GRADCAM_LAYERS:
         cascade_cfg = replace(cfg.profile.cascade, gradcam_layer=layer)
         net = CascadeNet(localizer, build_tuner(cfg), cascade_cfg).eval()
         inside = total = boxed = pixels = missed = 0
-        for case in splits["val"]:
+        for case in splits[split]:
             prior = predict_slices(lambda x: net.roi(x)[0], cache.images(case, cfg.plane), 16, "cpu").numpy() > 0
             truth = task_mask(np.asarray(cache.labels(case, cfg.plane)), "liver")
             inside += int((truth & prior).sum())
@@ -64,7 +70,7 @@ def measure(folder: Path) -> list[dict]:
             missed += int((truth.any(axis=(1, 2)) & ~prior.any(axis=(1, 2))).sum())
         rows.append({"run": str(folder), "layer": layer, "coverage": inside / max(total, 1),
                      "box_area": boxed / max(pixels, 1), "liver_slices_without_box": missed,
-                     "val_patients": len(splits["val"])})
+                     "patients": len(splits[split]), "split": split})
     return rows
 
 
@@ -79,11 +85,13 @@ def choose(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="liver cascade run folders (ours, liver)")
+    parser.add_argument("--split", choices=("val", "train"), default="val",
+                        help="patients to measure on (never test); train only where there is no validation patient")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for folder in args.runs:
-        rows = measure(folder)
-        print(f"\n{folder} ({rows[0]['val_patients']} validation patients)")
+        rows = measure(folder, args.split)
+        print(f"\n{folder} ({rows[0]['patients']} {args.split} patients)")
         print(f"{'layer':12s} {'coverage':>9s} {'box area':>9s} {'liver slices w/o box':>21s}")
         for r in rows:
             print(f"{r['layer']:12s} {r['coverage']:9.3f} {r['box_area']:9.3f} {r['liver_slices_without_box']:21d}")

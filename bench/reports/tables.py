@@ -1068,17 +1068,18 @@ ITERATION_GROUP = "Per iteration (reiteration.csv)"
 SIZE_GROUP = "Per iteration and patch size: Algorithm 1's patches P and self-labels S"
 
 
-def _variant_builder(spec: VariantTable) -> TableBuilder:
+def _spec_builder(table: Callable[[Results, ReportOptions, Any], TableResult], spec: Any) -> TableBuilder:
+    """A registered builder for one spec of a table family (variant, baseline variant), titled by the spec."""
     def build(results: Results, options: ReportOptions) -> TableResult:
-        return variant_table(results, options, spec)
+        return table(results, options, spec)
 
     build.__doc__ = spec.title
     return build
 
 
-TABLES.add("patch-mode", _variant_builder(PATCH_MODE),
+TABLES.add("patch-mode", _spec_builder(variant_table, PATCH_MODE),
            help="Ablation (not in the paper): patch mode tile vs unshuffle (ours, liver, axial, Val/Test)")
-TABLES.add("patch-scale", _variant_builder(PATCH_SCALE),
+TABLES.add("patch-scale", _spec_builder(variant_table, PATCH_SCALE),
            help="Ablation (not in the paper): Algorithm 1's patches zoom vs native, every iteration (ours, liver, axial)")
 
 
@@ -1171,17 +1172,9 @@ def baseline_variant_table(results: Results, options: ReportOptions, spec: Basel
                               f"model.width={defaults['width']:g}, model.encoder_depth={defaults['encoder_depth']})")
 
 
-def _baseline_variant_builder(spec: BaselineVariants) -> TableBuilder:
-    def build(results: Results, options: ReportOptions) -> TableResult:
-        return baseline_variant_table(results, options, spec)
-
-    build.__doc__ = spec.title
-    return build
-
-
-TABLES.add("norm", _baseline_variant_builder(NORM_TABLE),
+TABLES.add("norm", _spec_builder(baseline_variant_table, NORM_TABLE),
            help="Ablation (not in the paper): every baseline under BatchNorm (as published) and GroupNorm (liver, axial)")
-TABLES.add("capacity", _baseline_variant_builder(CAPACITY_TABLE),
+TABLES.add("capacity", _spec_builder(baseline_variant_table, CAPACITY_TABLE),
            help="Ablation (not in the paper): U-Net as configured vs at about ours' parameter count (liver, axial)")
 
 

@@ -98,7 +98,7 @@ ABLATIONS.add("capacity", Ablation(
               ("ours-size", (("profile.model.encoder_depth", 4), ("profile.model.width", 0.25)))),
     # named, not queried: the ours-size values (4 encoder stages, width 0.25) are sized for U-Net's architecture;
     # another model would need its own values (the capacity table reads this, bench.reports.tables.CAPACITY_TABLE)
-    role="baseline", only=("unet",),
+    only=("unet",),
 ), help="capacity: U-Net as configured vs at about ours' parameter count (sized at the cpu profile)")
 
 

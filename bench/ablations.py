@@ -43,7 +43,7 @@ class Ablation:
         (plug-ins are loaded by then; imported here, not at the top, so ``bench --help`` does not load torch)."""
         if self.only:
             return self.only
-        from bench.models import model_names, models_with
+        from bench.models import model_names, models_with  # lazy: bench.models imports torch; bench --help lists the ablations
 
         return tuple(models_with(self.capability, self.role) if self.capability else model_names(self.role))
 

@@ -49,7 +49,7 @@ class StudyPlan:
 def prior_baselines() -> tuple[str, ...]:
     """The baselines a study runs with the liver prior by default: those flagged ``default_baseline`` that declare
     the ``liver_prior`` capability (`bench.models`; U-Net), in table order."""
-    from bench.models import default_baselines, models_with
+    from bench.models import default_baselines, models_with  # lazy: torch; bench demo --help fills {prior_baselines}
 
     takers = set(models_with("liver_prior"))
     return tuple(m for m in default_baselines() if m in takers)
@@ -59,7 +59,7 @@ def real_data_models() -> tuple[str, ...]:
     """The models ``bench demo`` trains on real CT unless ``--models`` says otherwise: the default baselines
     (`bench.models.default_baselines`: U-Net) and the proposed model, in table order. On the phantom it is
     every registered model (an empty `StudyPlan.models`)."""
-    from bench.models import default_baselines, proposed_model
+    from bench.models import default_baselines, proposed_model  # lazy: torch; bench demo --help fills {real_data_models}
 
     return (*default_baselines(), proposed_model())
 

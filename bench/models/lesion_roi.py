@@ -64,8 +64,8 @@ from torch import Tensor
 
 from bench.config import Profile, RunConfig
 from bench.errors import ConfigError
-from bench.models.spec import liver_prior_model
 from bench.models.roi import slice_boxes
+from bench.models.spec import liver_prior_model
 
 BACKGROUND_LOGIT = -1.0e4  # sigmoid -> exactly 0 in float32: "background outside the box"
 

@@ -151,3 +151,34 @@ def test_the_flag_and_the_capability_are_checked_when_registering() -> None:
     with pytest.raises(ConfigError, match="unknown capability 'liver_prior_source'"):
         register_model("never-e", capabilities={"liver_prior_source"})(build)
     assert not {"never-d", "never-e"} & set(MODELS.names())
+
+
+def test_the_budget_reference_default_is_the_proposed_model() -> None:
+    """``train.budget_reference`` is a config value (the config layer cannot ask the registry): every built-in
+    profile's default must be the model the registry calls proposed."""
+    from bench.config import PROFILES
+    from bench.models import proposed_model
+
+    assert {get_profile(p).train.budget_reference for p in PROFILES.names()} == {proposed_model()}
+
+
+PLUGGED = '''
+from torch import nn
+
+from bench.models import register_model
+
+
+@register_model("toynet", label="ToyNet", capabilities={"liver_prior", "norm"}, default_baseline=True)
+def build_toynet(cfg, in_channels: int = 1):
+    return nn.Conv2d(in_channels, 1, 1)
+'''
+
+
+def test_demo_help_states_its_defaults_from_the_registry(tmp_path: Path) -> None:
+    from tests.cli_run import bench
+
+    (tmp_path / "toynet.py").write_text(PLUGGED)
+    proc = bench("--plugin", str(tmp_path / "toynet.py"), "demo", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = " ".join(proc.stdout.replace("│", " ").split())
+    assert "unet,toynet,ours on real data" in text and "lesion: unet,toynet also with these" in text

@@ -53,13 +53,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Literal
 
 import torch
 
-from bench.config import PLANES, RunConfig, get_profile
+from bench.config import PLANES, Profile, RunConfig, get_profile, without_baseline_fields
 from bench.errors import ConfigError
+from bench.models.crf import require_crf
+from bench.models.liver_prior import liver_prior_run, with_liver_prior
+from bench.paths import seed_tag
 from bench.registry import Registry
 
 Role = Literal["baseline", "proposed"]
@@ -118,10 +121,6 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def _check_spec_fields(name: str, role: str, capabilities: frozenset[str], config_section: str) -> None:
-    from dataclasses import fields
-
-    from bench.config import Profile
-
     if role not in ROLES:
         raise ConfigError(f"model {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
     unknown = sorted(capabilities - set(CAPABILITIES))
@@ -179,8 +178,6 @@ def register_model(
         text = description or (doc.splitlines()[0] if doc else "")
         registered, all_needs = build, needs
         if "liver_prior" in caps:
-            from bench.models.liver_prior import liver_prior_run, with_liver_prior
-
             registered, all_needs = with_liver_prior(build, build_model), _combine_needs(liver_prior_run, needs)
         MODELS.add(name, ModelSpec(name=name, build=registered, recipe=recipe, description=text, label=label,
                                    role=role, config_section=config_section, capabilities=caps, card=card, rank=rank,
@@ -246,9 +243,6 @@ def budget_reference(cfg: RunConfig) -> RunConfig:
     return to the profile's values, so ``unet --set model.liver_prior=crop --set model.norm=batch`` is
     matched to the very "ours" run the plain U-Net is matched to.
     """
-    from bench.config import without_baseline_fields
-    from bench.paths import seed_tag
-
     train = replace(cfg.profile.train, budget="epochs")
     profile = without_baseline_fields(replace(cfg.profile, train=train))
     ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=profile, tag="")
@@ -273,8 +267,6 @@ def check_run_config(cfg: RunConfig, prerequisites: bool = True) -> None:
     multiple = spec.input_multiple(cfg) if spec.input_multiple is not None else 1
     if cfg.profile.input_size % multiple:
         raise ConfigError(f"input_size={cfg.profile.input_size}: {cfg.model} needs a multiple of {multiple}")
-    from bench.models.crf import require_crf
-
     require_crf(cfg.profile.cascade.crf)
     prior = cfg.profile.model.liver_prior
     if prior != "none" and not spec.liver_prior:
@@ -306,8 +298,6 @@ def count_parameters(name: str, profile: str = "paper") -> int:
     spec = MODELS.get(name)
     prof = get_profile(profile)
     if prof.model.encoder_weights:
-        from dataclasses import replace
-
         prof = replace(prof, model=replace(prof.model, encoder_weights=""))
     cfg = RunConfig(model=name, profile=prof, device="cpu")
     if spec.count is not None:  # the spec's own counter chooses its device

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from bench.config import RunConfig, without_baseline_fields
 from bench.errors import ConfigError
 from bench.models.lesion_roi import LIVER_PRIOR_MODEL, LesionRoi, lesion_cut, upsample_mask
+from bench.models.roi import prior_from_liver
 from bench.paths import seed_tag
 
 # model.liver_prior -> (the LesionCascade prior it equals, input channels of the baseline network)
@@ -89,8 +90,6 @@ class LiverPriorNet(nn.Module):
 
     def prior_of_liver(self, logits: Tensor) -> Tensor:
         """The prior of liver logits (`CascadeNet.lesion_prior`'s rule, the liver cascade's margin and area)."""
-        from bench.models.roi import prior_from_liver
-
         cc = self.liver.cfg
         return prior_from_liver(logits, self.prior_kind, cc.box_margin, cc.box_min_area)
 

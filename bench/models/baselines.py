@@ -205,7 +205,7 @@ class UNet(smp.Unet):
         return self.segmentation_head(decoded)
 
 
-@register_model("unet", label="U-Net", rank=20, capabilities={"liver_prior", "norm"},
+@register_model("unet", label="U-Net", rank=20, capabilities={"liver_prior", "norm"}, default_baseline=True,
                 description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)", relative_cost=1.3)
 def build_unet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model

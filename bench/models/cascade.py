@@ -256,6 +256,7 @@ def cascade_card(cfg: RunConfig) -> ModelCard:
 
 register_model(
     "ours", label="Ours", role="proposed", recipe="cascade", config_section="cascade", card=cascade_card,
+    capabilities={"provides_liver_prior"},  # its liver run is the baselines' liver prior and the lesion ROI
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
     count=count_cascade_parameters,
     needs=liver_cascade_of,

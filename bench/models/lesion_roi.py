@@ -65,8 +65,8 @@ from torch import Tensor
 from bench.config import Profile, RunConfig
 from bench.errors import ConfigError
 from bench.models.roi import slice_boxes
+from bench.models.spec import liver_prior_model
 
-LIVER_PRIOR_MODEL = "ours"  # the model whose liver cascade gives the lesion prior (and cuts the ROI)
 BACKGROUND_LOGIT = -1.0e4  # sigmoid -> exactly 0 in float32: "background outside the box"
 
 
@@ -105,10 +105,11 @@ def roi_zoom(profile: Profile) -> float:
 
 
 def uses_roi(cfg: RunConfig) -> bool:
-    """Whether ``cfg``'s lesion model works on the liver ROI (ours, or a baseline with the crop prior)."""
+    """Whether ``cfg``'s lesion model works on the liver ROI: the model whose liver run gives the prior
+    (capability ``provides_liver_prior``: ours, `bench.models.liver_prior_model`), or a baseline with the crop prior."""
     if cfg.task != "lesion" or cfg.profile.cascade.lesion_roi == "none":
         return False
-    return cfg.model == LIVER_PRIOR_MODEL or cfg.profile.model.liver_prior == "crop"
+    return cfg.model == liver_prior_model() or cfg.profile.model.liver_prior == "crop"
 
 
 def roi_geometry(profile: Profile) -> RoiGeometry:
@@ -290,6 +291,6 @@ class LesionRoi:
         return out
 
 
-__all__ = ["LIVER_PRIOR_MODEL", "BACKGROUND_LOGIT", "Window", "RoiGeometry", "roi_zoom", "uses_roi", "roi_geometry", "roi_profile",
+__all__ = ["BACKGROUND_LOGIT", "Window", "RoiGeometry", "roi_zoom", "uses_roi", "roi_geometry", "roi_profile",
            "lesion_cut", "data_profile", "roi_record", "roi_window", "roi_windows", "crop_roi", "paste_roi", "coarse_view", "upsample_mask",
            "RoiInputs", "LesionRoi"]

@@ -191,6 +191,7 @@ def test_a_worker_prints_bench_warnings_as_one_line(monkeypatch, capfd):
     import warnings
 
     import bench.engine.runner as runner
+    import bench.engine.scheduler as scheduler
     from bench.config import RunConfig, get_profile, to_dict
     from bench.engine.scheduler import _run_job
 
@@ -199,7 +200,7 @@ def test_a_worker_prints_bench_warnings_as_one_line(monkeypatch, capfd):
                                filename=runner.__file__, lineno=1)
         warnings.warn_explicit("from another package", UserWarning, filename="/elsewhere/pkg.py", lineno=7)
 
-    monkeypatch.setattr(runner, "run", warn_like_the_engine)
+    monkeypatch.setattr(scheduler, "run", warn_like_the_engine)  # the name the scheduler calls
     monkeypatch.setenv("BENCH_PROGRESS", "")  # restored afterwards: a worker sets it to plain
     threads = torch.get_num_threads()
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,8 +32,6 @@ def augment_batch(batch: dict[str, torch.Tensor], seed: int, epoch: int, step: i
     """A new batch dict with every (B, 1, H, W) entry transformed consistently per sample."""
     image = batch["image"]
     b = image.shape[0]
-    import numpy as np
-
     state = np.random.SeedSequence([int(seed), int(epoch), int(step), 0xA06]).generate_state(1, dtype=np.uint64)[0]
     gen = torch.Generator().manual_seed(int(state) & (2**63 - 1))
     log_lo, log_hi = math.log(SCALE[0]), math.log(SCALE[1])

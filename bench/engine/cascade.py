@@ -30,11 +30,21 @@ import torch
 
 from bench.atomic import atomic_path
 from bench.config import to_dict
+from bench.datasets.base import task_mask
+from bench.engine.checkpoint import save_checkpoint
 from bench.engine.data import SliceDataset
+from bench.engine.distributed import unwrap
 from bench.engine.priors import PriorReader, load_liver_cascade, write_run_priors
 from bench.engine.recipe import RECIPES, TrainContext, Trained
 from bench.engine.reiterate import Tuner, TunerData, reiterate
+from bench.engine.roi_cache import roi_context
 from bench.engine.train import Stage, fit
+from bench.models.cascade import (
+    CascadeNet, LesionCascade, build_localizer, build_tuner, liver_cascade_of, prior_from_liver,
+)
+from bench.models.lesion_roi import lesion_cut, roi_record
+from bench.models.losses import MultiLevelLoss, bce_dice_loss
+from bench.models.roi import box_prior
 from bench.paths import REITERATION, checkpoint_dir, checkpoint_path, priors_dir, run_dir
 
 
@@ -51,9 +61,6 @@ class RoiSource:
 
 def locate(ctx: TrainContext) -> RoiSource:
     """Stage 1: the network that says where the organ is (trained localizer, or the liver cascade)."""
-    from bench.models.cascade import CascadeNet, LesionCascade, build_localizer, build_tuner, liver_cascade_of
-    from bench.models.losses import bce_dice_loss
-
     cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
     if cfg.task == "lesion":
         liver = load_liver_cascade(liver_cascade_of(cfg)[0], ctx.device)
@@ -79,8 +86,6 @@ def roi_coverage(cache, case_ids: list[str], plane: str, task: str, prior_of: Pr
     Recorded in config.json: an empty or misplaced ROI silently turns ConvBox into a constant,
     so this is the first number to look at when the cascade underperforms.
     """
-    from bench.datasets.base import task_mask
-
     inside = total = 0
     for case in case_ids:
         truth = task_mask(np.asarray(cache.labels(case, plane)), task)
@@ -91,9 +96,6 @@ def roi_coverage(cache, case_ids: list[str], plane: str, task: str, prior_of: Pr
 
 def _truth_box_reader(cache, task: str, margin: float, min_area: float) -> PriorReader:
     """BB-UNet style training priors: boxes of the ground truth (only when configured)."""
-    from bench.datasets.base import task_mask
-    from bench.models.roi import box_prior
-
     def read(case: str, plane: str) -> np.ndarray:
         mask = torch.from_numpy(task_mask(np.asarray(cache.labels(case, plane)), task))[:, None]
         return box_prior(mask, margin, min_area)[:, 0].numpy().astype(np.uint8)
@@ -130,9 +132,6 @@ def write_roi_priors(ctx: TrainContext, roi: RoiSource, cut) -> tuple[TrainConte
     The tuner and Algorithm 1 then train on the crops (`bench.engine.roi_cache`) cut by the
     same function that cuts them at inference (`bench.models.lesion_roi.LesionRoi`).
     """
-    from bench.engine.roi_cache import roi_context
-    from bench.models.cascade import prior_from_liver
-
     cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
     ctx, roi_cache, coverage = roi_context(
         ctx, cut, roi.liver, lambda logits: prior_from_liver(logits, cc.lesion_prior, cc.box_margin, cc.box_min_area))
@@ -144,10 +143,6 @@ def write_roi_priors(ctx: TrainContext, roi: RoiSource, cut) -> tuple[TrainConte
 
 def train_tuner(ctx: TrainContext, priors: Priors) -> tuple[Tuner, TunerData, dict[str, Any], list[dict]]:
     """Stage 3: the tuning network on full slices with their priors and the multi-level loss (N = 0)."""
-    from bench.engine.distributed import unwrap
-    from bench.models.cascade import build_tuner
-    from bench.models.losses import MultiLevelLoss
-
     cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
     loss_fn = MultiLevelLoss(enabled=cc.multilevel_loss)
     model = build_tuner(cfg)
@@ -172,11 +167,6 @@ def train_tuner(ctx: TrainContext, priors: Priors) -> tuple[Tuner, TunerData, di
 @RECIPES.register("cascade", help="localizer -> Grad-CAM box priors -> tuning net -> Algorithm 1")
 def train_cascade(ctx: TrainContext) -> Trained:
     """Stages 1-4 (module docstring); saves ``best.pt`` (the whole model) and ``reiteration.csv``."""
-    from bench.engine.checkpoint import save_checkpoint
-    from bench.models.cascade import CascadeNet, LesionCascade
-
-    from bench.models.lesion_roi import lesion_cut
-
     cfg = ctx.cfg
     roi = locate(ctx)
     cut = lesion_cut(cfg)
@@ -199,7 +189,5 @@ def train_cascade(ctx: TrainContext) -> Trained:
     extra = {"roi_coverage": priors.coverage,
              "reiteration": {"best_iteration": algorithm1.best_iteration, "iterations_run": algorithm1.iterations_run}}
     if cut is not None:
-        from bench.models.lesion_roi import roi_record
-
         extra["lesion_roi"] = roi_record(cfg)
     return Trained(model=model, history=roi.history + history + algorithm1.history, stages=stages, extra=extra)

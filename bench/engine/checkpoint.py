@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.atomic import atomic_path
 from bench.errors import DataError
 
 
@@ -48,8 +50,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically (a kill mid-save leaves the previous file intact)."""
-    from bench.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -64,8 +64,6 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", require: tup
     dict, a checkpoint without the ``require``d entries) is one line naming it: torch's loader
     answers such files with EOFError, KeyError, IndexError or RuntimeError, none of them a message.
     """
-    import warnings
-
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found (train the model first)")

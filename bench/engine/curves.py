@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from bench.atomic import atomic_path
 from bench.paths import PROGRESS
@@ -22,9 +24,6 @@ from bench.paths import PROGRESS
 
 def progress_figure(history: pd.DataFrame, path: str | Path, title: str = "") -> Path | None:
     """Draw loss and validation Dice per epoch (per stage) into ``path``; None when there is no epoch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if history.empty or not {"stage", "epoch", "train_loss", "val_dice"} <= set(history.columns):
         return None
     frame = history.reset_index(drop=True)

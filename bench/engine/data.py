@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bench.datasets.base import task_mask
+from bench.errors import ConfigError
 
 
 class SliceDataset(Dataset):
@@ -124,8 +125,6 @@ class EpochBatches(torch.utils.data.Sampler):
     def __init__(self, dataset: SliceDataset, batch_size: int, seed: int, steps: int, foreground_fraction: float,
                  rank: int = 0, world: int = 1) -> None:
         if batch_size % world:
-            from bench.errors import ConfigError
-
             raise ConfigError(f"train.batch_size={batch_size} is not divisible by {world} processes")
         self.dataset = dataset
         self.batch_size = batch_size

@@ -16,7 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from bench.atomic import atomic_path
 from bench.config import RunConfig
+from bench.engine.checkpoint import load_weights
+from bench.engine.infer import predict_slices
+from bench.engine.records import stored_config
+from bench.models.cascade import build_liver_cascade
+from bench.paths import checkpoint_path
 
 PriorReader = Callable[[str, str], np.ndarray]  # (case, plane) -> (N, S, S) uint8 prior
 PriorFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, S, S) slices -> (B, 1, S, S) prior
@@ -25,9 +31,6 @@ PriorFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 1, S, S) slices -> (B, 1
 def compute_priors(prior_fn: PriorFn, cache, case_ids: list[str], plane: str, folder: Path, device: torch.device,
                    batch_size: int = 16) -> None:
     """Write the (N, S, S) uint8 prior of every slice of ``case_ids`` to ``folder/<case>.npy``."""
-    from bench.atomic import atomic_path
-    from bench.engine.infer import predict_slices
-
     folder.mkdir(parents=True, exist_ok=True)
     for case in case_ids:
         path = folder / f"{case}.npy"
@@ -68,11 +71,6 @@ def load_liver_cascade(liver_cfg: RunConfig, device: torch.device) -> torch.nn.M
     (`bench.models.cascade.liver_cascade_of`), a baseline with a liver prior the "ours" run of its
     seed and fold (`bench.models.liver_prior.liver_prior_run`).
     """
-    from bench.engine.checkpoint import load_weights
-    from bench.engine.records import stored_config
-    from bench.models.cascade import build_liver_cascade
-    from bench.paths import checkpoint_path
-
     stored = stored_config(liver_cfg)
     model = build_liver_cascade(stored)
     load_weights(model, checkpoint_path(stored), device)

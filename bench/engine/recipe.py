@@ -13,6 +13,7 @@ evaluation and prediction treat every model alike.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ import torch
 
 from bench.config import RunConfig
 from bench.engine.distributed import DistInfo
+from bench.errors import ConfigError
 from bench.registry import Registry
 
 
@@ -60,10 +62,6 @@ BUILTIN_RECIPE_MODULES = ("bench.engine.slices", "bench.engine.cascade")  # each
 
 def get_recipe(name: str, model: str = "") -> Recipe:
     """The recipe ``name`` (importing the built-in recipe modules first); unknown: one-line ConfigError."""
-    import importlib
-
-    from bench.errors import ConfigError
-
     for module in BUILTIN_RECIPE_MODULES:
         importlib.import_module(module)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +23,9 @@ import torch
 
 from bench.atomic import write_json
 from bench.config import NON_RESULT_FIELDS, RunConfig, fingerprint, run_config_from_dict, to_dict
+from bench.datasets import get_dataset
+from bench.datasets.binding import binding_change, data_binding, evaluation_root, split_file
+from bench.datasets.cache import open_or_prepare
 from bench.errors import BenchError, ConfigError, DataError
 from bench.gitinfo import git_hash
 from bench.paths import RECORD, run_dir
@@ -127,9 +131,6 @@ def update_record(folder: Path, **fields: Any) -> dict[str, Any]:
 def run_data_binding(cfg: RunConfig, cache_dir: Path, splits: dict[str, list[str]]) -> dict[str, Any]:
     """config.json ``data`` of a plane run: absolute data root, cache, split file and lists, case fingerprints
     (`bench.datasets.binding.data_binding`)."""
-    from bench.datasets import get_dataset
-    from bench.datasets.binding import data_binding, evaluation_root
-
     adapter = get_dataset(cfg.dataset, root=evaluation_root(cfg), include_cysts=cfg.include_cysts)
     return data_binding(cfg, adapter, cache_dir, splits)
 
@@ -144,8 +145,6 @@ def check_data_binding(cfg: RunConfig, folder: Path, rescore: bool = False) -> s
     change is returned, for the caller to record once the run is re-scored. A run recorded before
     bindings existed has nothing to compare (None).
     """
-    from bench.datasets.binding import binding_change, evaluation_root, split_file
-
     record = read_record(folder)
     data = record.get("data")
     if not isinstance(data, dict):
@@ -169,10 +168,6 @@ def check_data_binding(cfg: RunConfig, folder: Path, rescore: bool = False) -> s
 def record_rescore(cfg: RunConfig, folder: Path, change: str) -> None:
     """After ``bench evaluate --rescore``: the run's ``data`` becomes the data it was just scored on; the
     binding it had (root, split and cache fingerprints) and what changed go to ``rescored``."""
-    import time
-
-    from bench.datasets.cache import open_or_prepare
-
     record = read_record(folder)
     old = record.get("data") or {}
     stored = stored_config(cfg, folder.name)

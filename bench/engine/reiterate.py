@@ -36,7 +36,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from bench.atomic import atomic_path
 from bench.datasets.base import task_mask
+from bench.engine.data import Joined
+from bench.engine.infer import predict_slices
+from bench.engine.precision import Precision
+from bench.engine.train import Stage, fit, validation_counts
+from bench.metrics.counts import binary_counts
+from bench.metrics.scores import case_mean, scores_from_counts
+from bench.models.patches import extract_patches, select_patches
+from bench.paths import checkpoint_dir, reiteration_dir
 
 PATCH_ARRAYS = ("image", "prior", "truth")
 WHERE = "where.npy"  # per patch: (case index in the train list, slice index, row, column) of its corner
@@ -105,9 +114,6 @@ def cut_patches(cache, case_ids: list[str], plane: str, task: str, sizes: list[i
 
     Uses `bench.models.patches.select_patches` for the A / C >= mu rule (Eq. 7).
     """
-    from bench.atomic import atomic_path
-    from bench.models.patches import extract_patches, select_patches
-
     kept: dict[int, dict[str, list[np.ndarray]]] = {s: {n: [] for n in (*PATCH_ARRAYS, "where")} for s in sizes}
     for index, case in enumerate(case_ids):
         images = torch.from_numpy(np.asarray(cache.images(case, plane), dtype=np.float32))
@@ -176,11 +182,6 @@ def refresh_self_labels(predict: Callable[[torch.Tensor, torch.Tensor], torch.Te
     window of the network's prediction on its whole slice (``slice_probs``). Returns each size's
     self-label Dice against the patches' ground truth (global over the patches; NaN when a size has none).
     """
-    from bench.atomic import atomic_path
-    from bench.engine.infer import predict_slices
-    from bench.metrics.counts import binary_counts
-    from bench.metrics.scores import scores_from_counts
-
     quality = {}
     for ps in sets:
         truth = np.array(ps.truth, dtype=np.uint8)
@@ -211,8 +212,6 @@ def refresh_self_labels(predict: Callable[[torch.Tensor, torch.Tensor], torch.Te
 
 def _train_slice_predictor(ctx: Any, tuner: "Tuner", data: "TunerData") -> SlicePredictor:
     """(train case index, slice indices) -> the tuner's probabilities on those whole slices, with their priors."""
-    from bench.engine.infer import predict_slices
-
     cases, plane = list(ctx.splits["train"]), ctx.cfg.plane
 
     def slice_probs(case: int, slices: np.ndarray) -> torch.Tensor:
@@ -261,10 +260,6 @@ class Reiteration:
 
 def split_scores(tuner: Tuner, dataset: Dataset, ctx) -> dict[str, float]:
     """Mean over cases of Accuracy, Dice, mIoU (3-D per case at the network input resolution)."""
-    from bench.engine.precision import Precision
-    from bench.engine.train import validation_counts
-    from bench.metrics.scores import case_mean, scores_from_counts
-
     if len(dataset) == 0:
         return {"accuracy": float("nan"), "dice": float("nan"), "miou": float("nan")}
     precision = Precision.for_device(ctx.device, ctx.cfg.profile.train)
@@ -281,10 +276,6 @@ def reiterate(ctx, tuner: Tuner, data: TunerData) -> Reiteration:
     Without validation patients nothing can be selected: every iteration runs and the last is
     kept (the documented rule for ``"val": []``).
     """
-    from bench.engine.data import Joined
-    from bench.engine.train import Stage, fit
-    from bench.paths import checkpoint_dir, reiteration_dir
-
     cfg, cc = ctx.cfg, ctx.cfg.profile.cascade
     out = Reiteration()
     has_val = len(data.val) > 0

@@ -33,9 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.atomic import TMP_MARK
+from bench.atomic import TMP_MARK, replace_dir
 from bench.datasets.base import task_mask
+from bench.errors import DataError
 from bench.models.lesion_roi import LesionRoi, crop_roi
+from bench.paths import run_dir
 
 BATCH = 16
 
@@ -96,8 +98,6 @@ def _save(path: Path, array: np.ndarray) -> None:
 def write_case(source, case: str, plane: str, task: str, cut: LesionRoi, liver: Callable, prior: Callable,
                folder: Path, device: torch.device) -> None:
     """Cut every slice of one case (``source``: the fine `SliceCache`) into ``folder/<case>/``."""
-    from bench.atomic import replace_dir
-
     final = folder / case
     if (final / f"{plane}.json").is_file():
         return
@@ -147,8 +147,6 @@ def roi_context(ctx, cut: LesionRoi, liver: torch.nn.Module, prior: Callable) ->
     reference)``. ``ctx``: a `bench.engine.recipe.TrainContext` whose cache is the fine slice
     cache (`bench.models.lesion_roi.data_profile`). The main process cuts; other ranks wait.
     """
-    from bench.paths import run_dir
-
     cfg = ctx.cfg
     folder = run_dir(cfg) / "roi"
     cases = list(ctx.splits["train"]) + list(ctx.splits["val"]) + list(ctx.splits["test"])
@@ -160,8 +158,6 @@ def roi_context(ctx, cut: LesionRoi, liver: torch.nn.Module, prior: Callable) ->
     ctx.info.barrier()
     roi_cache = RoiCache(folder, cut.geo.size)
     if roi_cache.slice_table(list(ctx.splits["train"]), cfg.plane).empty:
-        from bench.errors import DataError
-
         raise DataError(f"{folder}: the liver cascade predicts no liver on any training slice, so the lesion "
                         f"ROI (cascade.lesion_roi=box) has nothing to train on; retrain the liver run or set "
                         f"cascade.lesion_roi=none")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -76,8 +77,6 @@ def run_lock(folder: Path) -> Iterator[None]:
 
 def clear_folder(folder: Path) -> None:
     """Remove everything in a run folder except its lock (``--force`` while holding the lock)."""
-    import shutil
-
     for entry in Path(folder).iterdir():
         if entry.name == LOCK:
             continue

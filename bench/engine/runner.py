@@ -30,16 +30,30 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
+import torch
 
-from bench.atomic import atomic_path
-from bench.config import RunConfig, changed_fields, describe_changes, to_dict
+from bench.atomic import atomic_path, remove_stale_tmp, write_json
+from bench.config import PLANES, RunConfig, changed_fields, describe_changes, to_dict
+from bench.datasets.cache import open_or_prepare
+from bench.devices import resolve_device
+from bench.engine.curves import write_progress
+from bench.engine.distributed import init_distributed
+from bench.engine.evaluate import OpenRun, evaluate_fused, evaluate_plane
+from bench.engine.geometry import GEOMETRY_KEY, training_geometry
+from bench.engine.recipe import TrainContext, budget, get_recipe
+from bench.engine.records import (
+    check_data_binding, read_record, record_rescore, run_data_binding, run_fingerprint, run_record, run_status,
+    update_record,
+)
+from bench.engine.runlock import clear_folder, run_lock
+from bench.engine.train import set_seed
 from bench.errors import ConfigError, DataError
+from bench.models import check_run_config, get_model_spec, requirements
+from bench.models.lesion_roi import data_profile
 from bench.paths import HISTORY, checkpoint_dir, run_dir
 
 
 def _refuse_other_config(cfg: RunConfig, folder: Path) -> None:
-    from bench.engine.records import read_record
-
     try:
         old = read_record(folder)["config"]
         detail = describe_changes(old, to_dict(cfg), changed_fields(old, to_dict(cfg))) or "another config"
@@ -51,8 +65,6 @@ def _refuse_other_config(cfg: RunConfig, folder: Path) -> None:
 
 def check_prerequisites(cfg: RunConfig, needs: Iterable[RunConfig]) -> None:
     """Every run ``cfg`` reads (``needs``: `bench.models.requirements`) must be complete (the scheduler runs them first)."""
-    from bench.engine.records import run_status
-
     for dep in needs:
         if run_status(dep) != "complete":
             task = f" --task {dep.task}" if dep.task != "liver" else ""
@@ -67,8 +79,6 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False, progress: boo
     ``needs``: the runs ``cfg`` reads, as `bench.engine.scheduler.plan` checked and computed them;
     None (a direct call): the config and its prerequisites are checked and the needs computed here.
     """
-    from bench.engine.records import run_status
-
     if needs is None:
         needs = checked_requirements(cfg)
     folder = run_dir(cfg)
@@ -86,8 +96,6 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False, progress: boo
 
 def checked_requirements(cfg: RunConfig) -> list[RunConfig]:
     """Check ``cfg`` and, recursively, the runs it needs (each once); return the runs it needs."""
-    from bench.models import check_run_config, requirements
-
     check_run_config(cfg, prerequisites=False)
     needs = requirements(cfg)
     for dep in needs:
@@ -97,19 +105,6 @@ def checked_requirements(cfg: RunConfig) -> list[RunConfig]:
 
 def _train_plane(cfg: RunConfig, needs: Sequence[RunConfig], resume: bool, clear: bool, progress: bool,
                  evaluate: bool) -> Path:
-    import torch
-
-    from bench.atomic import write_json
-    from bench.datasets.cache import open_or_prepare
-    from bench.models.lesion_roi import data_profile
-    from bench.devices import resolve_device
-    from bench.engine.distributed import init_distributed
-    from bench.engine.recipe import TrainContext, budget, get_recipe
-    from bench.engine.records import run_data_binding, run_fingerprint, run_record, update_record
-    from bench.engine.runlock import clear_folder, run_lock
-    from bench.engine.train import set_seed
-    from bench.models import get_model_spec
-
     folder = run_dir(cfg)
     device = resolve_device(cfg.device)
     info = init_distributed(device)
@@ -133,8 +128,6 @@ def _train_plane(cfg: RunConfig, needs: Sequence[RunConfig], resume: bool, clear
         if not info.is_main:
             cache, splits = open_or_prepare(cfg, progress=False, profile=grid)
         t_prepare = time.perf_counter() - t0
-        from bench.engine.geometry import GEOMETRY_KEY, training_geometry
-
         geometry = {GEOMETRY_KEY: training_geometry(cache, splits["train"])}  # compared by bench predict
         if info.is_main:
             write_json(folder / "config.json", run_record(cfg, device, fingerprint=run_fingerprint(cfg),
@@ -146,8 +139,6 @@ def _train_plane(cfg: RunConfig, needs: Sequence[RunConfig], resume: bool, clear
         if info.is_main:
             with atomic_path(folder / HISTORY) as tmp:  # a killed run never leaves half a history
                 pd.DataFrame(trained.history).to_csv(tmp, index=False)
-            from bench.engine.curves import write_progress
-
             write_progress(folder / HISTORY, title=f"{cfg.run_tag} {cfg.task} {cfg.plane}")
             spent = budget(trained.stages)
             if "budget_matched_to" in trained.extra:
@@ -162,8 +153,6 @@ def _train_plane(cfg: RunConfig, needs: Sequence[RunConfig], resume: bool, clear
             write_json(folder / "config.json", record)
         info.barrier()
         if evaluate and info.is_main:
-            from bench.engine.evaluate import OpenRun, evaluate_plane
-
             evaluate_plane(cfg, progress=progress, trained=OpenRun(trained.model, cache, splits))
             update_record(folder, status="complete", finished=time.time())
     return folder
@@ -171,8 +160,6 @@ def _train_plane(cfg: RunConfig, needs: Sequence[RunConfig], resume: bool, clear
 
 def _remove_dead_temp(cfg: RunConfig) -> None:
     """Leftovers (``*.tmp-PID``) of writers that died, e.g. a kill during a checkpoint save."""
-    from bench.atomic import remove_stale_tmp
-
     for sub in (run_dir(cfg), checkpoint_dir(cfg)):
         remove_stale_tmp(sub)
 
@@ -181,9 +168,6 @@ def _remove_dead_temp(cfg: RunConfig) -> None:
 
 
 def _plane_stamps(cfg: RunConfig) -> dict[str, float | None]:
-    from bench.config import PLANES
-    from bench.engine.records import read_record
-
     stamps: dict[str, float | None] = {}
     for plane in PLANES:
         try:
@@ -195,8 +179,6 @@ def _plane_stamps(cfg: RunConfig) -> dict[str, float | None]:
 
 def _fused_current(cfg: RunConfig) -> bool:
     """A fused result stays valid while its three plane runs are the ones it was computed from."""
-    from bench.engine.records import read_record
-
     try:
         return read_record(run_dir(cfg)).get("sources_finished") == _plane_stamps(cfg)
     except DataError:
@@ -204,10 +186,6 @@ def _fused_current(cfg: RunConfig) -> bool:
 
 
 def _run_fused(cfg: RunConfig, progress: bool) -> Path:
-    from bench.engine.evaluate import evaluate_fused
-    from bench.engine.records import update_record
-    from bench.engine.runlock import run_lock
-
     folder = run_dir(cfg)
     _check_bindings(cfg)
     with run_lock(folder):
@@ -222,9 +200,6 @@ def _check_bindings(cfg: RunConfig, rescore: bool = False) -> dict[str, str]:
     A fused row is never re-scored over changed planes: each plane is re-scored first.
     Returns {plane: change} of the changes ``rescore`` accepted.
     """
-    from bench.config import PLANES
-    from bench.engine.records import check_data_binding
-
     if cfg.plane != "fused":
         change = check_data_binding(cfg, run_dir(cfg), rescore)
         return {cfg.plane: change} if change else {}
@@ -236,8 +211,6 @@ def _check_bindings(cfg: RunConfig, rescore: bool = False) -> dict[str, str]:
 
 def _axial_binding(cfg: RunConfig) -> dict:
     """A fused row's ``data``: its planes' binding (they were checked to agree with the data now)."""
-    from bench.engine.records import read_record
-
     try:
         data = read_record(run_dir(cfg, "axial")).get("data")
     except DataError:
@@ -252,10 +225,6 @@ def evaluate(cfg: RunConfig, splits: Iterable[str] = ("val", "test"), surface: b
     It starts with the run's data binding (`bench.engine.records.check_data_binding`): changed data
     is refused, or with ``rescore`` scored as it is now (every split) and recorded.
     """
-    from bench.engine.evaluate import evaluate_fused, evaluate_plane
-    from bench.engine.records import record_rescore
-    from bench.engine.runlock import run_lock
-
     splits = tuple(splits)
     if rescore and set(splits) != {"val", "test"}:
         raise ConfigError("--rescore scores the run on changed data: every split (drop --split), so no row of the "
@@ -265,8 +234,6 @@ def evaluate(cfg: RunConfig, splits: Iterable[str] = ("val", "test"), surface: b
     with run_lock(folder):
         if cfg.plane == "fused":
             evaluate_fused(cfg, splits, progress=progress, surface=surface)
-            from bench.engine.records import update_record
-
             update_record(folder, **_axial_binding(cfg))
         else:
             evaluate_plane(cfg, splits, progress=progress, surface=surface)

@@ -15,14 +15,25 @@ depend on the scheduling order (they do depend on the thread count).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import torch
+
 from bench.config import RunConfig, run_config_from_dict, to_dict
+from bench.engine.recipe import get_recipe
+from bench.engine.runner import run
+from bench.models import check_run_config, get_model_spec, requirements
 from bench.paths import run_dir
+from bench.progress import bench_warnings_one_line
 
 
 @dataclass
@@ -50,9 +61,6 @@ def plan(targets: Iterable[RunConfig | tuple[str, RunConfig]]) -> list[Job]:
     Every run is checked here (`bench.models.check_run_config`, before any run starts) and its
     requirements computed here, each once; a run reached twice is planned once.
     """
-    from bench.engine.recipe import get_recipe
-    from bench.models import check_run_config, get_model_spec, requirements
-
     jobs: dict[str, Job] = {}
 
     def add(cfg: RunConfig, label: str | None, requested: bool, trail: tuple[str, ...]) -> str:
@@ -82,11 +90,6 @@ def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: 
     """One job in a worker process (also called inline when there is one worker).
 
     ``deps``: the configs of the runs it needs, as planned (None: the runner checks and computes them)."""
-    import torch
-
-    from bench.engine.runner import run
-    from bench.progress import bench_warnings_one_line
-
     if threads:  # a worker process: bars from two processes on one terminal would garble each other
         torch.set_num_threads(threads)
         os.environ["BENCH_PROGRESS"] = "plain"
@@ -106,8 +109,6 @@ def _deps(job: Job) -> list[dict] | None:
 
 def cost(job: Job) -> float:
     """Rough relative run time, for scheduling only (longest first; a fused row is an evaluation)."""
-    from bench.models import get_model_spec
-
     return 0.2 if job.cfg.plane == "fused" else get_model_spec(job.cfg.model).relative_cost
 
 
@@ -129,13 +130,7 @@ def _exit_with_parent(parent: int) -> None:
     kernel kill the worker when its parent dies; a daemon thread polling the parent's pid covers
     other systems and the race where the parent died before prctl ran.
     """
-    import signal
-    import sys
-    import threading
-
     if sys.platform.startswith("linux"):
-        import ctypes
-
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             PR_SET_PDEATHSIG = 1
@@ -180,8 +175,6 @@ def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool
                                _deps(job))
             say(f"  {job.label}: {job.key} ({seconds:.0f} s)")
         return time.perf_counter() - t0
-    import multiprocessing
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     done: set[str] = set()
     pending = {job.key: job for job in jobs}

@@ -14,21 +14,27 @@ config.json names the liver run the prior came from (``training.liver_prior``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from bench.engine.data import SliceDataset
+from bench.engine.priors import load_liver_cascade, write_run_priors
 from bench.engine.recipe import RECIPES, TrainContext, Trained
+from bench.engine.records import read_record
+from bench.engine.roi_cache import roi_context
 from bench.engine.train import Stage, fit
-from bench.paths import BEST, LAST, checkpoint_dir
+from bench.errors import DataError
+from bench.models import budget_reference, build_model
+from bench.models.lesion_roi import roi_record
+from bench.models.liver_prior import liver_prior_run
+from bench.models.losses import bce_dice_loss
+from bench.paths import BEST, LAST, checkpoint_dir, priors_dir, run_dir
 
 
 @RECIPES.register("slices", help="one network on full slices, BCE + Dice (the baselines)")
 def train_on_slices(ctx: TrainContext) -> Trained:
-    from bench.models import build_model
-    from bench.models.losses import bce_dice_loss
-
     cfg = ctx.cfg
     model = build_model(cfg)
     extra: dict[str, Any] = {}
@@ -64,23 +70,14 @@ def _liver_prior(ctx: TrainContext, model: torch.nn.Module) -> tuple[TrainContex
     prior came from. With the liver ROI (``crop`` and ``cascade.lesion_roi="box"``) the context
     reads the ROI crops, cut by the function that cuts ours' (`bench.engine.roi_cache`).
     """
-    from bench.engine.priors import load_liver_cascade, write_run_priors
-    from bench.engine.records import read_record
-    from bench.models.liver_prior import liver_prior_run
-    from bench.paths import priors_dir, run_dir
-
     (liver_cfg,) = liver_prior_run(ctx.cfg)
     liver = load_liver_cascade(liver_cfg, ctx.device)
     model.liver.load_state_dict(liver.state_dict())
     model.to(ctx.device)
     roi_facts: dict[str, Any] = {}
     if model.cut is not None:
-        from bench.engine.roi_cache import roi_context
-
         ctx, roi_cache, coverage = roi_context(ctx, model.cut, model.liver, model.prior_of_liver)
         reader = roi_cache.priors
-        from bench.models.lesion_roi import roi_record
-
         roi_facts = {"roi_coverage": coverage, "lesion_roi": roi_record(ctx.cfg)}
     else:
         reader = write_run_priors(ctx, model.prior, priors_dir(ctx.cfg))
@@ -101,18 +98,10 @@ def match_budget(stage: Stage, cfg) -> dict:
     The epochs are stretched to cover the steps (at the profile's steps per epoch) and training
     stops at exactly that many steps; early stopping still applies. Returns what the record keeps.
     """
-    import math
-
-    from bench.engine.records import read_record
-    from bench.models import budget_reference
-    from bench.paths import run_dir
-
     ref = budget_reference(cfg)
     record = read_record(run_dir(ref))
     steps = int((record.get("budget") or {}).get("steps") or 0)
     if steps < 1:
-        from bench.errors import DataError
-
         raise DataError(f"{run_dir(ref)}: its record has no training budget to match (retrain it)")
     train = cfg.profile.train
     per_epoch = train.steps_per_epoch or max(1, len(stage.train_set) // train.batch_size)

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.config import PLANES, RunConfig, get_profile
+from bench.ablations import ABLATIONS, variant_config
+from bench.config import PLANES, RunConfig, get_profile, override
 from bench.errors import ConfigError
 from bench.paths import seed_tag
 
@@ -67,12 +68,9 @@ def real_data_models() -> tuple[str, ...]:
 def study_targets(profile: str, results: str, dataset: str, root: str, cache: str, seeds: tuple[int, ...],
                   device: str, plan: StudyPlan) -> list[tuple[str, RunConfig]]:
     """(label, config) of every run and fused row the tables need (the scheduler adds prerequisites)."""
-    from bench.ablations import ABLATIONS, variant_config
-    from bench.config import override
-
     if plan.budget not in ("matched", "epochs"):
         raise ConfigError(f"study budget {plan.budget!r}: expected matched or epochs")
-    from bench.models import get_model_spec, model_names
+    from bench.models import get_model_spec, model_names  # lazy: torch; bench demo --help reads this module
 
     models = plan.models or tuple(model_names())
     prior_models = prior_baselines() if plan.prior_models is None else plan.prior_models
@@ -122,9 +120,8 @@ def run_study(profile: str, results: str, dataset: str = "phantom", root: str = 
               seeds: tuple[int, ...] = (0,), device: str = "cpu", plan: StudyPlan = StudyPlan(),
               progress: bool = True, say: Callable[[str], None] = print, workers: int = 0) -> dict[str, float]:
     """Train/evaluate everything the tables need; returns seconds per phase (prepare, runs)."""
-    from bench.engine.scheduler import default_workers, execute, plan as plan_jobs
-
-    from bench.datasets.cache import prepare_dataset
+    from bench.datasets.cache import prepare_dataset  # lazy: torch; bench demo --help reads this module
+    from bench.engine.scheduler import default_workers, execute, plan as plan_jobs  # lazy: as above
 
     jobs = plan_jobs(study_targets(profile, results, dataset, root, cache, seeds, device, plan))
     t0 = time.perf_counter()
@@ -139,8 +136,8 @@ def run_study(profile: str, results: str, dataset: str = "phantom", root: str = 
 
 def _prepare_roi_grids(jobs, first, progress: bool) -> None:
     """The finer slice grids of lesion runs on the liver ROI, prepared before workers start, like the first."""
-    from bench.datasets.cache import prepare_dataset
-    from bench.models.lesion_roi import data_profile
+    from bench.datasets.cache import prepare_dataset  # lazy: torch; bench demo --help reads this module
+    from bench.models.lesion_roi import data_profile  # lazy: torch; bench demo --help reads this module
 
     done = [first.profile]
     for job in jobs:

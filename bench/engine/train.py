@@ -36,11 +36,15 @@ import torch
 from torch import nn
 
 from bench.config import RunConfig, TrainConfig, changed_fields, describe_changes, to_dict
-from bench.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bench.engine.augment import augment_batch
+from bench.engine.checkpoint import RESUME_KEYS, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from bench.engine.data import EpochBatches, make_loader
 from bench.engine.distributed import DistInfo, all_reduce_sum, unwrap
 from bench.engine.precision import Precision
 from bench.errors import ConfigError
+from bench.metrics.counts import CountAccumulator
+from bench.metrics.scores import case_mean, scores_from_counts
+from bench.progress import progress as progress_bar
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 PredictFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
@@ -81,8 +85,6 @@ def validation_counts(model: nn.Module, predict: PredictFn, dataset, batch_size:
     takes a strided share of the slices and the confusion tensor is summed over ranks, so the
     scores equal the single-process ones.
     """
-    from bench.metrics.counts import CountAccumulator
-
     was_training = model.training
     model.eval()
     cases = list(dict.fromkeys(dataset.table["case"].tolist()))
@@ -108,8 +110,6 @@ def selection_dice(counts: np.ndarray) -> float:
     When every case is excluded (no foreground in reference or prediction anywhere) the global
     Dice is used, and 1.0 when even that is undefined (nothing to find, nothing found).
     """
-    from bench.metrics.scores import case_mean, scores_from_counts
-
     c = np.asarray(counts, dtype=np.float64)
     dice = scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3])["dice"]
     mean = case_mean(dice)
@@ -206,8 +206,6 @@ class Trainer:
         """One optimiser step on one batch (augmented when ``train.augment``); returns the detached loss."""
         batch = to_device(batch, self.device, self.channels_last)
         if self.cfg.profile.train.augment:
-            from bench.engine.augment import augment_batch
-
             batch = augment_batch(batch, self.cfg.seed, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():
@@ -258,8 +256,6 @@ class Trainer:
 
     def restore_state(self, path: Path) -> LoopState:
         """Continue from ``last``: refused when the checkpoint was made with another config."""
-        from bench.engine.checkpoint import RESUME_KEYS
-
         saved = load_checkpoint(path, self.device, require=RESUME_KEYS)
         changed = changed_fields(saved.get("config") or {}, to_dict(self.cfg))
         if changed:
@@ -281,8 +277,6 @@ def fit(stage: Stage, cfg: RunConfig, device: torch.device, info: DistInfo = Dis
     Returns a summary: best epoch, best validation Dice, epochs run, optimiser steps, seconds,
     stop reason.
     """
-    from bench.progress import progress as progress_bar
-
     trainer = Trainer.build(stage, cfg, device, info)
     patience = cfg.profile.train.patience
     ckpt_dir = Path(stage.checkpoint_dir)

@@ -143,7 +143,7 @@ def test_a_runs_faces_go_through_the_pipeline(tmp_path, tiny_phantom, monkeypatc
     from bench.engine.runner import run
     from tests.conftest import tiny_config
 
-    fast = {"profile.train.epochs": 1, "profile.train.steps_per_epoch": 2}
+    fast = {"profile.train.epochs": 1, "profile.train.steps_per_epoch": 1}
     cfgs = {p: tiny_config(tmp_path, tiny_phantom, "unet", plane=p, **fast) for p in ("axial", "coronal", "sagittal")}
     for cfg in cfgs.values():
         run(cfg, progress=False, evaluate=False)

@@ -24,12 +24,22 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from bench.atomic import atomic_path, write_json
 from bench.config import PLANES, RunConfig
+from bench.datasets import get_dataset
+from bench.datasets.base import task_mask
+from bench.datasets.cache import open_or_prepare
+from bench.devices import resolve_device
+from bench.engine.checkpoint import load_weights
+from bench.engine.records import run_fingerprint, run_record, stored_config, update_record
 from bench.engine.sources import FusedSource, PlaneSource, SlicePredictor, run_masks, run_variants
 from bench.errors import ConfigError, DataError
 from bench.metrics.pipeline import CasePrediction, score_prediction, score_source, write_scored
 from bench.metrics.scorer import ScoreOptions
-from bench.paths import EXAMPLES, checkpoint_path, run_dir
+from bench.models import build_model
+from bench.models.lesion_roi import data_profile
+from bench.paths import EXAMPLES, RECORD, checkpoint_path, run_dir
+from bench.progress import progress as progress_bar
 
 EVALUATION_SPLITS = ("val", "test")
 
@@ -47,9 +57,6 @@ class OpenRun:
 
 def load_predictor(cfg: RunConfig, device: torch.device) -> tuple[SlicePredictor, torch.nn.Module]:
     """Build the run's model from its saved config and best weights; returns a probability function."""
-    from bench.engine.checkpoint import load_weights
-    from bench.models import build_model
-
     model = build_model(cfg)
     load_weights(model, checkpoint_path(cfg), device)
     return predictor(model, device)
@@ -113,13 +120,6 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     ``trained``: the runner's model, cache and split just after training (``cfg`` is then the config
     it trained with); None: the model is rebuilt from the run's config.json and best.pt, the cache opened.
     """
-    from bench.datasets import get_dataset
-    from bench.datasets.cache import open_or_prepare
-    from bench.devices import resolve_device
-    from bench.models.lesion_roi import data_profile
-    from bench.engine.records import stored_config, update_record
-    from bench.progress import progress as progress_bar
-
     scored = tuple(splits_to_score)
     cfg = cfg if trained is not None else stored_config(cfg)
     device = resolve_device(cfg.device)
@@ -152,15 +152,6 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
 def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_SPLITS, progress: bool = True,
                    surface: bool = False) -> Path:
     """Soft voting of the three plane runs (Eq. 8); says which planes are missing."""
-    from bench.atomic import write_json
-    from bench.datasets import get_dataset
-    from bench.datasets.cache import open_or_prepare
-    from bench.devices import resolve_device
-    from bench.models.lesion_roi import data_profile
-    from bench.engine.records import run_fingerprint, run_record, stored_config
-    from bench.paths import RECORD
-    from bench.progress import progress as progress_bar
-
     scored = tuple(splits_to_score)
     missing = [p for p in PLANES if not checkpoint_path(replace(cfg, plane=p)).exists()]
     if missing:
@@ -190,8 +181,6 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
 
 def _example(model: torch.nn.Module, cache, case: str, cfg: RunConfig, device: torch.device) -> dict:
     """The slice of a test case with the most foreground: image, truth, ROI (when the model has one), prediction."""
-    from bench.datasets.base import task_mask
-
     labels = cache.labels(case, cfg.plane)
     fg = task_mask(np.asarray(labels), cfg.task).reshape(labels.shape[0], -1).sum(1)
     index = int(np.argmax(fg))
@@ -206,8 +195,6 @@ def _example(model: torch.nn.Module, cache, case: str, cfg: RunConfig, device: t
 
 
 def _write_examples(path: Path, rows: list[dict]) -> None:
-    from bench.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, case=np.array([r["case"] for r in rows]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -9,7 +10,20 @@ import numpy as np
 import torch
 
 from bench.config import RunConfig
+from bench.datasets.dicom import read_dicom_series
+from bench.datasets.nifti import load_nifti_zyx, save_nifti_zyx
+from bench.datasets.planes import check_resample
+from bench.datasets.preprocess import preprocess_volume
+from bench.devices import resolve_device
+from bench.engine.evaluate import load_predictor
+from bench.engine.geometry import GEOMETRY_KEY, far_from_training
+from bench.engine.infer import fuse_soft, postprocess, predict_volume
+from bench.engine.precision import Precision
+from bench.engine.records import read_record, stored_config
+from bench.engine.sources import postprocess_rule
 from bench.errors import DataError
+from bench.models.lesion_roi import data_profile
+from bench.paths import checkpoint_path, run_dir
 
 
 def read_ct(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float], str]:
@@ -18,13 +32,9 @@ def read_ct(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, flo
     if not path.exists():
         raise DataError(f"{path}: input not found")
     if path.is_dir() or path.suffix.lower() == ".zip":
-        from bench.datasets.dicom import read_dicom_series
-
         image, spacing, affine = read_dicom_series(path)
         return image, affine, spacing, "dicom"
     if path.name.endswith((".nii", ".nii.gz")):
-        from bench.datasets.nifti import load_nifti_zyx
-
         image, spacing, affine = load_nifti_zyx(path)
         return image, affine, spacing, "nifti"
     raise DataError(f"{path}: expected a .nii/.nii.gz file or a DICOM folder")
@@ -33,18 +43,9 @@ def read_ct(path: Path) -> tuple[np.ndarray, np.ndarray | None, tuple[float, flo
 def predict_volume_probs(image_hu: np.ndarray, cfg: RunConfig, device: torch.device,
                          spacing: tuple[float, float, float] | None = None, source: object = "input") -> np.ndarray:
     """Probability volume (Z,Y,X) of one plane run on a raw HU volume (the run's own preprocessing)."""
-    from bench.datasets.preprocess import preprocess_volume
-    from bench.engine.evaluate import load_predictor
-    from bench.engine.infer import predict_volume
-    from bench.engine.precision import Precision
-
-    from bench.models.lesion_roi import data_profile
-
     predict, _ = load_predictor(cfg, device)
     grid = data_profile(cfg)  # the slice grid the model predicts on (finer for a liver-ROI lesion run)
     if grid.preprocess.slice_fit == "spacing" and spacing is not None:  # refused before allocating
-        from bench.datasets.planes import check_resample
-
         check_resample(image_hu.shape, spacing, [cfg.plane], grid.preprocess.spacing_mm, source)
     pre = preprocess_volume(image_hu, grid.preprocess)
     return predict_volume(predict, pre, cfg.plane, grid.input_size, grid.preprocess.slice_fit,
@@ -60,12 +61,6 @@ def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, li
     ``say`` gets one line per run used (its folder and checkpoint); an input far outside the
     geometry a run was trained on (`bench.engine.geometry.far_from_training`) is a one-line warning.
     """
-    from bench.datasets.nifti import save_nifti_zyx
-    from bench.devices import resolve_device
-    from bench.engine.sources import postprocess_rule
-    from bench.engine.infer import fuse_soft, postprocess
-    from bench.engine.records import stored_config
-
     image, affine, spacing, kind = read_ct(input_path)
     if affine is None:
         affine = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
@@ -90,12 +85,6 @@ def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, li
 def _name_run(cfg: RunConfig, input_path: Path, shape: tuple[int, ...], spacing: tuple[float, float, float],
               say: Callable[[str], None]) -> None:
     """Say which run and checkpoint predict ``cfg``; warn when the input is far from its training data."""
-    import warnings
-
-    from bench.engine.geometry import GEOMETRY_KEY, far_from_training
-    from bench.engine.records import read_record
-    from bench.paths import checkpoint_path, run_dir
-
     record = read_record(run_dir(cfg))
     say(f"{cfg.task} {cfg.plane}: run {run_dir(cfg)} (checkpoint {checkpoint_path(cfg)}, "
         f"fingerprint {record.get('fingerprint', '?')})")

@@ -191,3 +191,10 @@ def test_bench_score_refuses_an_unknown_rule(tmp_path: Path) -> None:
     bad = bench("score", "pred", "gt", "--empty-reference", "one", "--out", str(tmp_path / "bad"), cwd=tmp_path)
     assert_one_line_error(bad, "--empty-reference", "'one'")
     assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+def test_table8_without_lesion_runs_keeps_the_paper_rows(tmp_path: Path) -> None:
+    """No lesion run (the training golden layer's liver-only study): the lesion-free rows are not added."""
+    write_run(tmp_path, "ours", task="liver")
+    table = TABLES.get("8")(load_results(tmp_path), ReportOptions())
+    assert set(table.frame["row"]) == {"Accuracy", "Dice", "mIoU"} and (table.frame["status"] == "missing").all()

@@ -476,6 +476,7 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
     t = _Table(f"table{number}", title, scope, options)
     columns = model_columns(results, scope, task, all_priors=True)
     used: dict[str, list[pd.DataFrame]] = {}
+    free_rows = False  # Table 8's lesion-free rows were added
     for plane in PLANE_ROWS:
         group = f"{plane.capitalize()} Plane" if plane != "fused" else FUSED_GROUP
         selected = {}
@@ -498,13 +499,16 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
                     fg = _fg_stats(number, key, results, runs, split, options.aggregation) if col.in_paper else None
                     t.cell(group, METRIC_LABELS[metric], col.label, SPLIT_LABELS[split], metric, split, stats, value,
                            fg=fg)
-        if task == "lesion":  # lesion-free patients: no overlap score (empty-reference rule), their false positives
+        # lesion-free patients: no overlap score (empty-reference rule), their false positives; where lesion runs
+        # exist (a table without any keeps the paper's layout of missing cells)
+        if task == "lesion" and any(not runs.empty for runs in selected.values()):
+            free_rows = True
             for key, label in LESION_FREE_ROWS:
                 for col in columns:
                     for split in paper.SPLITS:
                         stats = lesion_patient_stats(_split_rows(results, selected[col.label], split), key)
                         t.cell(group, label, col.label, SPLIT_LABELS[split], key, split, stats)
-    if task == "lesion":
+    if free_rows:
         t.note("a lesion-free patient (empty lesion reference) has no lesion Dice/mIoU under evaluate.empty_reference="
                "nan (NaN, left out of the mean and counted in n_excluded; under =zero its Dice is 0 in the mean); "
                "the rows 'Lesion-free patients', 'FP voxels / lesion-free patient' and 'FP lesions / lesion-free "

@@ -27,6 +27,7 @@ from bench.metrics.results import case_rows, read_per_case, write_evaluation
 from bench.metrics.scorer import ScoreOptions, keyed, score_label_maps
 from bench.metrics.scores import reduce_cases, scores_from_counts
 from bench.reports.collect import load_results
+from bench.reports.report import _policy_text
 from bench.reports.select import ReportOptions
 from bench.reports.tables import TABLES
 from tests.cli_run import assert_one_line_error, bench
@@ -145,7 +146,8 @@ def lesion_fold_study(results: Path, rule: str) -> None:
 def test_table8_reports_lesion_free_patients_by_their_false_positives(tmp_path: Path, rule: str, dice: float,
                                                                      excluded: int) -> None:
     lesion_fold_study(tmp_path, rule)
-    table = TABLES.get("8")(load_results(tmp_path), ReportOptions())
+    results = load_results(tmp_path)
+    table = TABLES.get("8")(results, ReportOptions())
 
     def value(row: str) -> pd.Series:
         return cell(table, group="Axial Plane", row=row, col_group="Ours", col="Test")
@@ -157,6 +159,7 @@ def test_table8_reports_lesion_free_patients_by_their_false_positives(tmp_path: 
     assert value("FP lesions / lesion-free patient")["ours"] == 4
     assert value("FP voxels / lesion-free patient")["n_cases"] == 1
     assert f"evaluate.empty_reference={rule}" in table.provenance["policy"]
+    assert f"evaluate.empty_reference={rule}" in _policy_text(results)  # the report's index states the runs' rule
     assert any("Lesion-free patients" in n for n in table.notes)
 
 

@@ -139,9 +139,10 @@ def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None,
                       "rmsd NaN (excluded, counted per metric), nsd 0"),
             "aggregations": "mean only (no global form)",
         }
+    rule = empty_reference_text(empty_reference)
     policy["text"] = (
         "Per-case (3-D volume) TP/FP/FN/TN; liver = label >= 1, lesion = label == 2. "
-        f"{empty_reference_text(empty_reference)[0].upper()}{empty_reference_text(empty_reference)[1:]}. "
+        f"{rule[0].upper()}{rule[1:]}. "
         "'mean' averages cases; 'global' scores summed counts. "
         "mIoU = mean(background IoU, foreground IoU); VOE = 1 - IoU; RVD = (|pred| - |ref|) / |ref|."
     )

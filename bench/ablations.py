@@ -4,6 +4,12 @@ Pure data: each variant is a set of overrides applied to the base run config
 (`ablation_targets`); the engine's scheduler trains them like any run. A variant equal to the
 default config *is* the default run (same folder), so it is reused rather than trained twice.
 Tables read the varied field from each run's config.json, not from folder names.
+
+Which models an ablation runs on is a registry query, not a list of names (`Ablation.models`):
+the proposed model (Tables 3-5 and this toolkit's patch ablations), every baseline declaring a
+capability (``norm``: each baseline under BatchNorm and GroupNorm), so a model a plug-in registers
+with that capability is ablated with no edit here. The one exception is the capacity ablation,
+whose "ours-size" field values are sized for U-Net's architecture (see below).
 """
 
 from __future__ import annotations
@@ -17,15 +23,29 @@ from bench.registry import Registry
 @dataclass(frozen=True)
 class Ablation:
     """``variants``: (label, {dotted config key: value}) pairs; the table the results feed (a paper table's
-    number or a report table's name). ``models``: every variant runs on each (ours for the paper's ablations)."""
+    number or a report table's name). Every variant runs on each of `models`: the registered models of
+    ``role`` (the proposed model for the paper's ablations) that declare ``capability`` (when given), or
+    exactly ``only`` (an experiment sized for one architecture)."""
 
     name: str
     table: int | str
     description: str
     variants: tuple[tuple[str, tuple[tuple[str, object], ...]], ...]
-    models: tuple[str, ...] = ("ours",)
+    role: str = "proposed"
+    capability: str = ""  # a `bench.models.CAPABILITIES` key
+    only: tuple[str, ...] = ()
     plane: str = "axial"
     task: str = "liver"
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the variants run on, in table order, asked of the registry when the ablation is planned
+        (plug-ins are loaded by then; imported here, not at the top, so ``bench --help`` does not load torch)."""
+        if self.only:
+            return self.only
+        from bench.models import model_names, models_with  # lazy: bench.models imports torch; bench --help lists the ablations
+
+        return tuple(models_with(self.capability, self.role) if self.capability else model_names(self.role))
 
 
 ABLATIONS: Registry[Ablation] = Registry("ablation")
@@ -62,15 +82,13 @@ ABLATIONS.add("patch-scale", Ablation(
 ), help="Algorithm 1 patch scale: zoom vs native, every iteration recorded (axial, liver)")
 
 
-BASELINES = ("segnet", "unet", "deeplabv3")  # the models that read model.norm, model.width, model.encoder_depth
-
 ABLATIONS.add("norm", Ablation(
     name="norm", table="norm",
     description="Every baseline as published (model.norm=batch) and under ours' normalisation (model.norm=group: "
                 "GroupNorm, the cascade's group size); ours is the reference column; axial liver",
     variants=(("batch", (("profile.model.norm", "batch"),)),
               ("group", (("profile.model.norm", "group"),))),
-    models=BASELINES,
+    role="baseline", capability="norm",  # every baseline that honours model.norm (SegNet, U-Net, DeepLabV3, UNet++)
 ), help="normalisation: each baseline under BatchNorm (as published) and GroupNorm (matched to ours)")
 ABLATIONS.add("capacity", Ablation(
     name="capacity", table="capacity",
@@ -78,7 +96,9 @@ ABLATIONS.add("capacity", Ablation(
                 "3.10 M at the cpu profile, ours 2.98 M); axial liver",
     variants=(("as configured", ()),
               ("ours-size", (("profile.model.encoder_depth", 4), ("profile.model.width", 0.25)))),
-    models=("unet",),
+    # named, not queried: the ours-size values (4 encoder stages, width 0.25) are sized for U-Net's architecture;
+    # another model would need its own values (the capacity table reads this, bench.reports.tables.CAPACITY_TABLE)
+    only=("unet",),
 ), help="capacity: U-Net as configured vs at about ours' parameter count (sized at the cpu profile)")
 
 

@@ -97,11 +97,11 @@ def _cfg(model: str, task: str = "lesion", profile: str = "cpu", **sets) -> RunC
     return override(RunConfig(model=model, task=task, profile=get_profile(profile)), sets)
 
 
-def test_cpu_profile_cuts_at_1_5_mm_and_demo_zooms_2x_paper_keeps_whole_slices():
+def test_cpu_profile_cuts_at_1_mm_and_demo_zooms_2x_paper_keeps_whole_slices():
     ours = _cfg("ours")
     grid = data_profile(ours)
-    assert (grid.input_size, grid.preprocess.spacing_mm) == (256, 1.5)
-    assert roi_geometry(ours.profile) == RoiGeometry(128, 256, 3, ours.profile.cascade.box_min_area)
+    assert (grid.input_size, grid.preprocess.spacing_mm) == (384, 1.0)
+    assert roi_geometry(ours.profile) == RoiGeometry(128, 384, 3, ours.profile.cascade.box_min_area)
     assert data_profile(_cfg("ours", profile="demo")).input_size == 128
     assert data_profile(_cfg("ours", profile="paper")) == get_profile("paper")
     # the liver stage, a plain baseline and the channel prior keep the liver grid; the crop prior gets ours' cut

@@ -27,13 +27,13 @@ def demo(
     cache: str = typer.Option("cache", "--cache", envvar=CACHE_ENV, help="slice cache root"),
     seeds: str = typer.Option("0", "--seeds", help="e.g. 0,1,2"),
     device: str = typer.Option("cpu", "--device", help="cpu keeps the demo deterministic; auto uses a GPU"),
-    models: Optional[str] = typer.Option(None, "--models", help="any of {models} (default: every registered model on the phantom, unet,ours on real data)"),
+    models: Optional[str] = typer.Option(None, "--models", help="any of {models} (default: every registered model on the phantom, {real_data_models} on real data)"),
     tasks: str = typer.Option("liver,lesion", "--tasks"),
     planes: Optional[str] = typer.Option(None, "--planes", help="default: all three + fused on the phantom, axial on real data"),
     lesion_planes: str = typer.Option("axial", "--lesion-planes",
                                       help="planes for the lesion step (axial,coronal,sagittal for all of Table 8)"),
     liver_priors: str = typer.Option("crop", "--liver-priors",
-                                     help="lesion: U-Net also with these model.liver_prior modes (crop, channel; "
+                                     help="lesion: {prior_baselines} also with these model.liver_prior modes (crop, channel; "
                                           "'' for none): Table 8's '+ liver prior' columns beside the plain "
                                           "baselines and ours"),
     ablations: Optional[str] = typer.Option(None, "--ablations",
@@ -66,7 +66,7 @@ def demo(
             raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
     from bench.cli.common import check_device, default_profile, parse_planes, parse_seeds
     from bench.datasets import DATASETS, get_dataset
-    from bench.engine.study import StudyPlan, run_study
+    from bench.engine.study import StudyPlan, real_data_models, run_study
 
     DATASETS.get(dataset)
     check_device(device)
@@ -97,7 +97,7 @@ def demo(
         folds = 0 if splits else ((n_patients if n_patients <= 10 else 5) if real else 0)
     profile = profile or default_profile(dataset, device)
     plan = StudyPlan(
-        models=_names(models) if models else (("unet", "ours") if real else ()),
+        models=_names(models) if models else (real_data_models() if real else ()),
         planes=chosen_planes or (("axial",) if real else StudyPlan.planes),
         tasks=_names(tasks), lesion_planes=chosen_lesion_planes,
         ablations=_names(ablations) if ablations is not None else (() if real else StudyPlan.ablations),

@@ -2,7 +2,9 @@
 
 A help string names a registry with a placeholder (``{models}``, ``{datasets}``, ``{profiles}``,
 ``{ablations}``, ``{tables}``) and the rule that picks the default profile with
-``{default_profile}``. The placeholders are filled only when help is shown (`install` wraps every
+``{default_profile}``; a registry query with its own placeholder (``{real_data_models}``,
+``{prior_baselines}``: `QUERIES`) gives the names a default is made of, so a help text states a
+default without naming a model by hand. The placeholders are filled only when help is shown (`install` wraps every
 command's ``format_help``): the model registry imports torch, which ``bench data ...`` or
 ``bench --version`` must not pay for.
 """
@@ -22,7 +24,13 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "tables": ("bench.reports.tables", "TABLES"),
 }
 
-_PLACEHOLDER = re.compile(r"\{(" + "|".join([*REGISTRIES, "default_profile"]) + r")\}")
+# placeholder -> (module, function returning model names), written comma-separated as a --models value
+QUERIES: dict[str, tuple[str, str]] = {
+    "real_data_models": ("bench.engine.study", "real_data_models"),  # bench demo's models on real CT
+    "prior_baselines": ("bench.engine.study", "prior_baselines"),  # the baselines a study gives the liver prior
+}
+
+_PLACEHOLDER = re.compile(r"\{(" + "|".join([*REGISTRIES, *QUERIES, "default_profile"]) + r")\}")
 
 
 def registry_names(kind: str) -> list[str]:
@@ -47,6 +55,9 @@ def fill(text: str | None) -> str | None:
             from bench.cli.common import DEFAULT_PROFILE_RULE
 
             return DEFAULT_PROFILE_RULE
+        if name in QUERIES:
+            module, attr = QUERIES[name]
+            return ",".join(getattr(importlib.import_module(module), attr)())
         return choices(name)
 
     return _PLACEHOLDER.sub(one, text)

@@ -62,6 +62,7 @@ def _list_models() -> None:
         table.add_column(column)
     for name in model_names():
         spec = MODELS.get(name)
-        table.add_row(name, spec.display, spec.role, spec.recipe, ",".join(sorted(spec.capabilities)) or "-",
+        role = f"{spec.role} (default)" if spec.default_baseline else spec.role  # scheduled where a study runs few
+        table.add_row(name, spec.display, role, spec.recipe, ",".join(sorted(spec.capabilities)) or "-",
                       spec.config_section, spec.description, spec.module)
     Console(width=200).print(table)

@@ -6,10 +6,12 @@ Adapters: ``lits`` (NIfTI), ``ircadb`` (3D-IRCADb-01 DICOM, zipped or unpacked),
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
 from bench.datasets.base import Case, DatasetAdapter, task_mask
+from bench.errors import ConfigError
 from bench.registry import Registry
 
 DATASETS: Registry[type[DatasetAdapter]] = Registry("dataset")
@@ -24,16 +26,12 @@ def get_dataset(name: str, root: str | Path | None = None, include_cysts: bool |
     """
     cls = DATASETS.get(name)
     if include_cysts is True and "include_cysts" not in cls.label_options:
-        from bench.errors import ConfigError
-
         raise ConfigError(f"--include-cysts (include_cysts) applies to data sets with cyst masks (ircadb), not {name!r}")
     if include_cysts is not False:  # True, or a text value the adapter parses ("true"/"false")
         options["include_cysts"] = include_cysts
     if root is None:
         default_root = getattr(cls, "default_root", None)
         if default_root is None:
-            from bench.errors import ConfigError
-
             raise ConfigError(f"dataset {name!r} needs --root PATH")
         root = default_root()
     return cls(root, **options)
@@ -41,8 +39,6 @@ def get_dataset(name: str, root: str | Path | None = None, include_cysts: bool |
 
 def _register_builtin() -> None:
     """Import the built-in adapters for their ``@DATASETS.register`` side effect."""
-    import importlib
-
     for module in ("lits", "ircadb", "phantom"):
         importlib.import_module(f"bench.datasets.{module}")
 

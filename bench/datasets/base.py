@@ -8,6 +8,7 @@ Task masks follow the LiTS scoring rule: liver = label >= 1, lesion = label == 2
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,4 @@ class DatasetAdapter(ABC):
 
 def natural_key(text: str) -> list[Any]:
     """Sort key so that 'volume-2' < 'volume-10'."""
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]

@@ -21,9 +21,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from bench.config import RunConfig
+from bench.datasets import get_dataset
 from bench.datasets.base import DatasetAdapter, natural_key
 from bench.datasets.fingerprint import describe_change, fingerprint_of, source_entries
+from bench.datasets.phantom import DEFAULT_ROOT
+from bench.datasets.splits import fold_split, read_splits
 from bench.errors import BenchError, ConfigError
+from bench.paths import splits_path
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -42,16 +46,12 @@ def evaluation_root(cfg: RunConfig) -> Path:
     if cfg.root:
         return Path(cfg.root).expanduser().resolve()
     if cfg.dataset == "phantom":
-        from bench.datasets.phantom import DEFAULT_ROOT
-
         return Path(DEFAULT_ROOT).resolve()
     raise ConfigError(f"dataset {cfg.dataset!r} needs --root PATH")
 
 
 def split_file(cfg: RunConfig, root: Path) -> Path:
     """The split file a run with ``cfg`` reads: ``--splits`` if given, else the data set's own beside the cache."""
-    from bench.paths import splits_path
-
     return Path(cfg.splits).resolve() if cfg.splits else splits_path(cfg.cache, cfg.dataset, root).resolve()
 
 
@@ -75,8 +75,6 @@ def case_fingerprints(adapter: DatasetAdapter, case_ids: Sequence[str], cache_di
 
 def data_binding(cfg: RunConfig, adapter: DatasetAdapter, cache_dir: Path, splits: Mapping[str, Sequence[str]]) -> dict[str, Any]:
     """What a run records in config.json ``data`` when it is trained (see the module docstring)."""
-    from bench.datasets.splits import read_splits
-
     root = Path(adapter.root).resolve()
     path = split_file(cfg, root)
     lists = {k: list(splits[k]) for k in SPLIT_NAMES}
@@ -124,9 +122,6 @@ def binding_change(data: Mapping[str, Any], cfg: RunConfig, root: Path, split_pa
     change of the scores, which used the recorded lists; an evaluation would make a new one, so there
     it is refused.
     """
-    from bench.datasets import get_dataset
-    from bench.datasets.splits import fold_split, read_splits
-
     recorded_root = str(data.get("root", ""))
     if str(root) != recorded_root:
         return f"data root changed: trained on {recorded_root}, this call reads {root}"

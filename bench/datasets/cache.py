@@ -57,11 +57,15 @@ import pandas as pd
 
 from bench.atomic import OLD_MARK, TMP_MARK, pid_alive, remove_stale_tmp, replace_dir, space_errors, write_json
 from bench.config import PLANE_AXIS, PLANES, PreprocessConfig, Profile, RunConfig
+from bench.datasets import get_dataset
 from bench.datasets.base import DatasetAdapter, check_case_id, natural_key
 from bench.datasets.fingerprint import describe_change, fingerprint_of, source_entries
-from bench.datasets.planes import FITS, num_slices, slice_shape, volume_to_slices
-from bench.datasets.preprocess import hu_window, median_filter_slices, zscore
+from bench.datasets.planes import FITS, check_resample, num_slices, scaled_shape, slice_shape, slice_spacing, volume_to_slices
+from bench.datasets.preprocess import hu_window, median_filter_slices, window_zscore, zscore
+from bench.datasets.splits import load_or_create_splits
 from bench.errors import ConfigError, DataError
+from bench.paths import dataset_cache_root, splits_path
+from bench.progress import progress
 
 CACHE_VERSION = 1
 CACHE_FILE = "cache.json"
@@ -100,8 +104,6 @@ def cache_dir_for(
     ``label_options``: the adapter's `label_fingerprint()` (``{}`` for the default labels). The
     folder name is for humans; `SliceCache` reads what the arrays are from ``cache.json``.
     """
-    from bench.paths import dataset_cache_root
-
     fp = cache_fingerprint(input_size, preprocess, label_options)
     return dataset_cache_root(cache_root, dataset, data_root) / f"{int(input_size)}px-{fp}"
 
@@ -355,8 +357,6 @@ def preprocess_to_npy(image: np.ndarray, cfg: PreprocessConfig, path: Path) -> d
     if not cfg.zscore:
         mean, std = 0.0, 1.0
     elif cfg.zscore_stats == "window":
-        from bench.datasets.preprocess import window_zscore
-
         mean, std = window_zscore(cfg)
     else:
         mean, std = window_statistics(image, cfg)
@@ -393,8 +393,6 @@ def write_plane(
     h, w = slice_shape(prep.shape, plane)
     # Padding alone copies values: stay in float16. A resize interpolates: do it in float32.
     if fit == "spacing":
-        from bench.datasets.planes import scaled_shape, slice_spacing
-
         resized = scaled_shape((h, w), slice_spacing(spacing, plane), target_mm) != (h, w)
     else:
         resized = (max(h, w), max(h, w)) != (size, size) if fit == "pad" else (h, w) != (size, size)
@@ -538,8 +536,6 @@ def prepare_case(
                             f"(one such voxel makes the whole case NaN): fix the file or remove the case")
         image, label = case.image, case.label
         if preprocess.slice_fit == "spacing":  # a wrong voxel spacing is refused before gigabytes are allocated
-            from bench.datasets.planes import check_resample
-
             check_resample(image.shape, case.spacing, planes, preprocess.spacing_mm, case.meta.get("source") or case_id)
         meta: dict[str, Any] = {
             "version": CACHE_VERSION,
@@ -634,8 +630,6 @@ def prepare_cache(
 @contextlib.contextmanager
 def _progress(enabled: bool, title: str, total: int):  # type: ignore[no-untyped-def]
     """Per prepared case: a bar on a terminal, one plain line in a log (`bench.progress`)."""
-    from bench.progress import progress
-
     if total == 0:
         yield lambda case_id: None
         return
@@ -677,10 +671,6 @@ def prepare_dataset(
     ``folds`` adds K cross-validation folds to the split file; ``fold`` returns that fold's split.
     ``include_cysts`` (3D-IRCADb) changes the labels, hence the cache folder, not the split.
     """
-    from bench.datasets import get_dataset
-    from bench.datasets.splits import load_or_create_splits
-    from bench.paths import splits_path
-
     adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
     cache_dir = cache_dir_for(cache, dataset, adapter.root, profile.input_size, profile.preprocess,
                               adapter.label_fingerprint())

@@ -24,6 +24,7 @@ overlays the user's file in any viewer).
 from __future__ import annotations
 
 import gzip
+import mmap
 import os
 from pathlib import Path
 
@@ -95,8 +96,6 @@ def _materialize(view: np.ndarray, dtype: np.dtype | type | None) -> np.ndarray:
 
 def _backed_by_file(array: np.ndarray) -> bool:
     """Whether ``array`` is (a view of) a memory map; such arrays fail later if the file changes or is short."""
-    import mmap
-
     obj: object = array
     while obj is not None:
         if isinstance(obj, (np.memmap, mmap.mmap)):

@@ -51,6 +51,7 @@ import numpy as np
 
 from bench.atomic import TMP_MARK, replace_dir, write_json
 from bench.datasets.base import Case, DatasetAdapter
+from bench.datasets.nifti import is_nifti_path, save_nifti_zyx
 from bench.errors import ConfigError, DataError
 
 EXPORT_FORMATS = ("nnunet",)
@@ -129,8 +130,6 @@ class ExportResult:
 
 def _like_source(case: Case) -> Path | None:
     """The NIfTI file a case was read from (its image), to write back in its own orientation."""
-    from bench.datasets.nifti import is_nifti_path
-
     src = case.meta.get("source")
     if src and is_nifti_path(src) and Path(src).is_file():
         return Path(src)
@@ -139,8 +138,6 @@ def _like_source(case: Case) -> Path | None:
 
 def write_case(case: Case, image_path: Path, label_path: Path | None, task: str) -> None:
     """Write one case's image (``_0000``) and label on the adapter's grid (see module docstring)."""
-    from bench.datasets.nifti import save_nifti_zyx
-
     affine = case.affine if case.affine is not None else np.diag([*case.spacing, 1.0])
     like = _like_source(case)
     save_nifti_zyx(image_path, hu_for_nifti(case.image), affine, like=like)

@@ -42,6 +42,7 @@ from bench.datasets.lits import LitsDataset
 from bench.datasets.nifti import save_nifti_zyx, zyx_affine_from_xyz
 from bench.errors import DataError
 from bench.paths import DEFAULT_DATA_ROOT
+from bench.progress import note
 
 # The embedded default data set (`default_root`): small enough to generate in seconds.
 DEFAULT_CASES = 16  # splits 11/3/2: two test patients, three for validation
@@ -801,8 +802,6 @@ def ensure_phantom(
     ``force``. A folder not written by ``bench data phantom`` is refused even with ``force``.
     Whenever data is (re)generated, ``say`` (default: a line on stderr) says so and why.
     """
-    from bench.progress import note
-
     root = Path(root)
     state, detail = check_phantom_target(root, cases, size, slices, seed, force, hint)
     if state == "current":

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.config import PLANE_AXIS
+from bench.errors import DataError
 
 FITS = ("resize", "pad", "spacing")
 
@@ -87,8 +88,6 @@ def resampled_voxels(shape: tuple[int, int, int], spacing: tuple[float, float, f
 def check_resample(shape: tuple[int, int, int], spacing: tuple[float, float, float], planes: tuple[str, ...] | list[str],
                    target_mm: float, source: object) -> None:
     """Refuse, before allocating, a volume whose resampling would exceed `MAX_RESAMPLED_VOXELS` (one line naming it)."""
-    from bench.errors import DataError
-
     if target_mm <= 0 or min(spacing) <= 0:
         return  # scaled_shape names a bad spacing itself
     for plane in planes:
@@ -125,8 +124,6 @@ def fit_slices(stack: torch.Tensor, size: int, fit: str, mode: str, pad_value: f
             raise ValueError("slice_fit 'spacing' needs the slice's pixel spacing")
         sh, sw = scaled_shape((h, w), spacing_hw, target_mm)
         if x.shape[0] * sh * sw > MAX_RESAMPLED_VOXELS:  # the backstop of `check_resample` (callers name the file)
-            from bench.errors import DataError
-
             raise DataError(f"{x.shape[0]} slices of {h}x{w} at {spacing_hw} mm resampled to {target_mm:g} mm would "
                             f"allocate {x.shape[0] * sh * sw * 4 / 2**30:.1f} GB (over MAX_RESAMPLED_VOXELS)")
         if (sh, sw) != (h, w):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -246,6 +247,4 @@ def warn_once(message: str) -> None:
     """A data-set warning printed once per process (every run of a study loads the same split)."""
     if message not in _WARNED:
         _WARNED.add(message)
-        import warnings
-
         warnings.warn(message, stacklevel=3)

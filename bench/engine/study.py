@@ -30,9 +30,10 @@ class StudyPlan:
     lesion_planes: tuple[str, ...] = PLANES
     ablations: tuple[str, ...] = ("patch-level", "loss", "iterations")
     # lesion task: these baselines (those in ``models``) also run with each ``model.liver_prior`` mode here,
-    # Table 8's "+ liver prior" columns beside the plain baseline and ours. Default: U-Net with crop, the
-    # slice cut to the liver cascade's boxes (the same crop ours segments lesions in), one run per lesion plane
-    prior_models: tuple[str, ...] = ("unet",)
+    # Table 8's "+ liver prior" columns beside the plain baseline and ours. None (default): the registry's
+    # default baselines that take a liver prior (`prior_baselines`: U-Net); with crop, the slice cut to the
+    # liver cascade's boxes (the same crop ours segments lesions in), one run per lesion plane
+    prior_models: tuple[str, ...] | None = None
     liver_priors: tuple[str, ...] = ("crop",)
     fused: bool = True
     folds: int = 0  # K > 0: every run once per cross-validation fold (K = patients: leave-one-out)
@@ -43,6 +44,24 @@ class StudyPlan:
     # "epochs": each model its own profile epochs (the golden study: cheaper, and its numbers are
     # calibrated that way)
     budget: str = "matched"
+
+
+def prior_baselines() -> tuple[str, ...]:
+    """The baselines a study runs with the liver prior by default: those flagged ``default_baseline`` that declare
+    the ``liver_prior`` capability (`bench.models`; U-Net), in table order."""
+    from bench.models import default_baselines, models_with  # lazy: torch; bench demo --help fills {prior_baselines}
+
+    takers = set(models_with("liver_prior"))
+    return tuple(m for m in default_baselines() if m in takers)
+
+
+def real_data_models() -> tuple[str, ...]:
+    """The models ``bench demo`` trains on real CT unless ``--models`` says otherwise: the default baselines
+    (`bench.models.default_baselines`: U-Net) and the proposed model, in table order. On the phantom it is
+    every registered model (an empty `StudyPlan.models`)."""
+    from bench.models import default_baselines, proposed_model  # lazy: torch; bench demo --help fills {real_data_models}
+
+    return (*default_baselines(), proposed_model())
 
 
 def study_targets(profile: str, results: str, dataset: str, root: str, cache: str, seeds: tuple[int, ...],
@@ -56,7 +75,8 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
     from bench.models import get_model_spec, model_names
 
     models = plan.models or tuple(model_names())
-    for model in models:
+    prior_models = prior_baselines() if plan.prior_models is None else plan.prior_models
+    for model in (*models, *prior_models):
         get_model_spec(model)  # unknown name -> "did you mean", before anything runs
     prof = get_profile(profile)
     targets: list[tuple[str, RunConfig]] = []
@@ -76,7 +96,7 @@ def study_targets(profile: str, results: str, dataset: str, root: str, cache: st
             for task in plan.tasks:
                 planes = plan.planes if task == "liver" else tuple(p for p in plan.planes if p in plan.lesion_planes)
                 for model in models:
-                    priors = plan.liver_priors if task == "lesion" and model in plan.prior_models else ()
+                    priors = plan.liver_priors if task == "lesion" and model in prior_models else ()
                     for variant in (None, *priors):  # the plain model, then each liver-prior variant
                         def make(plane: str, model: str = model, variant: str | None = variant) -> RunConfig:
                             cfg = config(model, plane, task)

@@ -28,6 +28,7 @@ cell's spread, so the tolerances can be recomputed without training again.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import re
 import shutil
@@ -145,8 +146,6 @@ _THREADS = re.compile(r",\s*(\d+) threads")
 
 def recorded_threads(results: Path) -> dict[str, int]:
     """Run folder -> the thread count its config.json records (``device``: 'cpu: ..., N threads')."""
-    import json
-
     out = {}
     for path in sorted(results.rglob("config.json")):
         try:

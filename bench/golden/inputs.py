@@ -62,10 +62,12 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
+from bench.ablations import ABLATIONS, variant_config
 from bench.atomic import atomic_path, write_json, write_text
-from bench.config import PLANES
+from bench.config import PLANES, RunConfig, get_profile
 from bench.datasets.splits import read_splits
 from bench.errors import DataError
 
@@ -257,9 +259,6 @@ def read_inputs(root: str | Path) -> GoldenInputs:
 def run_specs() -> list[RunSpec]:
     """Default runs (every model x task, three planes), extra seeds, the registered ablation variants (once
     per tag: a variant equal to an earlier one is the same run) and the fairness runs, each with its budget."""
-    from bench.ablations import ABLATIONS, variant_config
-    from bench.config import RunConfig, get_profile
-
     runs = [RunSpec(tag=m, model=m, task=t, planes=PLANES) for t in TASKS for m in MODELS]
     runs += [RunSpec(tag=f"{m}~seed{s}", model=m, task="liver", planes=("axial",), seed=s) for m, s in EXTRA_SEEDS]
     profile = get_profile(PROFILE)
@@ -532,8 +531,6 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def _csv_text(rows: list[dict[str, Any]]) -> str:
-    import pandas as pd
-
     return pd.DataFrame(rows).to_csv(index=False)
 
 
@@ -558,8 +555,6 @@ def write_inputs(root: str | Path) -> list[Path]:
 
 def verify_inputs(root: str | Path) -> list[str]:
     """Differences between the files under ``root`` and a fresh generation (empty = identical)."""
-    import pandas as pd
-
     root = Path(root)
     problems = []
     for name, content in generate():

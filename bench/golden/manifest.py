@@ -23,10 +23,14 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy
 import pandas as pd
+import torch
 
+import bench
 from bench.atomic import write_json, write_text
 from bench.errors import DataError
+from bench.golden.study import parse_study
 from bench.reports.select import ReportOptions
 from bench.reports.tables import TableResult
 
@@ -111,8 +115,6 @@ def validate_manifest(manifest: Any, path: Path) -> None:
     exact layer: `EXACT_COMMAND`; a training layer: `bench.golden.study`), exact-layer tolerances, tables or
     compared columns other than this code's constants, a tolerance that is not a finite non-negative number,
     malformed report options or excluded cells. Calibrated tolerances of a training layer stay data."""
-    from bench.golden.study import parse_study
-
     if not isinstance(manifest, dict):
         raise DataError(f"{path}: a manifest is a JSON object, got {type(manifest).__name__}")
     layer = manifest.get("layer", "train")
@@ -226,18 +228,8 @@ def table_name(entry: Any) -> str:
 
 
 def versions() -> dict[str, str]:
-    import numpy
-
-    import bench
-
     versions = {"python": platform.python_version(), "numpy": numpy.__version__, "pandas": pd.__version__,
-                "bench": bench.__version__, "platform": platform.platform()}
-    try:
-        import torch
-
-        versions["torch"] = torch.__version__
-    except ImportError:
-        versions["torch"] = "not installed"
+                "bench": bench.__version__, "platform": platform.platform(), "torch": torch.__version__}
     try:
         versions["git"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                                          cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"

@@ -22,7 +22,10 @@ import sys
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+from bench.ablations import ABLATIONS
+from bench.config import PLANES, PROFILES
 from bench.errors import BenchError, ConfigError, DataError
+from bench.models import get_model_spec
 
 RESULTS = "{results}"
 FIELDS = ("--profile", "--models", "--planes", "--tasks", "--ablations", "--budget", "--workers")
@@ -85,10 +88,6 @@ def _check_names(values: Sequence[str], known: Sequence[str], what: str) -> None
 
 def _validate(study: GoldenStudy) -> None:
     """Every field a registered name or a bounded integer (a `ConfigError` saying which)."""
-    from bench.ablations import ABLATIONS
-    from bench.config import PLANES, PROFILES
-    from bench.models import get_model_spec
-
     PROFILES.get(study.profile)
     if not study.models or not study.planes or not study.tasks:
         raise ConfigError("--models, --planes and --tasks each need at least one name")

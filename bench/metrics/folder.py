@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.datasets.base import natural_key
+from bench.datasets.nifti import format_spacing, grid_difference, load_nifti_zyx, read_nifti_geometry, spacing_of
 from bench.errors import DataError
 from bench.metrics.lesions import DEFAULT_CONNECTIVITY as LESION_CONNECTIVITY
 from bench.metrics.lesions import DEFAULT_MATCH
@@ -93,8 +94,6 @@ def index_folder(folder: Path, role: str) -> FolderIndex:
 
 def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray]:
     """(uint8 labels (Z, Y, X), spacing, affine) with every value checked to be 0, 1 or 2."""
-    from bench.datasets.nifti import load_nifti_zyx
-
     array, spacing, affine = load_nifti_zyx(path)
     if array.dtype.kind not in "biuf":
         raise DataError(f"{path}: voxel type {array.dtype} is not a label map")
@@ -115,8 +114,6 @@ def _check_pair(pred_path: Path, ref_path: Path) -> None:
     axis directions with a tolerance relative to the voxel (`bench.datasets.nifti.grid_difference`),
     so the same grid stored in another axis order passes and a 0.70 vs 0.76 mm pixel does not.
     """
-    from bench.datasets.nifti import format_spacing, grid_difference, read_nifti_geometry, spacing_of
-
     p_shape, p_affine = read_nifti_geometry(pred_path)
     r_shape, r_affine = read_nifti_geometry(ref_path)
     if p_shape != r_shape:

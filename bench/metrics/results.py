@@ -33,11 +33,15 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from bench.atomic import atomic_path, write_json
 from bench.errors import ConfigError, DataError
 from bench.metrics.counts import Counts
 from bench.metrics.lesions import LESION_COUNT_COLUMNS, LESION_SCORE_COLUMNS, SIZE_BIN_LABELS, SIZE_BINS, lesion_scores, pooled
+from bench.metrics.nnunet_summary import write_nnunet_summaries
 from bench.metrics.policy import evaluation_policy  # noqa: F401  (the one policy; re-exported for callers)
 from bench.metrics.scores import (COUNT_COLUMNS, DEFAULT_EMPTY_REFERENCE, METRICS, SURFACE_METRICS,
                                   empty_reference_summary, reduce_cases, scores_from_counts)
@@ -195,8 +199,6 @@ def write_evaluation(
     _write_csv(out / f"metrics{suffix}.csv", metrics_table(by_split))
     write_json(out / f"summary{suffix}.json", summary)
     if not suffix:
-        from bench.metrics.nnunet_summary import write_nnunet_summaries
-
         write_nnunet_summaries(out, df, with_splits, case_files)
     return summary
 
@@ -232,9 +234,6 @@ def _excluded_text(red: Mapping[str, Any], metrics: Iterable[str], base_metric: 
 
 def lesion_detection_table(title: str, detection: Mapping[str, Mapping[str, Any]]) -> Any:
     """A rich table of pooled lesion detection (`bench.metrics.lesions.pooled`) per class."""
-    from rich import box
-    from rich.table import Table
-
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
                   caption="counts summed over cases; recall = detected / reference lesions, precision = matched / "
                           "predicted components; FP/case = unmatched components per case; bins by equivalent "
@@ -271,10 +270,6 @@ def empty_reference_lines(classes: Mapping[str, Mapping[str, Any]], rule: str) -
 
 def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console: Any = None) -> None:
     """Rich table(s): one row per class and aggregation, then the policy text."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     if "splits" in summary:
         blocks = [(f"{title} [{split}]", body["classes"]) for split, body in summary["splits"].items()]

@@ -11,11 +11,12 @@ softmax over classes is needed. The cascade ("ours") keeps the same outer contra
 
 A model is one plug-in
 ----------------------
-One `ModelSpec` per model holds everything the toolkit knows about it: name, display label,
-role (``baseline`` or ``proposed``), build function, recipe and prerequisites, the config
-section its knobs live in, capabilities, parameter card and table order. Study planning,
-Tables 7/8, figures, ``bench ls models`` and the CLI's unknown-name errors read this registry;
-no code outside a spec lists model names. The paper's published numbers stay in
+One `ModelSpec` per model (`bench.models.spec`, re-exported here) holds everything the toolkit
+knows about it: name, display label, role (``baseline`` or ``proposed``), build function, recipe
+and prerequisites, the config section its knobs live in, capabilities, parameter card and table
+order. Study planning, the ablations, Tables 3-8, figures, ``bench ls models`` and the CLI's help
+and unknown-name errors read this registry by role, capability or flag (`proposed_model`,
+`models_with`, `default_baselines`, `liver_prior_model`); no code outside a spec lists model names. The paper's published numbers stay in
 `bench.reports.paper` (the transcription of the paper, diffable against the PDF), keyed by the
 spec's name; a model without them shows "-" in the paper columns.
 
@@ -40,7 +41,17 @@ Capabilities (`CAPABILITIES`), declared once in the spec:
   (`bench.models.liver_prior`). Declaring it is all a baseline does: `register_model` wraps its
   ``build(cfg, in_channels=1)`` with the prior and adds the liver run to its ``needs``; a model
   without it refuses ``model.liver_prior`` in one line.
-* ``norm``: the builder honours the normalisation switch ``model.norm`` (batch | group | instance).
+* ``norm``: the builder honours the normalisation switch ``model.norm`` (batch | group | instance);
+  the ``norm`` ablation runs every baseline declaring it (`bench.ablations`).
+* ``provides_liver_prior``: the model's liver run is the liver prior every other lesion model reads
+  (``model.liver_prior``, `bench.models.liver_prior.liver_prior_run`) and the lesion ROI is cut
+  from (`bench.models.lesion_roi.uses_roi`); its own lesion runs segment inside that ROI. Exactly
+  one model declares it (`liver_prior_model`): the cascade ("ours").
+
+One flag beside the capabilities, ``default_baseline``: the baseline(s) a study schedules where it
+runs fewer than all models (`default_baselines`): ``bench demo`` on real data trains them and the
+proposed model, and the lesion study's "+ liver prior" rows are theirs (`bench.engine.study`).
+U-Net declares it.
 
 Registering a model (the whole of ``bench/models/unetpp.py`` is an example)::
 
@@ -53,80 +64,30 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Literal
+from dataclasses import fields, replace
+from typing import Any, Callable, Iterable
 
 import torch
 
-from bench.config import PLANES, RunConfig, get_profile
+from bench.config import PLANES, Profile, RunConfig, get_profile, without_baseline_fields
 from bench.errors import ConfigError
-from bench.registry import Registry
-
-Role = Literal["baseline", "proposed"]
-ROLES: tuple[str, ...] = ("baseline", "proposed")
-# capability -> what declaring it promises (``bench ls models`` shows them)
-CAPABILITIES: dict[str, str] = {
-    "liver_prior": "takes model.liver_prior on the lesion task (the liver cascade's prior)",
-    "norm": "honours model.norm (batch | group | instance)",
-}
-DEFAULT_RANK = 100
+from bench.models.crf import require_crf
+from bench.models.liver_prior import liver_prior_run, with_liver_prior
+from bench.models.spec import (CAPABILITIES, DEFAULT_RANK, MODELS, ROLES, ModelSpec, Role, default_baselines,
+                               get_model_spec, liver_prior_model, model_label, model_names, model_order, models_with,
+                               proposed_model)
+from bench.paths import seed_tag
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry holds for one model name.
-
-    ``label``: its name in tables and figures (default: the name). ``role``: ``baseline`` or
-    ``proposed`` (the model the paper proposes: last column, the paired table's reference).
-    ``config_section``: the `bench.config.Profile` field its knobs live in (``model``:
-    width/dropout/encoder; ``cascade``: the proposed method's). ``rank``: column order among
-    models of its role (lower first; ties by name). ``card``: its own parameter card
-    (`bench.models.cards`), else the generic one. ``count`` lets a model whose trainable parts
-    are not one ``nn.Module`` (the cascade: two networks) report its own parameter total; when
-    None, the module from ``build`` is counted. ``needs(cfg)`` lists the runs this run reads
-    (beyond its own data); ``input_multiple(cfg)`` the number its input side must be a multiple
-    of (checked before any training time is spent).
-    """
-
-    name: str
-    build: Callable[[RunConfig], torch.nn.Module]
-    recipe: str = "slices"
-    description: str = ""
-    label: str = ""
-    role: Role = "baseline"
-    config_section: str = "model"
-    capabilities: frozenset[str] = field(default_factory=frozenset)
-    card: Callable[[RunConfig], Any] | None = None
-    rank: int = DEFAULT_RANK
-    count: Callable[[RunConfig], int] | None = None
-    needs: Callable[[RunConfig], list[RunConfig]] | None = None
-    input_multiple: Callable[[RunConfig], int] | None = None
-    relative_cost: float = 1.0  # training time relative to SegNet's (scheduling only: longest first)
-    module: str = ""  # where it was registered (bench ls models, error messages)
-
-    @property
-    def liver_prior(self) -> bool:
-        """The model takes ``model.liver_prior`` (capability ``liver_prior``)."""
-        return "liver_prior" in self.capabilities
-
-    @property
-    def display(self) -> str:
-        return self.label or self.name
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
-
-
-def _check_spec_fields(name: str, role: str, capabilities: frozenset[str], config_section: str) -> None:
-    from dataclasses import fields
-
-    from bench.config import Profile
-
+def _check_spec_fields(name: str, role: str, capabilities: frozenset[str], config_section: str,
+                       default_baseline: bool = False) -> None:
     if role not in ROLES:
         raise ConfigError(f"model {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
     unknown = sorted(capabilities - set(CAPABILITIES))
     if unknown:
         raise ConfigError(f"model {name!r}: unknown capability {unknown[0]!r} (known: {', '.join(CAPABILITIES)})")
+    if default_baseline and role != "baseline":
+        raise ConfigError(f"model {name!r}: default_baseline=True needs role 'baseline', not {role!r}")
     sections = {f.name for f in fields(Profile)}
     if config_section not in sections:
         raise ConfigError(f"model {name!r}: config_section {config_section!r} is not a profile section "
@@ -161,6 +122,7 @@ def register_model(
     needs: Callable[[RunConfig], list[RunConfig]] | None = None,
     input_multiple: Callable[[RunConfig], int] | None = None,
     relative_cost: float = 1.0,
+    default_baseline: bool = False,
 ) -> Callable[[Callable[..., torch.nn.Module]], Callable[..., torch.nn.Module]]:
     """Decorator for a build function ``RunConfig -> nn.Module``; returns the function unchanged.
 
@@ -170,7 +132,7 @@ def register_model(
     A taken name is an error (`bench.registry.Registry`).
     """
     caps = frozenset(capabilities)
-    _check_spec_fields(name, role, caps, config_section)
+    _check_spec_fields(name, role, caps, config_section, default_baseline)
     if not isinstance(recipe, str) or not recipe:
         raise ConfigError(f"model {name!r}: recipe must be a recipe name, got {recipe!r}")
 
@@ -179,49 +141,15 @@ def register_model(
         text = description or (doc.splitlines()[0] if doc else "")
         registered, all_needs = build, needs
         if "liver_prior" in caps:
-            from bench.models.liver_prior import liver_prior_run, with_liver_prior
-
             registered, all_needs = with_liver_prior(build, build_model), _combine_needs(liver_prior_run, needs)
         MODELS.add(name, ModelSpec(name=name, build=registered, recipe=recipe, description=text, label=label,
                                    role=role, config_section=config_section, capabilities=caps, card=card, rank=rank,
                                    count=count, needs=all_needs, input_multiple=input_multiple,
-                                   relative_cost=relative_cost, module=getattr(build, "__module__", "") or ""),
+                                   relative_cost=relative_cost, default_baseline=default_baseline, module=getattr(build, "__module__", "") or ""),
                    help=text)
         return build
 
     return decorator
-
-
-def model_order(name: str) -> tuple[bool, float, str]:
-    """Sort key of tables and studies: baselines before the proposed model, then rank, then name.
-    A name no spec holds (runs of a plug-in not loaded now) sorts after the registered baselines."""
-    if name in MODELS:
-        spec = MODELS.get(name)
-        return (spec.role == "proposed", float(spec.rank), name)
-    return (False, float("inf"), name)
-
-
-def model_names(role: str | None = None) -> list[str]:
-    """Registered model names in table order (`model_order`), optionally of one role."""
-    names = [n for n in MODELS.names() if role is None or MODELS.get(n).role == role]
-    return sorted(names, key=model_order)
-
-
-def model_label(name: str) -> str:
-    """A model's display label (tables, figures); the name itself for an unregistered one."""
-    return MODELS.get(name).display if name in MODELS else name
-
-
-def proposed_model() -> str:
-    """The name of the one model with role ``proposed`` (the paper's method)."""
-    names = model_names("proposed")
-    if len(names) != 1:
-        raise ConfigError(f"expected exactly one proposed model, found {len(names)}: {', '.join(names) or 'none'}")
-    return names[0]
-
-
-def get_model_spec(name: str) -> ModelSpec:
-    return MODELS.get(name)
 
 
 def requirements(cfg: RunConfig) -> list[RunConfig]:
@@ -246,9 +174,6 @@ def budget_reference(cfg: RunConfig) -> RunConfig:
     return to the profile's values, so ``unet --set model.liver_prior=crop --set model.norm=batch`` is
     matched to the very "ours" run the plain U-Net is matched to.
     """
-    from bench.config import without_baseline_fields
-    from bench.paths import seed_tag
-
     train = replace(cfg.profile.train, budget="epochs")
     profile = without_baseline_fields(replace(cfg.profile, train=train))
     ref = replace(cfg, model=cfg.profile.train.budget_reference, profile=profile, tag="")
@@ -268,14 +193,12 @@ def check_run_config(cfg: RunConfig) -> None:
     multiple = spec.input_multiple(cfg) if spec.input_multiple is not None else 1
     if cfg.profile.input_size % multiple:
         raise ConfigError(f"input_size={cfg.profile.input_size}: {cfg.model} needs a multiple of {multiple}")
-    from bench.models.crf import require_crf
-
     require_crf(cfg.profile.cascade.crf)
     prior = cfg.profile.model.liver_prior
     if prior != "none" and not spec.liver_prior:
         takers = ", ".join(n for n in model_names() if MODELS.get(n).liver_prior)
         raise ConfigError(f"model.liver_prior={prior}: {cfg.model} takes no liver prior (a setting of the lesion "
-                          f"baselines: {takers}; ours reads its liver through cascade.lesion_prior)")
+                          f"baselines: {takers}; {liver_prior_model()} reads its liver through cascade.lesion_prior)")
     for dep in requirements(cfg):  # e.g. the liver cascade behind a liver prior, at this input size
         check_run_config(dep)
 
@@ -300,8 +223,6 @@ def count_parameters(name: str, profile: str = "paper") -> int:
     spec = MODELS.get(name)
     prof = get_profile(profile)
     if prof.model.encoder_weights:
-        from dataclasses import replace
-
         prof = replace(prof, model=replace(prof.model, encoder_weights=""))
     cfg = RunConfig(model=name, profile=prof, device="cpu")
     if spec.count is not None:  # the spec's own counter chooses its device
@@ -314,7 +235,7 @@ def count_parameters(name: str, profile: str = "paper") -> int:
 # modules of this package that hold no model (helpers the models import); every other module is
 # imported for its registrations, so a new model file needs no edit anywhere else
 _HELPERS = frozenset({"cards", "cascade_blocks", "crf", "gradcam", "liver_prior", "localization", "losses", "patches",
-                      "roi", "tuning", "norm", "lesion_roi"})
+                      "roi", "tuning", "norm", "lesion_roi", "spec"})
 
 
 def _register_builtin() -> None:
@@ -332,4 +253,5 @@ from bench.plugins import load_plugins  # noqa: E402  (after the built-ins: a pl
 load_plugins()
 
 __all__ = ["MODELS", "ModelSpec", "CAPABILITIES", "register_model", "get_model_spec", "model_names", "model_label",
-           "model_order", "proposed_model", "requirements", "check_run_config", "build_model", "count_parameters"]
+           "model_order", "proposed_model", "models_with", "default_baselines", "liver_prior_model", "requirements",
+           "check_run_config", "build_model", "count_parameters"]

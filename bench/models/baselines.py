@@ -41,6 +41,7 @@ Choices the paper leaves open (also listed in README "Reproduction notes"):
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import warnings
 from pathlib import Path
@@ -50,6 +51,7 @@ import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPPPooling
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+from segmentation_models_pytorch.encoders import get_encoder_names
 from torch import nn
 
 from bench.config import ModelConfig, RunConfig
@@ -82,10 +84,6 @@ def check_model_config(model: ModelConfig, name: str) -> None:
 
 
 def _check_encoder(encoder: str, name: str) -> None:
-    import difflib
-
-    from segmentation_models_pytorch.encoders import get_encoder_names
-
     known = get_encoder_names()
     if encoder in known or encoder.startswith("tu-"):
         return
@@ -207,7 +205,7 @@ class UNet(smp.Unet):
         return self.segmentation_head(decoded)
 
 
-@register_model("unet", label="U-Net", rank=20, capabilities={"liver_prior", "norm"},
+@register_model("unet", label="U-Net", rank=20, capabilities={"liver_prior", "norm"}, default_baseline=True,
                 description="U-Net [20] (smp Unet, ResNet encoder, dropout at the bottleneck)", relative_cost=1.3)
 def build_unet(cfg: RunConfig, in_channels: int = 1) -> nn.Module:
     m = cfg.profile.model

@@ -41,6 +41,7 @@ from torch import nn
 
 from bench.config import RunConfig, get_profile, override, parse_overrides
 from bench.errors import ConfigError
+from bench.models import get_model_spec
 from bench.models.cascade_blocks import running_stat_count
 
 BATCHNORM_NOTE = "BatchNorm (running mean + variance counted as non-trainable, 2 per channel, as Keras does)"
@@ -160,8 +161,6 @@ CardHook = Callable[[RunConfig], ModelCard]  # a spec's own card (`bench.models.
 
 def card_config(name: str, profile: str = "paper", overrides: list[str] | None = None) -> RunConfig:
     """The RunConfig a card is computed for: model ``name`` at ``profile`` with ``KEY=VALUE`` overrides."""
-    from bench.models import get_model_spec
-
     get_model_spec(name)  # unknown model -> "did you mean"
     prof = get_profile(profile)
     if prof.model.encoder_weights:  # not loaded for counting (same count, no file needed)
@@ -174,8 +173,6 @@ def card_config(name: str, profile: str = "paper", overrides: list[str] | None =
 
 def generic_card(cfg: RunConfig) -> ModelCard:
     """Card of a single-module model: its top-level children as components."""
-    from bench.models import get_model_spec
-
     spec = get_model_spec(cfg.model)
     with torch.device("meta"):
         module = spec.build(cfg)
@@ -188,8 +185,6 @@ def generic_card(cfg: RunConfig) -> ModelCard:
 
 def model_card(name: str, profile: str = "paper", overrides: list[str] | None = None) -> ModelCard:
     """Model ``name``'s card at ``profile`` (+ overrides); its spec's own card when it has one."""
-    from bench.models import get_model_spec
-
     cfg = card_config(name, profile, overrides)
     hook = get_model_spec(name).card or generic_card
     card = hook(cfg)

@@ -33,6 +33,7 @@ from bench.errors import ConfigError
 from bench.models import get_model_spec, register_model
 from bench.models.cards import BATCHNORM_NOTE, ModelCard, module_rows
 from bench.models.cascade_blocks import check_norm
+from bench.models.crf import require_crf
 from bench.models.gradcam import grad_cam
 from bench.models.lesion_roi import LesionRoi, lesion_cut, upsample_mask
 from bench.models.localization import LocalizationNet
@@ -50,8 +51,6 @@ LOCALIZER_DEPTH = 4
 
 def validate_cascade_config(cfg: CascadeConfig) -> None:
     """Before a network is built: the config's cross-field rules, and the optional CRF package."""
-    from bench.models.crf import require_crf
-
     cfg.consistency()
     require_crf(cfg.crf)
 
@@ -257,6 +256,7 @@ def cascade_card(cfg: RunConfig) -> ModelCard:
 
 register_model(
     "ours", label="Ours", role="proposed", recipe="cascade", config_section="cascade", card=cascade_card,
+    capabilities={"provides_liver_prior"},  # its liver run is the baselines' liver prior and the lesion ROI
     description="proposed cascade: localizer + Grad-CAM box prior + patch/ConvBox/ASPP tuning net",
     count=count_cascade_parameters,
     needs=liver_cascade_of,

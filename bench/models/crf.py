@@ -30,8 +30,8 @@ CRF_MISSING = "cascade.crf=true needs the optional CRF package: pip install 'liv
 
 def _densecrf() -> tuple[Any, Any]:
     try:
-        import pydensecrf.densecrf as dcrf
-        import pydensecrf.utils as dutils
+        import pydensecrf.densecrf as dcrf  # lazy: optional extra [crf]; its absence is a one-line ConfigError
+        import pydensecrf.utils as dutils  # lazy: optional extra [crf], as above
     except ImportError:
         raise ConfigError(CRF_MISSING) from None
     return dcrf, dutils

@@ -27,14 +27,18 @@ Choices the paper leaves open (also in README "Reproduction notes"):
   section at the dome or the tip is not diluted in a case-wide box, and inference stays a
   per-slice function like every other model's (`bench.engine.infer.predict_slices`).
 * **Scale**: ``cpu`` fits slices by spacing (3 mm); the ROI grid is ``lesion_roi_spacing_mm``
-  (1.5 mm: zoom 2, an integer, so fine and liver grids nest; a 54 mm tumour is 36 px; 128 px
-  of 1.5 mm = 192 mm holds most axial liver boxes whole). Profiles that fit by pad/resize
+  (1 mm: zoom 3, an integer, so fine and liver grids nest; a 54 mm tumour is 54 px). Chosen on
+  an inner split of training patient 3D-IRCADb 1 (upper slab + patient 7 train, lower slab with
+  five 9-27 mm tumours validates; `benchmarks/lesion_roi_scale.py`, two seeds): 1 mm found all
+  five tumours in both seeds with 3 false-positive lesions; 1.5 mm 0/5 and 5/5 (3 and 12 FP);
+  3 mm (no zoom) 1/5 twice. Lesion Dice was about 0.04 at every scale, so the scale is chosen
+  by lesion-wise recall. A liver box wider than 128 mm is resized to the input (below). Profiles that fit by pad/resize
   have no single mm per pixel: the ROI grid is ``lesion_roi_zoom`` times the liver grid
   (demo/smoke: 2, the phantom's native 128 px). The paper profile keeps the old behaviour
   (``lesion_roi="none"``): its 512 px already are the scan's native pixels, and a finer grid
   would only upsample.
 * **A box larger than the input**: the window grows to the box (W > S) and is resized to the
-  input, a coarser spacing for that slice only (at most 1.5 * 256/128 = 3 mm at ``cpu``, never
+  input, a coarser spacing for that slice only (at most 1 * 384/128 = 3 mm at ``cpu``, never
   coarser than the liver stage). Chosen over tiles: one network pass per slice, the whole
   liver section (its boundary is the context that tells a lesion from the next organ) in view,
   training and inference cut alike. The exact inverse holds for W == S (a pure crop and paste)
@@ -65,8 +69,8 @@ from torch import Tensor
 from bench.config import Profile, RunConfig
 from bench.errors import ConfigError
 from bench.models.roi import slice_boxes
+from bench.models.spec import liver_prior_model
 
-LIVER_PRIOR_MODEL = "ours"  # the model whose liver cascade gives the lesion prior (and cuts the ROI)
 BACKGROUND_LOGIT = -1.0e4  # sigmoid -> exactly 0 in float32: "background outside the box"
 
 
@@ -105,10 +109,11 @@ def roi_zoom(profile: Profile) -> float:
 
 
 def uses_roi(cfg: RunConfig) -> bool:
-    """Whether ``cfg``'s lesion model works on the liver ROI (ours, or a baseline with the crop prior)."""
+    """Whether ``cfg``'s lesion model works on the liver ROI: the model whose liver run gives the prior
+    (capability ``provides_liver_prior``: ours, `bench.models.liver_prior_model`), or a baseline with the crop prior."""
     if cfg.task != "lesion" or cfg.profile.cascade.lesion_roi == "none":
         return False
-    return cfg.model == LIVER_PRIOR_MODEL or cfg.profile.model.liver_prior == "crop"
+    return cfg.model == liver_prior_model() or cfg.profile.model.liver_prior == "crop"
 
 
 def roi_geometry(profile: Profile) -> RoiGeometry:
@@ -290,6 +295,6 @@ class LesionRoi:
         return out
 
 
-__all__ = ["LIVER_PRIOR_MODEL", "BACKGROUND_LOGIT", "Window", "RoiGeometry", "roi_zoom", "uses_roi", "roi_geometry", "roi_profile",
+__all__ = ["BACKGROUND_LOGIT", "Window", "RoiGeometry", "roi_zoom", "uses_roi", "roi_geometry", "roi_profile",
            "lesion_cut", "data_profile", "roi_record", "roi_window", "roi_windows", "crop_roi", "paste_roi", "coarse_view", "upsample_mask",
            "RoiInputs", "LesionRoi"]

@@ -41,7 +41,9 @@ from torch import Tensor, nn
 
 from bench.config import RunConfig, without_baseline_fields
 from bench.errors import ConfigError
-from bench.models.lesion_roi import LIVER_PRIOR_MODEL, LesionRoi, lesion_cut, upsample_mask
+from bench.models.lesion_roi import LesionRoi, lesion_cut, upsample_mask
+from bench.models.roi import prior_from_liver
+from bench.models.spec import liver_prior_model
 from bench.paths import seed_tag
 
 # model.liver_prior -> (the LesionCascade prior it equals, input channels of the baseline network)
@@ -89,8 +91,6 @@ class LiverPriorNet(nn.Module):
 
     def prior_of_liver(self, logits: Tensor) -> Tensor:
         """The prior of liver logits (`CascadeNet.lesion_prior`'s rule, the liver cascade's margin and area)."""
-        from bench.models.roi import prior_from_liver
-
         cc = self.liver.cfg
         return prior_from_liver(logits, self.prior_kind, cc.box_margin, cc.box_min_area)
 
@@ -137,12 +137,12 @@ def liver_prior_run(cfg: RunConfig) -> list[RunConfig]:
     if cfg.task != "lesion":
         raise ConfigError(f"model.liver_prior={mode} is for --task lesion only (the prior is the liver cascade's "
                           f"liver mask); the {cfg.task} task takes model.liver_prior=none")
-    tag = seed_tag(LIVER_PRIOR_MODEL, "", cfg.seed, cfg.fold)
+    source = liver_prior_model()  # the model declaring provides_liver_prior (ours)
+    tag = seed_tag(source, "", cfg.seed, cfg.fold)
     profile = without_baseline_fields(cfg.profile)  # liver_prior=none, and the baselines' norm, width... reset
-    if profile.train.budget_reference == LIVER_PRIOR_MODEL:  # the budget reference trains by its own epochs
+    if profile.train.budget_reference == source:  # the budget reference trains by its own epochs
         profile = replace(profile, train=replace(profile.train, budget="epochs"))
-    return [replace(cfg, model=LIVER_PRIOR_MODEL, task="liver", tag="" if tag == LIVER_PRIOR_MODEL else tag,
-                    profile=profile)]
+    return [replace(cfg, model=source, task="liver", tag="" if tag == source else tag, profile=profile)]
 
 
 def with_liver_prior(make: NetBuilder, build_liver: Callable[[RunConfig], nn.Module]) -> Callable[[RunConfig], nn.Module]:
@@ -167,4 +167,4 @@ def with_liver_prior(make: NetBuilder, build_liver: Callable[[RunConfig], nn.Mod
     return build
 
 
-__all__ = ["LIVER_PRIOR_MODEL", "MODES", "LiverPriorNet", "liver_prior_run", "with_liver_prior"]
+__all__ = ["MODES", "LiverPriorNet", "liver_prior_run", "with_liver_prior"]

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from bench.config import LESION_PRIORS
 from bench.errors import ConfigError
+from bench.models.crf import crf_refine
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -65,8 +66,6 @@ def roi_from_heatmap(
     if images is None or tuple(images.shape) != tuple(heat.shape):
         got = None if images is None else tuple(images.shape)
         raise ConfigError(f"roi_from_heatmap(crf=True) needs the slices, shaped like the heat-map {tuple(heat.shape)}; got {got}")
-    from bench.models.crf import crf_refine
-
     prob = heat_to_prob(heat.detach().float(), threshold).cpu().numpy()
     imgs = images.detach().float().cpu().numpy()
     out = np.stack([crf_refine(prob[b, 0], imgs[b, 0]) for b in range(prob.shape[0])])[:, None]

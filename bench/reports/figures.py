@@ -84,10 +84,14 @@ def _load_examples(path: str) -> dict[str, np.ndarray] | str:
 
 
 def fig_examples(results: Results, scope: Scope, task: str, path: Path, figure_no: int) -> tuple[Path | None, list[str]]:
-    """Figs. 17/18: one row per example slice of the ours run: CT, ground truth, ROI, tuned segmentation."""
+    """Figs. 17/18: one row per example slice of the proposed model's run (ours): CT, ground truth, ROI, tuned
+    segmentation."""
+    from bench.models import proposed_model
+
+    ours = proposed_model()
     chosen = None
     for plane in ("axial", "coronal", "sagittal"):
-        runs, _ = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours", task=task,
+        runs, _ = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=ours, task=task,
                               plane=plane)
         runs = runs[runs["examples"] != ""] if not runs.empty else runs
         if not runs.empty:
@@ -95,8 +99,8 @@ def fig_examples(results: Results, scope: Scope, task: str, path: Path, figure_n
             break
     name = f"fig{figure_no}"
     if chosen is None:
-        return None, [f"{name} skipped: no examples.npz in an ours {task} run "
-                      f"({train_command('ours', task, 'axial', scope.dataset, scope.profile)})"]
+        return None, [f"{name} skipped: no examples.npz in an {ours} {task} run "
+                      f"({train_command(ours, task, 'axial', scope.dataset, scope.profile)})"]
     arrays = _load_examples(chosen["examples"])
     if isinstance(arrays, str):
         return None, [f"{name} skipped: {arrays}"]

@@ -238,15 +238,24 @@ def ablate_command(study: str, dataset: str, profile: str) -> str:
 # ---------------------------------------------------------------- Tables 3 and 4 (ablations)
 
 
+def _proposed() -> str:
+    """The proposed model (`bench.models.proposed_model`, the spec with role ``proposed``): the one model of
+    Tables 3-6, Fig. 16-18 and the ablations of its method, and the reference column of the others."""
+    from bench.models import proposed_model
+
+    return proposed_model()
+
+
 def _ablation_table(results: Results, options: ReportOptions, *, number: int, title: str, field_name: str,
                     values: list[Any], labels: list[str], col_group: str, study: str) -> TableResult:
     scope = resolve_scope(results, options)
     t = _Table(f"table{number}", title, scope, options)
     defaults = ablation_defaults(scope.profile)
+    ours = _proposed()
     for metric in paper.METRICS:
         row = ("Average " if metric == "accuracy" else "") + METRIC_LABELS[metric]
         for value, label in zip(values, labels):
-            runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours",
+            runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=ours,
                                       task="liver", plane="axial", fixed={field_name: value})
             for n in notes:
                 t.note(n)
@@ -254,14 +263,14 @@ def _ablation_table(results: Results, options: ReportOptions, *, number: int, ti
             stats = metric_stats(results, runs, "val", metric, options.aggregation)
             if stats.status == "missing":
                 if value == defaults[field_name]:
-                    t.note(f"{label}: {train_command('ours', 'liver', 'axial', scope.dataset, scope.profile)}")
+                    t.note(f"{label}: {train_command(ours, 'liver', 'axial', scope.dataset, scope.profile)}")
                 else:
                     t.note(f"{label}: {ablate_command(study, scope.dataset, scope.profile)}")
             key = (metric, value)
             t.cell("", row, col_group, label, metric, "val", stats, paper.lookup(number, key),
                    fg=_fg_stats(number, key, results, runs, "val", options.aggregation))
-    return t.finish(task="liver", planes=["axial"], split="val", model="ours",
-                    selection=f"ours, liver, axial, by cascade.{field_name}; other ablated fields at profile defaults")
+    return t.finish(task="liver", planes=["axial"], split="val", model=ours,
+                    selection=f"{ours}, liver, axial, by cascade.{field_name}; other ablated fields at profile defaults")
 
 
 @TABLES.register("3", help="Table 3: impact of the patch level (ours, liver, axial, Val)")
@@ -318,8 +327,9 @@ def table5(results: Results, options: ReportOptions) -> TableResult:
                 fg = _iteration_stats(data, n_iter, split, "iou") if paper.miou_is_foreground_iou(5, key) else None
                 t.cell("", f"N = {n_iter}", METRIC_LABELS[metric], SPLIT_LABELS[split], metric, split, stats,
                        paper.lookup(5, key), fg=fg)
-    return t.finish(task="liver", planes=["axial"], model="ours", aggregation="mean (reiteration.csv)",
-                    selection="ours, liver, axial, cascade.reiter_stop = none (else the default run)")
+    ours = _proposed()
+    return t.finish(task="liver", planes=["axial"], model=ours, aggregation="mean (reiteration.csv)",
+                    selection=f"{ours}, liver, axial, cascade.reiter_stop = none (else the default run)")
 
 
 def _iteration_stats(data: pd.DataFrame | None, iteration: int, split: str, column: str) -> CellStats:
@@ -340,7 +350,7 @@ def _fg_stats(number: int, key: tuple, results: Results, runs: pd.DataFrame, spl
 
 def reiteration_runs(results: Results, scope: Scope) -> tuple[pd.DataFrame, list[str]]:
     """Runs whose reiteration.csv feeds Table 5 / Fig. 16: the iterations ablation, else the default run."""
-    common = dict(dataset=scope.dataset, profile=scope.profile, model="ours", task="liver", plane="axial")
+    common = dict(dataset=scope.dataset, profile=scope.profile, model=_proposed(), task="liver", plane="axial")
     runs, notes = select_runs(results, **common, fixed={"reiter_stop": "none", "max_reiterations": ANY})
     runs = runs[runs["has_reiteration"].astype(bool)] if not runs.empty else runs
     if not runs.empty:
@@ -368,10 +378,11 @@ def table6(results: Results, options: ReportOptions) -> TableResult:
     present = sorted(set(results.runs["dataset"])) if not results.runs.empty else []
     datasets = ["lits", "ircadb"] + [d for d in present if d not in ("lits", "ircadb")]
     profiles: dict[str, str] = {}
+    ours = _proposed()
     for task in ("liver", "lesion"):
         for ds in datasets:
             profile = _profile_for(results, ds, options.profile, scope.profile)
-            runs, notes = select_runs(results, dataset=ds, profile=profile, model="ours", task=task, plane="axial")
+            runs, notes = select_runs(results, dataset=ds, profile=profile, model=ours, task=task, plane="axial")
             for n in notes:
                 t.note(n)
             t.use(runs)
@@ -380,12 +391,12 @@ def table6(results: Results, options: ReportOptions) -> TableResult:
             for metric, label in zip(paper.METRICS, ("Acc", "Dice", "mIoU")):
                 stats = metric_stats(results, runs, "val", metric, options.aggregation)
                 if stats.status == "missing":
-                    t.note(f"{DATASET_LABELS.get(ds, ds)} {task}: {train_command('ours', task, 'axial', ds, profile)}")
+                    t.note(f"{DATASET_LABELS.get(ds, ds)} {task}: {train_command(ours, task, 'axial', ds, profile)}")
                 key = (task, ds, metric)
                 t.cell(task.capitalize(), DATASET_LABELS.get(ds, ds), "", label, metric, "val", stats,
                        paper.lookup(6, key), fg=_fg_stats(6, key, results, runs, "val", options.aggregation))
     return t.finish(dataset=datasets, profile=profiles or scope.profile, task=["liver", "lesion"], planes=["axial"],
-                    split="val", model="ours", selection="ours, axial, default ablation fields; one row per data set")
+                    split="val", model=ours, selection=f"{ours}, axial, default ablation fields; one row per data set")
 
 
 def _profile_for(results: Results, dataset: str, wanted: str | None, fallback: str) -> str:
@@ -1013,7 +1024,7 @@ def variant_ran(results: Results, scope: Scope, spec: VariantTable) -> bool:
     if runs.empty:
         return False
     default = ablation_defaults(scope.profile)[spec.field_name]
-    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["model"] == "ours")
+    mine = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile) & (runs["model"] == _proposed())
                 & (runs["task"] == "liver") & (runs["plane"] == "axial")]
     return bool((mine[spec.field_name] != default).any())
 
@@ -1025,9 +1036,10 @@ def variant_table(results: Results, options: ReportOptions, spec: VariantTable) 
     t = _Table(spec.name, spec.title, scope, options)
     defaults = ablation_defaults(scope.profile)
     selected: dict[str, pd.DataFrame] = {}
+    ours = _proposed()
     for value in spec.values:
         label = str(value)
-        runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model="ours", task="liver",
+        runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=ours, task="liver",
                                   plane="axial", fixed={spec.field_name: value, **dict(spec.fixed)})
         for n in notes:
             t.note(n)
@@ -1035,7 +1047,7 @@ def variant_table(results: Results, options: ReportOptions, spec: VariantTable) 
         selected[label] = runs
         if runs.empty:
             plain = value == defaults[spec.field_name] and not spec.fixed
-            t.note(f"{label}: " + (train_command("ours", "liver", "axial", scope.dataset, scope.profile) if plain
+            t.note(f"{label}: " + (train_command(ours, "liver", "axial", scope.dataset, scope.profile) if plain
                                    else ablate_command(spec.name, scope.dataset, scope.profile)))
     group = "Final model" if spec.per_iteration else ""
     for metric in paper.METRICS:
@@ -1049,9 +1061,9 @@ def variant_table(results: Results, options: ReportOptions, spec: VariantTable) 
     for n in spec.notes:
         t.note(n)
     fixed = ", ".join(f"cascade.{k} = {'any' if v is ANY else v}" for k, v in spec.fixed)
-    return t.finish(task="liver", planes=["axial"], split=["val", "test"], model="ours",
+    return t.finish(task="liver", planes=["axial"], split=["val", "test"], model=ours,
                     default=f"cascade.{spec.field_name} = {defaults[spec.field_name]} (profile {scope.profile})",
-                    selection=f"ours, liver, axial, by cascade.{spec.field_name}" + (f"; {fixed}" if fixed else "")
+                    selection=f"{ours}, liver, axial, by cascade.{spec.field_name}" + (f"; {fixed}" if fixed else "")
                               + "; other ablated fields at profile defaults")
 
 
@@ -1118,24 +1130,27 @@ class BaselineVariants:
     Every column is a distinct experiment (its ablated fields fixed, `select_runs`), so "as published" and
     "matched" are shown side by side and never averaged as seeds."""
 
-    name: str
+    name: str  # also the ablation (`bench.ablations.ABLATIONS`) whose runs the table shows
     title: str
-    models: tuple[str, ...]
     variants: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]  # (label, ablated fields it fixes)
     notes: tuple[str, ...] = ()
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The ablation's models (a registry query there: the norm table's are every baseline declaring ``norm``)."""
+        return ABLATIONS.get(self.name).models
 
 
 NORM_TABLE = BaselineVariants(
     name="norm", title="Ablation: normalisation, each baseline as published (BatchNorm) and matched to ours "
                        "(GroupNorm) (liver, axial)",
-    models=ABLATIONS.get("norm").models,  # the norm ablation's baselines, declared once in bench/ablations.py
     variants=(("batch (as published)", (("norm", "batch"),)), ("group (matched)", (("norm", "group"),))),
     notes=("model.norm=batch: the architecture as published; model.norm=group: every BatchNorm replaced by GroupNorm "
            "with the cascade's group size (bench/models/norm.py), the normalisation ours uses (cascade.norm=group). "
            "The trainable parameters are the same under both; BatchNorm adds its running statistics",))
 CAPACITY_TABLE = BaselineVariants(
     name="capacity", title="Ablation: U-Net as configured vs at about ours' parameter count (liver, axial)",
-    models=("unet",), variants=(("as configured", ()), ("ours-size", (("encoder_depth", 4), ("width", 0.25)))),
+    variants=(("as configured", ()), ("ours-size", (("encoder_depth", 4), ("width", 0.25)))),
     notes=("ours-size: model.encoder_depth=4 (ResNet layer4 removed) and model.width=0.25, sized at the cpu profile "
            "to about ours' parameter count (3.10 M vs 2.98 M); the Parameters row is each run's config.json count",))
 BASELINE_VARIANT_TABLES = {spec.name: spec for spec in (NORM_TABLE, CAPACITY_TABLE)}
@@ -1165,7 +1180,8 @@ def baseline_variant_table(results: Results, options: ReportOptions, spec: Basel
     for model in spec.models:
         for label, fixed in spec.variants:
             columns.append((model, f"{model_label(model)}, {label}", dict(fixed), fixed))
-    columns.append(("ours", "Ours (reference)", {}, ()))
+    ours = _proposed()
+    columns.append((ours, f"{model_label(ours)} (reference)", {}, ()))
     frames = {}
     for model, label, fixed, sets in columns:
         runs, notes = select_runs(results, dataset=scope.dataset, profile=scope.profile, model=model, task="liver",

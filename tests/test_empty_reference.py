@@ -161,6 +161,11 @@ def test_table8_reports_lesion_free_patients_by_their_false_positives(tmp_path: 
     assert f"evaluate.empty_reference={rule}" in table.provenance["policy"]
     assert f"evaluate.empty_reference={rule}" in _policy_text(results)  # the report's index states the runs' rule
     assert any("Lesion-free patients" in n for n in table.notes)
+    # no lesion run (the training golden layer's liver-only study): the rows are not added
+    liver_only = tmp_path / "liver-only"
+    write_run(liver_only, "ours", task="liver")
+    empty = TABLES.get("8")(load_results(liver_only), ReportOptions())
+    assert set(empty.frame["row"]) == {"Accuracy", "Dice", "mIoU"} and (empty.frame["status"] == "missing").all()
 
 
 def save(path: Path, array_zyx: np.ndarray) -> None:
@@ -194,10 +199,3 @@ def test_bench_score_refuses_an_unknown_rule(tmp_path: Path) -> None:
     bad = bench("score", "pred", "gt", "--empty-reference", "one", "--out", str(tmp_path / "bad"), cwd=tmp_path)
     assert_one_line_error(bad, "--empty-reference", "'one'")
     assert not (tmp_path / "bad" / "summary.json").exists()
-
-
-def test_table8_without_lesion_runs_keeps_the_paper_rows(tmp_path: Path) -> None:
-    """No lesion run (the training golden layer's liver-only study): the lesion-free rows are not added."""
-    write_run(tmp_path, "ours", task="liver")
-    table = TABLES.get("8")(load_results(tmp_path), ReportOptions())
-    assert set(table.frame["row"]) == {"Accuracy", "Dice", "mIoU"} and (table.frame["status"] == "missing").all()

@@ -7,12 +7,17 @@ marker and the writer's pid so a rerun can recognise and remove leftovers.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
+import math
 import os
+import resource
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
+
+from bench.errors import DiskSpaceError
 
 TMP_MARK = ".tmp-"
 
@@ -50,8 +55,6 @@ def space_problem(exc: BaseException, written: Path | None = None) -> str | None
         return SPACE_ERRNOS[code]
     if not isinstance(exc, (OSError, RuntimeError)):
         return None
-    import resource
-
     soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
     if written is not None:
         with contextlib.suppress(OSError):
@@ -87,8 +90,6 @@ def space_errors(path: str | os.PathLike, needed: int | None = None,
         why = space_problem(exc, Path(written if written is not None else path))
         if why is None:
             raise
-        from bench.errors import DiskSpaceError
-
         raise DiskSpaceError(space_message(Path(path), why, needed)) from None
 
 
@@ -114,8 +115,6 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
                 tmp.unlink()
         if why is None:
             raise
-        from bench.errors import DiskSpaceError
-
         raise DiskSpaceError(space_message(path, why, needed)) from None
 
 
@@ -158,8 +157,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _finite(obj: Any) -> Any:
-    import math
-
     if isinstance(obj, dict):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -170,17 +167,13 @@ def _finite(obj: Any) -> Any:
 
 
 def _json_default(obj: Any) -> Any:
-    import dataclasses
-
-    import numpy as np
+    import numpy as np  # lazy: numpy stays out of bench --help, whose import path holds this module
 
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
-        import math
-
         return float(obj) if math.isfinite(float(obj)) else None
     if isinstance(obj, np.ndarray):
         return _finite(obj.tolist())
@@ -234,8 +227,6 @@ def staged_dir(final: str | os.PathLike) -> Iterator[Path]:
     report`` killed after three of six tables). A leftover of a killed process carries the ``.tmp-<pid>``
     mark (`remove_stale_tmp`).
     """
-    import shutil
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_for(final)

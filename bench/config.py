@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
 import re
@@ -633,8 +634,6 @@ def load_run_config(path: str | Path) -> RunConfig:
 
 def fingerprint(obj: Any, drop: tuple[str, ...] = ()) -> str:
     """Short stable hash of a config (minus fields that do not change results, e.g. device)."""
-    import hashlib
-
     data = to_dict(obj)
     for key in drop:
         data.pop(key, None)

@@ -29,6 +29,7 @@ import importlib.util
 import os
 import re
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
@@ -107,8 +108,6 @@ def add_to_environment(refs: list[str]) -> None:
 
 def load_plugins() -> list[str]:
     """Load every plug-in: entry points of ``liverbench.models``, then ``BENCH_PLUGINS``. Returns their names."""
-    from importlib.metadata import entry_points
-
     names = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.value in _loaded:

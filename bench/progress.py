@@ -12,7 +12,11 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from typing import Any, Iterator
+
+from rich.console import Console
+from rich.markup import escape
 
 
 def is_terminal() -> bool:
@@ -38,8 +42,8 @@ class Progress:
 
     def __enter__(self) -> "Progress":
         if self.enabled and is_terminal():
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as Bar
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn  # lazy: as below
+            from rich.progress import Progress as Bar  # lazy: rich.progress costs about what bench --help does
 
             self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             self._bar.__enter__()
@@ -92,16 +96,11 @@ def bench_warnings_one_line() -> Iterator[None]:
     user. Warnings from other packages (torch, nibabel, ...) keep the default format. The CLI and
     every scheduler worker process (which does not run the CLI's entry point) install it.
     """
-    import warnings
-
     package_dir = os.path.dirname(os.path.abspath(__file__))
     original = warnings.showwarning
 
     def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         if os.path.abspath(filename).startswith(package_dir + os.sep):
-            from rich.console import Console
-            from rich.markup import escape
-
             Console(stderr=True).print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False,
                                        soft_wrap=True)
         else:

@@ -65,11 +65,13 @@ def unmarked_imports(path: Path) -> list[str]:
 
 
 # the packages already moved to top-level imports (issue 19 item 4); the rest follow
-CHECKED = ("metrics", "datasets", "models", "golden")
+CHECKED = ("*.py", "metrics", "datasets", "models", "golden", "reports")
+PENDING = ("reports/external.py",)  # being reshaped into the one evaluation pipeline; follows with the engine
 
 
 def test_imports_inside_functions_say_why() -> None:
-    files = [p for sub in CHECKED for p in sorted((PACKAGE / sub).rglob("*.py"))]
+    files = [p for sub in CHECKED for p in sorted(PACKAGE.glob(sub) if sub.endswith(".py") else (PACKAGE / sub).rglob("*.py"))
+             if p.relative_to(PACKAGE).as_posix() not in PENDING]
     assert files
     assert [hit for p in files for hit in unmarked_imports(p)] == []
 

@@ -95,8 +95,12 @@ def _base_tag(tag: str, seed: int, fold: int | None) -> str:
 def build_run_config(model: str, plane: str, task: str, dataset: str, root: str | None, profile: str | None,
                      seed: int, device: str, results: str, cache: str, splits: str | None,
                      overrides: list[str] | None, tag: str = "", fold: int | None = None,
-                     config_file: str | Path | None = None, given: Collection[str] = ()) -> RunConfig:
+                     config_file: str | Path | None = None, given: Collection[str] = (),
+                     check: bool = True) -> RunConfig:
     """Flags, a ``--config`` file and ``--set`` overrides -> one checked RunConfig.
+
+    ``check=False`` leaves `bench.models.check_run_config` to the caller's scheduler
+    (`bench.engine.scheduler.plan` checks every run it plans, once), before any run starts.
 
     Precedence, lowest first: the profile, the config file, flags in ``given`` (typed on the command
     line or from an environment variable), ``--set``. File values go through the ``--set`` path
@@ -135,5 +139,6 @@ def build_run_config(model: str, plane: str, task: str, dataset: str, root: str 
     get_model_spec(cfg.model)  # unknown model -> "did you mean"
     if cfg.seed != 0 or cfg.fold is not None:
         cfg = replace(cfg, tag=seed_tag(cfg.model, _base_tag(cfg.tag, cfg.seed, cfg.fold), cfg.seed, cfg.fold))
-    check_run_config(cfg)  # e.g. an input size the model cannot take, before any time is spent
+    if check:
+        check_run_config(cfg)  # e.g. an input size the model cannot take, before any time is spent
     return cfg

@@ -46,9 +46,9 @@ def train(
 
     console = Console()
     cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits,
-                             cysts_override(set_, include_cysts), tag, fold, config, given_flags(ctx))
+                             cysts_override(set_, include_cysts), tag, fold, config, given_flags(ctx), check=False)
             for s in parse_seeds(seed, seeds)]
-    jobs = plan(cfgs)
+    jobs = plan(cfgs)  # checks every run (the requested ones and those they need) once, before any starts
     execute(jobs, resume=resume, force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     for cfg in cfgs:
         from bench.paths import run_dir

@@ -19,9 +19,9 @@ validation rows of per_case.csv and leaves the test rows as they were.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,17 @@ SlicePredictor = Callable[[torch.Tensor], torch.Tensor]  # (B,1,S,S) preprocesse
 EVALUATION_SPLITS = ("val", "test")
 
 
+@dataclass
+class OpenRun:
+    """A run its runner has just trained, handed to evaluation as it is in memory: the model with its
+    selected weights (what best.pt holds), the open slice cache and the patient split, so nothing is
+    rebuilt, re-read or re-opened (`bench.engine.runner`)."""
+
+    model: torch.nn.Module
+    cache: Any  # bench.datasets.cache.SliceCache
+    splits: dict[str, list[str]]
+
+
 def load_predictor(cfg: RunConfig, device: torch.device) -> tuple[SlicePredictor, torch.nn.Module]:
     """Build the run's model from its saved config and best weights; returns a probability function."""
     from bench.engine.checkpoint import load_weights
@@ -44,7 +55,13 @@ def load_predictor(cfg: RunConfig, device: torch.device) -> tuple[SlicePredictor
 
     model = build_model(cfg)
     load_weights(model, checkpoint_path(cfg), device)
-    model = model.to(device).eval()
+    return predictor(model, device)
+
+
+def predictor(model: torch.nn.Module, device: torch.device) -> tuple[SlicePredictor, torch.nn.Module]:
+    """(probability function, model) of a model on ``device`` in eval mode and the default memory
+    layout (training may leave it channels_last on CUDA; a model loaded from best.pt has neither)."""
+    model = model.to(device=device, memory_format=torch.contiguous_format).eval()
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(model(images))
@@ -140,8 +157,12 @@ def write_scores(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str
 
 
 def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_SPLITS, progress: bool = True,
-                   examples: bool = True, surface: bool = False) -> Path:
-    """Score one trained plane run on the given splits; writes the results files into its folder."""
+                   examples: bool = True, surface: bool = False, trained: OpenRun | None = None) -> Path:
+    """Score one trained plane run on the given splits; writes the results files into its folder.
+
+    ``trained``: the runner's model, cache and split just after training (``cfg`` is then the config
+    it trained with); None: the model is rebuilt from the run's config.json and best.pt, the cache opened.
+    """
     from bench.datasets import get_dataset
     from bench.datasets.cache import open_or_prepare
     from bench.devices import resolve_device
@@ -150,12 +171,15 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     from bench.progress import progress as progress_bar
 
     scored = tuple(splits_to_score)
-    cfg = stored_config(cfg)
+    cfg = cfg if trained is not None else stored_config(cfg)
     device = resolve_device(cfg.device)
     folder = run_dir(cfg)
-    cache, splits = open_or_prepare(cfg, progress=progress, profile=data_profile(cfg))
+    if trained is None:
+        cache, splits = open_or_prepare(cfg, progress=progress, profile=data_profile(cfg))
+    else:
+        cache, splits = trained.cache, trained.splits
     adapter = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts)
-    predict, model = load_predictor(cfg, device)
+    predict, model = load_predictor(cfg, device) if trained is None else predictor(trained.model, device)
     rows: dict[str, list[dict]] = {"post": [], "raw": []}
     example_rows, n_slices, t_infer = [], 0, 0.0
     pairs = _split_cases(splits, scored)

@@ -3,16 +3,20 @@
 `run(cfg)` serves every caller (``bench train``, ``bench ablate``, ``bench demo`` through the
 scheduler, and the tests):
 
-1. check the config against its model (`bench.models.check_run_config`);
+1. check the config against its model (`bench.models.check_run_config`) and compute the runs it
+   needs (`bench.models.requirements`), unless the scheduler did both when it planned the run
+   (it passes ``needs``): each happens once per run;
 2. read the folder's status (`bench.engine.records.run_status`): a ``complete`` run with the
    same fingerprint is reused (unless ``force``); a folder holding *another* config is refused
    with the changed fields named (``--force`` replaces it, ``--results`` goes elsewhere), with or
    without ``--resume``;
 3. take the folder's lock (`bench.engine.runlock`): a second writer is refused in one line;
 4. train with the recipe its model spec names (`bench.engine.recipe.RECIPES`), after checking
-   that the runs it needs (`bench.models.requirements`) are complete;
+   that the runs it needs are complete;
 5. record (config.json: config, fingerprint, status, budget per stage, wall times, parameters,
-   device, versions, git) and evaluate on val and test (`bench.engine.evaluate`).
+   device, versions, git) and evaluate on val and test (`bench.engine.evaluate`), handing the
+   trained model (selected weights, in memory) and the open slice cache to the evaluation instead
+   of re-reading best.pt, config.json and the cache.
 
 A fused "run" is an evaluation of its three plane runs (soft voting); it is complete while the
 planes it was computed from are unchanged, and recomputed when one of them was retrained.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import pandas as pd
 
@@ -45,12 +49,11 @@ def _refuse_other_config(cfg: RunConfig, folder: Path) -> None:
                       f"or --results DIR")
 
 
-def check_prerequisites(cfg: RunConfig) -> None:
-    """Every run ``cfg`` reads must be complete (the scheduler runs them first)."""
+def check_prerequisites(cfg: RunConfig, needs: Iterable[RunConfig]) -> None:
+    """Every run ``cfg`` reads (``needs``: `bench.models.requirements`) must be complete (the scheduler runs them first)."""
     from bench.engine.records import run_status
-    from bench.models import requirements
 
-    for dep in requirements(cfg):
+    for dep in needs:
         if run_status(dep) != "complete":
             task = f" --task {dep.task}" if dep.task != "liver" else ""
             raise DataError(f"{run_dir(cfg)} needs {run_dir(dep)} first (bench train {dep.model} --plane {dep.plane}"
@@ -58,12 +61,16 @@ def check_prerequisites(cfg: RunConfig) -> None:
 
 
 def run(cfg: RunConfig, resume: bool = False, force: bool = False, progress: bool = True,
-        evaluate: bool = True) -> Path:
-    """Train (or reuse) one plane run and evaluate it on val and test; a fused config is evaluated."""
-    from bench.engine.records import run_status
-    from bench.models import check_run_config
+        evaluate: bool = True, needs: Sequence[RunConfig] | None = None) -> Path:
+    """Train (or reuse) one plane run and evaluate it on val and test; a fused config is evaluated.
 
-    check_run_config(cfg)
+    ``needs``: the runs ``cfg`` reads, as `bench.engine.scheduler.plan` checked and computed them;
+    None (a direct call): the config and its prerequisites are checked and the needs computed here.
+    """
+    from bench.engine.records import run_status
+
+    if needs is None:
+        needs = checked_requirements(cfg)
     folder = run_dir(cfg)
     status = run_status(cfg)
     if status == "complete" and not force and (cfg.plane != "fused" or _fused_current(cfg)):
@@ -73,11 +80,23 @@ def run(cfg: RunConfig, resume: bool = False, force: bool = False, progress: boo
         _refuse_other_config(cfg, folder)
     if cfg.plane == "fused":
         return _run_fused(cfg, progress)
-    return _train_plane(cfg, resume=resume, clear=force or (status == "partial" and not resume), progress=progress,
-                        evaluate=evaluate)
+    return _train_plane(cfg, needs, resume=resume, clear=force or (status == "partial" and not resume),
+                        progress=progress, evaluate=evaluate)
 
 
-def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, evaluate: bool) -> Path:
+def checked_requirements(cfg: RunConfig) -> list[RunConfig]:
+    """Check ``cfg`` and, recursively, the runs it needs (each once); return the runs it needs."""
+    from bench.models import check_run_config, requirements
+
+    check_run_config(cfg, prerequisites=False)
+    needs = requirements(cfg)
+    for dep in needs:
+        checked_requirements(dep)
+    return needs
+
+
+def _train_plane(cfg: RunConfig, needs: Sequence[RunConfig], resume: bool, clear: bool, progress: bool,
+                 evaluate: bool) -> Path:
     import torch
 
     from bench.atomic import write_json
@@ -104,7 +123,7 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
                 clear_folder(folder)
             _remove_dead_temp(cfg)
         info.barrier()
-        check_prerequisites(cfg)
+        check_prerequisites(cfg, needs)
         set_seed(cfg.seed, cfg.profile.train.deterministic)
         t0 = time.perf_counter()
         grid = data_profile(cfg)  # a lesion run on the liver ROI reads a finer slice grid
@@ -143,9 +162,9 @@ def _train_plane(cfg: RunConfig, resume: bool, clear: bool, progress: bool, eval
             write_json(folder / "config.json", record)
         info.barrier()
         if evaluate and info.is_main:
-            from bench.engine.evaluate import evaluate_plane
+            from bench.engine.evaluate import OpenRun, evaluate_plane
 
-            evaluate_plane(cfg, progress=progress)
+            evaluate_plane(cfg, progress=progress, trained=OpenRun(trained.model, cache, splits))
             update_record(folder, status="complete", finished=time.time())
     return folder
 

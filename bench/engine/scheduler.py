@@ -3,7 +3,9 @@
 `plan` turns the runs a command asks for into jobs: each requested run and, transitively, every
 run it needs (`bench.models.requirements`: a lesion cascade needs the same-plane liver cascade,
 a fused row its three planes), deduplicated by results folder — an ablation variant equal to the
-default config *is* the default run. `execute` runs them through `bench.engine.runner.run`,
+default config *is* the default run. Planning is where each run's config is checked
+(`bench.models.check_run_config`) and its requirements computed, once per run: the runner gets
+both with the job and does neither again. `execute` runs them through `bench.engine.runner.run`,
 dependencies first, in one process or in ``workers`` processes with ``cores // workers`` threads
 each: small CPU convolutions scale poorly over threads, so two single-thread runs side by side
 finish sooner than two runs in turn. Each run is seeded by its own config, so results do not
@@ -25,12 +27,13 @@ from bench.paths import run_dir
 
 @dataclass
 class Job:
-    """One run to make, the runs it waits for (by key), and whether the user asked for it."""
+    """One run to make, the runs it waits for (by key; ``deps``: their configs), and whether the user asked for it."""
 
     cfg: RunConfig
     label: str
     needs: set[str] = field(default_factory=set)
     requested: bool = True
+    deps: tuple[RunConfig, ...] | None = None  # set by `plan` (None: not planned, the runner plans it)
 
     @property
     def key(self) -> str:
@@ -42,22 +45,28 @@ def job_label(cfg: RunConfig) -> str:
 
 
 def plan(targets: Iterable[RunConfig | tuple[str, RunConfig]]) -> list[Job]:
-    """Jobs for the targets and everything they need, dependencies first (a label may come with a target)."""
+    """Jobs for the targets and everything they need, dependencies first (a label may come with a target).
+
+    Every run is checked here (`bench.models.check_run_config`, before any run starts) and its
+    requirements computed here, each once; a run reached twice is planned once.
+    """
     from bench.engine.recipe import get_recipe
-    from bench.models import get_model_spec, requirements
+    from bench.models import check_run_config, get_model_spec, requirements
 
     jobs: dict[str, Job] = {}
 
     def add(cfg: RunConfig, label: str | None, requested: bool, trail: tuple[str, ...]) -> str:
         job = Job(cfg, label or job_label(cfg), requested=requested)
-        if cfg.plane != "fused":  # a spec naming no known recipe is refused before any run starts
-            get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
         if job.key in trail:
             raise RuntimeError(f"runs need each other: {' -> '.join(trail + (job.key,))}")
         if job.key in jobs:
             jobs[job.key].requested |= requested
             return job.key
-        for dep in requirements(cfg):
+        check_run_config(cfg, prerequisites=False)  # its prerequisites are checked as they are added below
+        if cfg.plane != "fused":  # a spec naming no known recipe is refused before any run starts
+            get_recipe(get_model_spec(cfg.model).recipe, cfg.model)
+        job.deps = tuple(requirements(cfg))
+        for dep in job.deps:
             job.needs.add(add(dep, None, False, trail + (job.key,)))
         jobs[job.key] = job  # inserted after its dependencies: the dict order is a valid order
         return job.key
@@ -68,8 +77,11 @@ def plan(targets: Iterable[RunConfig | tuple[str, RunConfig]]) -> list[Job]:
     return list(jobs.values())
 
 
-def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: bool) -> float:
-    """One job in a worker process (also called inline when there is one worker)."""
+def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: bool,
+             deps: list[dict] | None = None) -> float:
+    """One job in a worker process (also called inline when there is one worker).
+
+    ``deps``: the configs of the runs it needs, as planned (None: the runner checks and computes them)."""
     import torch
 
     from bench.engine.runner import run
@@ -82,8 +94,14 @@ def _run_job(cfg_dict: dict, threads: int, progress: bool, resume: bool, force: 
     # a worker process does not run the CLI's entry point, which installs the one-line format;
     # inline (threads == 0) the caller's own warning handling stays in charge
     with bench_warnings_one_line() if threads else contextlib.nullcontext():
-        run(run_config_from_dict(cfg_dict), resume=resume, force=force, progress=progress)
+        needs = None if deps is None else [run_config_from_dict(d) for d in deps]
+        run(run_config_from_dict(cfg_dict), resume=resume, force=force, progress=progress, needs=needs)
     return time.perf_counter() - t0
+
+
+def _deps(job: Job) -> list[dict] | None:
+    """A job's planned prerequisites as plain dicts (what a worker process receives)."""
+    return None if job.deps is None else [to_dict(d) for d in job.deps]
 
 
 def cost(job: Job) -> float:
@@ -158,7 +176,8 @@ def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool
     t0 = time.perf_counter()
     if workers <= 1:
         for job in jobs:
-            seconds = _run_job(to_dict(job.cfg), 0, progress, resume or not job.requested, force and job.requested)
+            seconds = _run_job(to_dict(job.cfg), 0, progress, resume or not job.requested, force and job.requested,
+                               _deps(job))
             say(f"  {job.label}: {job.key} ({seconds:.0f} s)")
         return time.perf_counter() - t0
     import multiprocessing
@@ -177,7 +196,7 @@ def execute(jobs: list[Job], workers: int = 1, resume: bool = False, force: bool
                     break
                 if job.needs <= done:
                     running[pool.submit(_run_job, to_dict(job.cfg), threads, progress, resume or not job.requested,
-                                        force and job.requested)] = job
+                                        force and job.requested, _deps(job))] = job
                     del pending[key]
             if not running:
                 raise RuntimeError(f"jobs wait on each other: {sorted(pending)}")

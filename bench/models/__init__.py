@@ -181,9 +181,14 @@ def budget_reference(cfg: RunConfig) -> RunConfig:
     return replace(ref, tag=tag if tag != ref.model else "")
 
 
-def check_run_config(cfg: RunConfig) -> None:
+def check_run_config(cfg: RunConfig, prerequisites: bool = True) -> None:
     """Refuse, in one line, a config the model cannot run (unknown model, input size, options), or
-    one whose prerequisite runs could not run (checked the same way, before any time is spent)."""
+    one whose prerequisite runs could not run (checked the same way, before any time is spent).
+
+    ``prerequisites=False`` checks ``cfg`` alone: a planner that walks the run graph itself
+    (`bench.engine.scheduler.plan`, `bench.engine.runner.run`) checks each run once as it reaches
+    it, so no config is checked twice and no run's requirements are computed twice.
+    """
     spec = MODELS.get(cfg.model)
     if cfg.profile.train.budget == "matched":
         reference = MODELS.get(cfg.profile.train.budget_reference).name
@@ -199,8 +204,9 @@ def check_run_config(cfg: RunConfig) -> None:
         takers = ", ".join(n for n in model_names() if MODELS.get(n).liver_prior)
         raise ConfigError(f"model.liver_prior={prior}: {cfg.model} takes no liver prior (a setting of the lesion "
                           f"baselines: {takers}; {liver_prior_model()} reads its liver through cascade.lesion_prior)")
-    for dep in requirements(cfg):  # e.g. the liver cascade behind a liver prior, at this input size
-        check_run_config(dep)
+    if prerequisites:
+        for dep in requirements(cfg):  # e.g. the liver cascade behind a liver prior, at this input size
+            check_run_config(dep)
 
 
 def build_model(cfg: RunConfig) -> torch.nn.Module:

@@ -10,6 +10,7 @@ skipped, and every skip is recorded as a note that the report prints.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -21,7 +22,10 @@ import pandas as pd
 
 from bench.config import (PROFILES, CascadeConfig, ModelConfig, RunConfig, fingerprint, run_config_from_dict,
                           without_baseline_fields)
+from bench.datasets.binding import binding_change, replicate_split_key
 from bench.errors import BenchError, DataError
+from bench.metrics.results import metrics_table, summarize
+from bench.models import MODELS
 
 # Run-level columns copied onto every collected row (the brief's list, plus a few helpers).
 CONFIG_COLUMNS = (
@@ -110,8 +114,6 @@ def replicate_identity(cfg: RunConfig, data: dict[str, Any] | None) -> dict[str,
     recorded at training (``data.root``; a run recorded before bindings: its config's root);
     ``split_key``: the hash of its patient lists (fold runs: of the folds), "" when not recorded.
     """
-    from bench.datasets.binding import replicate_split_key
-
     return {
         "tag_base": _SEED_FOLD_SUFFIX.sub("", cfg.run_tag),
         "data_root": str(data.get("root", "")) if data else cfg.root,
@@ -127,16 +129,12 @@ def normalisation_rule(cfg: RunConfig) -> str:
 
 def _is_cascade(cfg: RunConfig) -> bool:
     """The run's model trains by the cascade recipe (ours): its normalisation is cascade.norm, not model.norm."""
-    from bench.models import MODELS
-
     return cfg.model in MODELS and MODELS.get(cfg.model).recipe == "cascade"
 
 
 def experiment_key(cfg: RunConfig, data: dict[str, Any] | None = None) -> str:
     """Fingerprint of what a run measures: equal for runs that differ only by seed (and fold) and paths,
     and share tag, data root and split (`replicate_identity`)."""
-    import hashlib
-
     blob = json.dumps([fingerprint(dataclasses.replace(cfg, **_NON_EXPERIMENT_FIELDS)), replicate_identity(cfg, data)],
                       sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
@@ -338,8 +336,6 @@ def load_results(results_root: str | os.PathLike) -> Results:
 
 def _check_binding(run_id: str, cfg: RunConfig, data: dict[str, Any], fingerprints: dict, root: Path) -> None:
     """A run whose data changed since it was scored is refused: a report never mixes results of other data."""
-    from bench.datasets.binding import binding_change
-
     change = binding_change(data, cfg, Path(str(data.get("root", ""))), Path(str(data.get("split_file", ""))),
                             fingerprints, split_required=False)
     if change is not None:
@@ -373,8 +369,6 @@ def pool_folds(results: Results) -> Results:
     ``Results.folds`` for the tables' provenance. Validation rows are pooled the same way (a
     patient may validate several folds).
     """
-    from bench.metrics.results import metrics_table, summarize
-
     runs = results.runs
     if runs.empty or not (runs["fold"] >= 0).any():
         return results

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bench.atomic import atomic_path
+from bench.models import model_label, model_order, proposed_model
 from bench.reports import paper
 from bench.reports.collect import Results
 from bench.reports.select import ReportOptions, Scope, resolve_scope, select_runs
@@ -86,8 +87,6 @@ def _load_examples(path: str) -> dict[str, np.ndarray] | str:
 def fig_examples(results: Results, scope: Scope, task: str, path: Path, figure_no: int) -> tuple[Path | None, list[str]]:
     """Figs. 17/18: one row per example slice of the proposed model's run (ours): CT, ground truth, ROI, tuned
     segmentation."""
-    from bench.models import proposed_model
-
     ours = proposed_model()
     chosen = None
     for plane in ("axial", "coronal", "sagittal"):
@@ -125,8 +124,6 @@ def fig_examples(results: Results, scope: Scope, task: str, path: Path, figure_n
 
 def fig_dice_boxplot(results: Results, scope: Scope, task: str, path: Path) -> tuple[Path | None, list[str]]:
     """Per-case test Dice (seeds averaged per case) of each model with runs (registry order), one panel per plane present."""
-    from bench.models import model_label, model_order
-
     panels: list[tuple[str, list[str], list[np.ndarray]]] = []
     for plane in PLANE_ROWS:
         labels, data = [], []

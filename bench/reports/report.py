@@ -13,7 +13,9 @@ from typing import Sequence
 
 from bench.atomic import write_text
 from bench.metrics.policy import TABLE_POLICY, table_policy
+from bench.paths import PROGRESS
 from bench.reports.collect import Results, load_results
+from bench.reports.figures import write_figures
 from bench.reports.select import SCORE_TEXT, ReportOptions, resolve_scope
 from bench.reports.tables import TableResult, build_tables, parse_table_spec
 from bench.reports.writers import FORMATS, to_markdown, write_table
@@ -44,8 +46,6 @@ class ReportOutput:
 
 def training_curves(results: Results, out_dir: Path) -> list[str]:
     """index.md's links to every run's training curves (``progress.png`` beside its history.csv)."""
-    from bench.paths import PROGRESS
-
     if results.runs.empty or "run_dir" not in results.runs.columns:
         return []
     links = []
@@ -111,8 +111,6 @@ def write_report(results: Results, out_dir: str | os.PathLike, numbers: Sequence
     for t in tables:
         report.files += write_table(t, out, list(formats))
     if figures:
-        from bench.reports.figures import write_figures
-
         report.figures, fig_notes = write_figures(results.variant(options.scores), options, out / "figures")
         report.notes += fig_notes
     write_text(out / "index.md", index_markdown(results, options, tables, report.figures, report.notes, out))

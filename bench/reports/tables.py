@@ -35,10 +35,13 @@ from bench.errors import ConfigError
 from bench.metrics.lesions import SIZE_BIN_LABELS, SIZE_BINS, pooled
 from bench.metrics.policy import TABLE_POLICY, lesion_policy_text, table_policy
 from bench.metrics.scores import is_empty_reference
+from bench.models import MODELS, model_label, model_names, model_order, proposed_model
 from bench.registry import Registry
 from bench.reports import paper
 from bench.reports.collect import Results, ablation_defaults
-from bench.reports.select import ANY, CellStats, ReportOptions, Scope, metric_stats, resolve_scope, seed_stats, select_runs
+from bench.reports.select import (
+    ANY, SCORE_TEXT, CellStats, ReportOptions, Scope, metric_stats, resolve_scope, seed_stats, select_runs,
+)
 
 CELL_COLUMNS = (
     "table", "group", "row", "col_group", "col", "metric", "split", "ours", "sd", "n_seeds", "paper",
@@ -241,8 +244,6 @@ def ablate_command(study: str, dataset: str, profile: str) -> str:
 def _proposed() -> str:
     """The proposed model (`bench.models.proposed_model`, the spec with role ``proposed``): the one model of
     Tables 3-6, Fig. 16-18 and the ablations of its method, and the reference column of the others."""
-    from bench.models import proposed_model
-
     return proposed_model()
 
 
@@ -438,8 +439,6 @@ LIVER_PRIORS = {"channel": "liver prior", "crop": "liver crop"}
 
 def prior_column(model: str, mode: str) -> ModelColumn:
     """A lesion baseline given ours' liver prior (``model.liver_prior``): Table 8's "+ liver prior" columns."""
-    from bench.models import model_label
-
     return ModelColumn(model, f"{model_label(model)} + {LIVER_PRIORS[mode]}", (("liver_prior", mode),), False,
                        sets=(("model.liver_prior", mode),), tag=f"{model}~liver_prior={mode}")
 
@@ -464,8 +463,6 @@ def model_columns(results: Results, scope: Scope, task: str, *, all_priors: bool
     baselines always when ``all_priors`` (Table 8 shows the row, missing with its command), else,
     like ``crop`` and every other model's, only where such a run exists in the scope.
     """
-    from bench.models import MODELS, model_label, model_names, model_order
-
     present = _present(results, scope, task)
     with_runs = {model for model, _ in present}
     names = [m for m in model_names() if paper.has_values(m) or m in with_runs]
@@ -818,8 +815,6 @@ def paired(results: Results, options: ReportOptions) -> TableResult:
     scope = resolve_scope(results, options)
     t = _Table("paired", "Paired per-case comparison: Dice(ours) − Dice(baseline)", scope, options,
                row_header="Comparison")
-    from bench.models import model_label, proposed_model
-
     proposed = proposed_model()  # the paper's method: every other column is compared with it
     ours = model_label(proposed)
     skipped = 0
@@ -1175,8 +1170,6 @@ def baseline_variant_table(results: Results, options: ReportOptions, spec: Basel
     t = _Table(spec.name, spec.title, scope, options)
     defaults = ablation_defaults(scope.profile)
     columns: list[tuple[str, str, dict[str, Any], tuple[tuple[str, Any], ...]]] = []
-    from bench.models import model_label
-
     for model in spec.models:
         for label, fixed in spec.variants:
             columns.append((model, f"{model_label(model)}, {label}", dict(fixed), fixed))
@@ -1252,8 +1245,6 @@ def build_tables(results: Results, numbers: Sequence[int | str], options: Report
     Every builder gets the unfiltered results: each reads the scores ``options.scores`` names
     (post-processed or raw; `scored`) except the post-processing table, which reads both.
     """
-    from bench.reports.select import SCORE_TEXT
-
     out = [TABLES.get(n)(results, options) for n in table_names(results, numbers, options, with_paired)]
     for table in out:  # cross-validation: each fold's run and test numbers behind a pooled cell
         table.provenance.setdefault("scores", SCORE_TEXT[options.scores])
@@ -1271,8 +1262,6 @@ def verdict_columns(results: Results, scope: Scope, plane: str) -> list[ModelCol
     """The verdict table's columns on ``plane``, in reading order, each with a liver or lesion run there: per
     baseline, as published (the norm ablation's ``model.norm=batch`` run, where batch is not the profile's
     normalisation) then as Tables 7/8 select it (`model_columns`); then the '+ liver prior' baselines; then ours."""
-    from bench.models import model_label, proposed_model
-
     plain: dict[str, ModelColumn] = {}
     for task in ("liver", "lesion"):
         for col in model_columns(results, scope, task):

@@ -240,3 +240,26 @@ def test_evaluate_surface_writes_the_lits_distance_columns(study: dict) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["policy"]["surface"]["tolerance_mm"] == 1.0 and "assd" in summary["policy"]["surface"]
     assert "surface distances" in proc.stdout
+
+
+def test_the_external_face_scores_through_the_one_pipeline(study: dict, tmp_path: Path, monkeypatch) -> None:
+    """``--external`` picks a source (`bench.metrics.split_folder.SplitFolderSource`); the pipeline's one
+    per-case scorer sees every val/test patient, in the split file's order, and nothing else scores."""
+    import bench.metrics.pipeline as pipeline
+
+    seen: list[tuple[str, str]] = []
+    real = pipeline.score_prediction
+
+    def spy(item, *args, **kwargs):
+        seen.append((item.split, item.case))
+        return real(item, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "score_prediction", spy)
+    _write_hand_folder(study, tmp_path / "tool", None)
+    res = add_externals(load_results(study["cfg"].results), [f"tool={tmp_path / 'tool'}"], ReportOptions(),
+                        tmp_path / "out")
+    split = study["split"]
+    assert seen == [("val", c) for c in split["val"]] + [("test", c) for c in split["test"]]
+    scored = pd.read_csv(tmp_path / "out" / "external" / "tool" / "per_case.csv", dtype={"case": str})
+    assert list(zip(scored["split"], scored["case"]))[::2] == seen  # liver and lesion rows per case
+    assert res.externals[0].n_cases == {"val": len(split["val"]), "test": len(split["test"])}

@@ -1,13 +1,11 @@
-"""Per-plane and fused evaluation of trained runs, at each case's original resolution.
+"""``bench evaluate`` per plane and fused: faces of the one evaluation pipeline for trained runs.
 
-A run's slices are predicted from the slice cache (`bench.engine.infer.predict_slices`, the one
-prediction loop), put back on the case's original (Z, Y, X) grid
-(`bench.datasets.planes.slices_to_volume`), thresholded at 0.5, post-processed by the run's one
-rule (``profile.postprocess``, the same for every model), and counted against the original
-reference label loaded through the data set adapter — so the 3-D scores do not depend on the
-network's input size. Fused = mean of the three planes' probability volumes (soft voting,
-Eq. 8), computed case by case so no probability volume is ever stored. Every score goes
-through the one evaluation engine (`bench.metrics`).
+A trained plane run or the three planes fused is a prediction source (`bench.engine.sources`:
+slices predicted from the cache, put back on each case's original grid, thresholded, post-processed
+by the run's one rule); the one scorer and writer (`bench.metrics.pipeline`) do the rest, as for
+``bench score`` and ``bench report --external``. This module picks the source, loads what it needs
+(the run's model from config.json and best.pt and its cache, or, straight after training, what the
+runner hands over: `OpenRun`), shows progress and records timings and examples.
 
 Scores are stored with and without the post-processing (``per_case.csv``/``metrics.csv`` with,
 ``per_case_raw.csv``/``metrics_raw.csv`` without), so a table can show either and say which.
@@ -21,19 +19,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
-import pandas as pd
 import torch
 
-from bench.config import PLANE_AXIS, PLANES, RunConfig
+from bench.config import PLANES, RunConfig
+from bench.engine.sources import FusedSource, PlaneSource, SlicePredictor, run_masks, run_variants
 from bench.errors import ConfigError, DataError
-from bench.metrics.results import write_evaluation
-from bench.metrics.scorer import ScoreOptions, score_masks
-from bench.paths import EXAMPLES, PER_CASE, RAW_SUFFIX, checkpoint_path, run_dir
+from bench.metrics.pipeline import CasePrediction, score_prediction, score_source, write_scored
+from bench.metrics.scorer import ScoreOptions
+from bench.paths import EXAMPLES, checkpoint_path, run_dir
 
-SlicePredictor = Callable[[torch.Tensor], torch.Tensor]  # (B,1,S,S) preprocessed -> (B,1,S,S) probabilities
 EVALUATION_SPLITS = ("val", "test")
 
 
@@ -69,50 +66,13 @@ def predictor(model: torch.nn.Module, device: torch.device) -> tuple[SlicePredic
     return predict, model
 
 
-def case_probability_volume(predict: SlicePredictor, cache, case: str, plane: str, device: torch.device,
-                            cfg: RunConfig) -> np.ndarray:
-    """Probabilities of one cached case along ``plane``, on the case's original (Z, Y, X) grid."""
-    from bench.datasets.planes import slices_to_volume
-    from bench.engine.infer import predict_slices
-    from bench.engine.precision import Precision
-
-    slices = predict_slices(predict, cache.images(case, plane), cfg.profile.train.batch_size, device,
-                            precision=Precision.for_device(device, cfg.profile.train))
-    from bench.models.lesion_roi import data_profile
-
-    meta = cache.meta(case)
-    pre = data_profile(cfg).preprocess  # the grid the model predicts on (finer for a liver-ROI lesion run)
-    return slices_to_volume(slices, plane, tuple(meta["shape"]), pre.slice_fit, mode="linear",
-                            spacing=tuple(meta["spacing"]), target_mm=pre.spacing_mm).numpy()
-
-
-def postprocess_rule(cfg: RunConfig) -> tuple[str, int]:
-    """(mode, minimum component voxels) of the run's post-processing for its task (same for every model)."""
-    rule = cfg.profile.postprocess
-    return rule.mode(cfg.task), rule.min_voxels
-
-
-def score_mask(mask: np.ndarray, reference: np.ndarray, device: torch.device,
-               spacing: tuple[float, float, float] | None = None, surface: bool = False,
-               cfg: RunConfig | None = None) -> dict:
-    """One binary mask against its reference through the one scorer (`bench.metrics.scorer`): counts,
-    scores, surface metrics in mm when ``surface``, lesion detection when the run's task is lesion."""
-    options = ScoreOptions.for_run(cfg, surface, device) if cfg is not None else ScoreOptions(surface=surface, device=device)
-    task = cfg.task if cfg is not None else "liver"
-    return score_masks(task, mask, reference, spacing, options)
-
-
 def score_case_variants(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
                         spacing: tuple[float, float, float] | None = None, surface: bool = False) -> dict[str, dict]:
-    """{"post": scores after the run's post-processing, "raw": scores of the thresholded probabilities}."""
-    from bench.engine.infer import postprocess
-
-    raw = prob_volume > 0.5
-    mode, min_voxels = postprocess_rule(cfg)
-    post = postprocess(raw, mode, min_voxels)
-    out = {"post": score_mask(post, reference, device, spacing, surface, cfg)}
-    out["raw"] = out["post"] if mode == "none" else score_mask(raw, reference, device, spacing, surface, cfg)
-    return out
+    """{"post": scores after the run's post-processing, "raw": scores of the thresholded probabilities}
+    of one probability volume, through the pipeline's scorer (the golden layer's fixed volumes use it)."""
+    item = CasePrediction("", "", reference, run_masks(prob_volume, cfg), spacing)
+    scores = score_prediction(item, (cfg.task,), False, ScoreOptions.for_run(cfg, surface, device))
+    return {variant: rows[cfg.task] for variant, rows in scores.items()}
 
 
 def score_case(prob_volume: np.ndarray, reference: np.ndarray, cfg: RunConfig, device: torch.device,
@@ -130,30 +90,20 @@ def _split_cases(splits: dict, names: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _merge_splits(folder: Path, rows: pd.DataFrame, scored: Iterable[str], suffix: str = "") -> pd.DataFrame:
-    """New rows for the scored splits plus the existing rows of every other split."""
-    from bench.metrics.results import read_per_case
-
-    path = folder / PER_CASE.replace(".csv", f"{suffix}.csv")
-    if not path.is_file():
-        return rows
-    old = read_per_case(path)
-    kept = old[~old["split"].isin(list(scored))]
-    if kept.empty:
-        return rows
-    return pd.concat([kept, rows], ignore_index=True)
-
-
 def write_scores(folder: Path, rows: dict[str, list[dict]], scored: Iterable[str], surface: bool, cfg: RunConfig) -> None:
     """Write the post-processed and the raw results (each merged with the other splits' old rows)."""
-    mode, min_voxels = postprocess_rule(cfg)
-    for variant, suffix in (("post", ""), ("raw", RAW_SUFFIX)):
-        frame = _merge_splits(folder, pd.DataFrame(rows[variant]), scored, suffix)
-        frame = frame.sort_values("split", key=lambda s: s.map({"val": 0, "test": 1}), kind="stable")
-        policy = ScoreOptions.for_run(cfg, surface).policy([cfg.task])
-        policy["postprocess"] = (f"{mode} (min {min_voxels} voxels) for {cfg.task}, the same rule for every model"
-                                 if variant == "post" else "none: the thresholded probabilities as predicted")
-        write_evaluation(folder, frame, with_splits=True, policy=policy, suffix=suffix)
+    write_scored(folder, rows, run_variants(cfg), (cfg.task,), ScoreOptions.for_run(cfg, surface),
+                 keep_other_splits=tuple(scored))
+
+
+def _say_case(bar: Any, task: str) -> Any:
+    """The pipeline's per-case callback of a run: one progress step and the case's Dice after and before post-processing."""
+    def on_case(item: CasePrediction, scores: dict[str, dict[str, dict]]) -> None:
+        bar.step()
+        bar.say(f"{item.split} case {item.case}: Dice {scores['post'][task]['dice']:.4f} "
+                f"(raw {scores['raw'][task]['dice']:.4f})")
+
+    return on_case
 
 
 def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_SPLITS, progress: bool = True,
@@ -180,27 +130,22 @@ def evaluate_plane(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
         cache, splits = trained.cache, trained.splits
     adapter = get_dataset(cfg.dataset, root=cfg.root or None, include_cysts=cfg.include_cysts)
     predict, model = load_predictor(cfg, device) if trained is None else predictor(trained.model, device)
-    rows: dict[str, list[dict]] = {"post": [], "raw": []}
-    example_rows, n_slices, t_infer = [], 0, 0.0
-    pairs = _split_cases(splits, scored)
-    with progress_bar(f"evaluate {cfg.run_tag} {cfg.task} {cfg.plane}", len(pairs), progress) as bar:
-        for split, case in pairs:
-            t0 = time.perf_counter()
-            probs = case_probability_volume(predict, cache, case, cfg.plane, device, cfg)
-            t_infer += time.perf_counter() - t0
-            n_slices += probs.shape[PLANE_AXIS[cfg.plane]]
-            loaded = adapter.load(case)
-            scores = score_case_variants(probs, loaded.mask(cfg.task), cfg, device, loaded.spacing, surface)
-            for variant, row in scores.items():
-                rows[variant].append({"split": split, "case": case, "class": cfg.task, **row})
-            bar.step()
-            bar.say(f"{split} case {case}: Dice {scores['post']['dice']:.4f} (raw {scores['raw']['dice']:.4f})")
-            if examples and split == "test":
-                example_rows.append(_example(model, cache, case, cfg, device))
-    write_scores(folder, rows, scored, surface, cfg)
+    source = PlaneSource(cfg, predict, cache, _split_cases(splits, scored), adapter, device)
+    example_rows = []
+    with progress_bar(f"evaluate {source.description}", len(source.pairs), progress) as bar:
+        say = _say_case(bar, cfg.task)
+
+        def on_case(item: CasePrediction, scores: dict[str, dict[str, dict]]) -> None:
+            say(item, scores)
+            if examples and item.split == "test":
+                example_rows.append(_example(model, cache, item.case, cfg, device))
+
+        result = score_source(source, ScoreOptions.for_run(cfg, surface, device), on_case)
+    write_scores(folder, result.rows, scored, surface, cfg)
     if example_rows:
         _write_examples(folder / EXAMPLES, example_rows)
-    update_record(folder, inference_s_per_slice=t_infer / max(n_slices, 1), wall_time_s={"evaluate": t_infer})
+    update_record(folder, inference_s_per_slice=source.seconds / max(source.n_slices, 1),
+                  wall_time_s={"evaluate": source.seconds})
     return folder
 
 
@@ -212,7 +157,6 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     from bench.datasets.cache import open_or_prepare
     from bench.devices import resolve_device
     from bench.models.lesion_roi import data_profile
-    from bench.engine.infer import fuse_soft
     from bench.engine.records import run_fingerprint, run_record, stored_config
     from bench.paths import RECORD
     from bench.progress import progress as progress_bar
@@ -230,20 +174,13 @@ def evaluate_fused(cfg: RunConfig, splits_to_score: Iterable[str] = EVALUATION_S
     splits = open_or_prepare(base, progress=False)[1]
     adapter = get_dataset(base.dataset, root=base.root or None, include_cysts=base.include_cysts)
     fused_cfg = replace(base, plane="fused")
-    rows: dict[str, list[dict]] = {"post": [], "raw": []}
     t0 = time.perf_counter()
-    pairs = _split_cases(splits, scored)
-    with progress_bar(f"evaluate {cfg.run_tag} {cfg.task} fused", len(pairs), progress) as bar:
-        for split, case in pairs:
-            vols = [case_probability_volume(predictors[p], caches[p], case, p, device, plane_cfgs[p]) for p in PLANES]
-            loaded = adapter.load(case)
-            scores = score_case_variants(fuse_soft(vols), loaded.mask(base.task), base, device, loaded.spacing, surface)
-            for variant, row in scores.items():
-                rows[variant].append({"split": split, "case": case, "class": base.task, **row})
-            bar.step()
-            bar.say(f"{split} case {case}: Dice {scores['post']['dice']:.4f} (raw {scores['raw']['dice']:.4f})")
+    source = FusedSource(plane_cfgs, predictors, caches, _split_cases(splits, scored), adapter, device,
+                         f"{cfg.run_tag} {cfg.task} fused")
+    with progress_bar(f"evaluate {source.description}", len(source.pairs), progress) as bar:
+        result = score_source(source, ScoreOptions.for_run(base, surface, device), _say_case(bar, base.task))
     folder = run_dir(fused_cfg)
-    write_scores(folder, rows, scored, surface, base)
+    write_scores(folder, result.rows, scored, surface, base)
     record = run_record(fused_cfg, device, fingerprint=run_fingerprint(fused_cfg), status="complete",
                         sources=[str(run_dir(cfg, p)) for p in PLANES], fusion="soft voting (Eq. 8)",
                         wall_time_s={"evaluate": time.perf_counter() - t0})

@@ -62,7 +62,7 @@ def predict_file(input_path: Path, output_path: Path, cfgs_by_task: dict[str, li
     """
     from bench.datasets.nifti import save_nifti_zyx
     from bench.devices import resolve_device
-    from bench.engine.evaluate import postprocess_rule
+    from bench.engine.sources import postprocess_rule
     from bench.engine.infer import fuse_soft, postprocess
     from bench.engine.records import stored_config
 

@@ -1,8 +1,11 @@
 """Score a folder of NIfTI label-map predictions against a folder of references (`bench score`).
 
-Why a separate engine: predictions from any tool (nnU-Net, TotalSegmentator, ours via
-``bench predict``) are scored by the same counts and writer as our own runs, so numbers are
-comparable across tools.
+Why: predictions from any tool (nnU-Net, TotalSegmentator, ours via ``bench predict``) are scored
+by the same counts and writer as our own runs, so numbers are comparable across tools. The folder
+pair is a prediction source (`FolderSource`) of the one pipeline (`bench.metrics.pipeline`);
+`score_folders` is the ``bench score`` face of it. Reading and indexing label-map folders
+(`index_folder`, `read_label_map`, `case_id`) is shared with the external-folder source
+(`bench.metrics.split_folder`).
 
 Rules (declared in the summary and the README):
 * Case ids: LiTS names ``segmentation-N`` / ``test-segmentation-N`` (.nii or .nii.gz) map to
@@ -25,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -34,9 +37,9 @@ from bench.datasets.nifti import format_spacing, grid_difference, load_nifti_zyx
 from bench.errors import DataError
 from bench.metrics.lesions import DEFAULT_CONNECTIVITY as LESION_CONNECTIVITY
 from bench.metrics.lesions import DEFAULT_MATCH
-from bench.metrics.results import write_evaluation
+from bench.metrics.pipeline import AS_GIVEN, CasePrediction, evaluate_source
+from bench.metrics.scorer import ScoreOptions
 from bench.metrics.scores import DEFAULT_EMPTY_REFERENCE
-from bench.metrics.scorer import ScoreOptions, keyed, score_label_maps
 from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM
 
 TASK_CHOICES = ("liver", "lesion", "both")
@@ -177,16 +180,39 @@ def _pair_folders(pred_dir: Path, gt_dir: Path, note: Callable[[str], None]) -> 
     return _Pairing(refs, preds, missing, unmatched)
 
 
-def _score_case_pair(cid: str, pairing: _Pairing, classes: tuple[str, ...], options: ScoreOptions) -> list[dict[str, Any]]:
-    """One reference case's rows from the one scorer; no prediction = empty prediction."""
-    ref_path = pairing.refs.files[cid]
-    ref, spacing, _ = read_label_map(ref_path)
-    if cid in pairing.preds.files:
-        _check_pair(pairing.preds.files[cid], ref_path)
-        pred, _, _ = read_label_map(pairing.preds.files[cid])
-    else:
-        pred = np.zeros_like(ref)
-    return keyed(score_label_maps(pred, ref, classes, spacing, options), cid)
+class FolderSource:
+    """`bench.metrics.pipeline.PredictionSource` of a prediction folder against a reference folder.
+
+    Pairs the folders' case ids when built (errors and notes then, before any voxel is read); each
+    reference case is one case of split "all", its missing prediction an empty label map.
+    """
+
+    label_maps = True
+    with_splits = False
+    variants = AS_GIVEN
+
+    def __init__(self, pred_dir: Path, gt_dir: Path, classes: tuple[str, ...], note: Callable[[str], None],
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.pairing = _pair_folders(pred_dir, gt_dir, note)
+        self.classes = classes
+        self.progress = progress
+        self.description = f"{pred_dir} vs {gt_dir}"
+
+    def cases(self) -> Iterator[CasePrediction]:
+        """Each reference case with its prediction (no prediction = empty prediction)."""
+        pairing = self.pairing
+        for cid, ref_path in pairing.refs.files.items():
+            if self.progress is not None:
+                self.progress(cid)
+            ref, spacing, _ = read_label_map(ref_path)
+            pred_path = pairing.preds.files.get(cid)
+            if pred_path is not None:
+                _check_pair(pred_path, ref_path)
+                pred, _, _ = read_label_map(pred_path)
+            else:
+                pred = np.zeros_like(ref)
+            yield CasePrediction("all", cid, ref, {"given": pred}, spacing,
+                                 (str(pred_path) if pred_path is not None else None, str(ref_path)))
 
 
 def score_folders(
@@ -226,13 +252,9 @@ def score_folders(
         if warn is not None:
             warn(msg)
 
-    pairing = _pair_folders(pred_dir, gt_dir, note)
     classes = ("liver", "lesion") if task == "both" else (task,)
-    rows: list[dict[str, Any]] = []
-    for cid in pairing.refs.files:
-        if progress is not None:
-            progress(cid)
-        rows += _score_case_pair(cid, pairing, classes, options)
+    source = FolderSource(pred_dir, gt_dir, classes, note, progress)
+    pairing = source.pairing
     extra = {
         "n_missing": len(pairing.missing),
         "missing": pairing.missing,
@@ -245,7 +267,5 @@ def score_folders(
                    "empty_reference": empty_reference},
         "warnings": notes,
     }
-    summary = write_evaluation(out_dir, rows, with_splits=False, policy=options.policy(classes), extra=extra,
-                               case_files={c: (str(pairing.preds.files[c]) if c in pairing.preds.files else None,
-                                               str(pairing.refs.files[c])) for c in pairing.refs.files})
+    summary = evaluate_source(source, out_dir, options, extra=extra)
     return ScoreResult(summary, Path(out_dir), pairing.missing, pairing.unmatched, notes)

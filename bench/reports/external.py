@@ -11,19 +11,15 @@ Rules:
   the split from the same splits file the runs used (their ``--splits`` file, else the data
   set's ``splits_final.json`` beside the cache); val and test patients are scored (train never).
   The runs must agree on these; a report over runs with different roots or splits is an error.
-* Names: a prediction file is matched to a case by `bench.metrics.folder.case_id` (LiTS
-  ``segmentation-N`` / ``test-segmentation-N`` -> ``N``; other names -> the name without
-  ``.nii[.gz]``), accepting our case id itself or its nnU-Net identifier
-  (`bench.datasets.nnunet.nnunet_case_id`, what ``bench data export`` writes).
-* Labels: 0/1/2 as LiTS (liver = label >= 1, lesion = label == 2) unless the folder holds a
-  ``dataset.json`` (``nnUNetv2_predict`` copies it there) whose labels say otherwise: an export
-  with ``--task liver`` (0/1 = liver) feeds Table 7 only; ``--task lesion`` (1 = lesion) Table 8 only.
-* Geometry: each prediction must lie on its reference's grid (shape and affine, compared on the
-  canonical (Z, Y, X) grid, so storage orientation does not matter); otherwise an error naming
-  both files. No resampling.
-* Missing: a val/test patient without a prediction is scored as an empty prediction and counted
-  (as ``bench score`` does); a split with no prediction at all is left out (its cells are
-  missing, with a note) - e.g. ``nnUNetv2_predict`` on imagesTs gives the test patients only.
+* Names, labels, geometry and missing predictions: the rules of the prediction source
+  (`bench.metrics.split_folder`): our case id or its nnU-Net identifier; 0/1/2 LiTS labels unless
+  a ``dataset.json`` of a ``bench data export --task liver`` (Table 7 only) or ``--task lesion``
+  (Table 8 only) says otherwise; each file on its reference's grid, no resampling; a val/test
+  patient without a prediction is scored as an empty prediction and counted (as ``bench score``
+  does); a split with no prediction at all is left out (its cells are missing, with a note) -
+  e.g. ``nnUNetv2_predict`` on imagesTs gives the test patients only.
+* Scoring and writing: the one pipeline (`bench.metrics.pipeline`), the same as ``bench score``
+  and ``bench evaluate``.
 
 The scored files are written like a run's (per_case.csv, metrics.csv, summary.json) under
 ``<report>/external/<NAME>/``; the rows join the collected results as pseudo-runs with run ids
@@ -37,14 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
+from bench.config import load_run_config
+from bench.datasets import get_dataset
+from bench.datasets.splits import read_splits
 from bench.errors import ConfigError, DataError
+from bench.metrics.pipeline import evaluate_source
+from bench.metrics.scorer import ScoreOptions
+from bench.metrics.split_folder import SCORED_SPLITS, SplitFolderSource, label_rule, prediction_files
+from bench.paths import splits_path
 from bench.reports.collect import CONFIG_COLUMNS, METRIC_COLUMNS, VARIANTS, Results
 from bench.reports.select import ReportOptions, resolve_scope
 
-SCORED_SPLITS = ("val", "test")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -108,10 +109,6 @@ class _Source:
 
 def report_source(results: Results, options: ReportOptions) -> _Source:
     """Data set, root, split file and cyst setting shared by the report's scoped runs."""
-    from bench.config import load_run_config
-    from bench.datasets import get_dataset
-    from bench.paths import splits_path
-
     scope = resolve_scope(results, options)
     runs = results.runs
     runs = runs[(runs["dataset"] == scope.dataset) & (runs["profile"] == scope.profile)]
@@ -134,48 +131,15 @@ def report_source(results: Results, options: ReportOptions) -> _Source:
     return next(iter(sources))
 
 
-def _label_rule(folder: Path) -> tuple[tuple[str, ...], bool]:
-    """(tasks the folder feeds, whether 1 means lesion) from a dataset.json beside the predictions."""
-    from bench.datasets.nnunet import LABELS, read_export_labels
-
-    labels = read_export_labels(folder)
-    if labels is None or labels == LABELS["both"]:
-        return ("liver", "lesion"), False
-    if labels == LABELS["liver"]:
-        return ("liver",), False
-    if labels == LABELS["lesion"]:
-        return ("lesion",), True
-    raise DataError(f"{folder / 'dataset.json'}: labels {labels} are none of {list(LABELS.values())} "
-                    "(predictions must be 0/1/2 LiTS maps or a bench data export's liver/lesion labels)")
-
-
-def _prediction_files(folder: Path, cases: Sequence[str]) -> dict[str, Path]:
-    """Our case id -> prediction file, by the id itself or its nnU-Net identifier."""
-    from bench.datasets.nnunet import nnunet_case_id
-    from bench.metrics.folder import index_folder
-
-    files = index_folder(folder, "prediction").files
-    out = {}
-    for cid in cases:
-        for key in (cid, nnunet_case_id(cid)):
-            if key in files:
-                out[cid] = files[key]
-                break
-    return out
-
-
 def score_external(name: str, folder: Path, results: Results, options: ReportOptions, out_dir: Path,
                    progress: Callable[[str], None] | None = None) -> External:
-    """Score one prediction folder on the report's val/test patients; write and return it (module doc)."""
-    from bench.datasets import get_dataset
-    from bench.datasets.nifti import read_nifti_geometry, same_grid
-    from bench.datasets.splits import read_splits
-    from bench.metrics.folder import read_label_map
-    from bench.metrics.results import write_evaluation
-    from bench.metrics.scorer import ScoreOptions, keyed, score_label_maps
+    """Score one prediction folder on the report's val/test patients; write and return it (module doc).
 
+    The report's face of the one pipeline: the patients and rules come from the runs (`report_source`),
+    the cases from `bench.metrics.split_folder.SplitFolderSource`, the rest from `evaluate_source`.
+    """
     source = report_source(results, options)
-    tasks, one_is_lesion = _label_rule(folder)
+    tasks, one_is_lesion = label_rule(folder)
     adapter = get_dataset(source.dataset, root=source.root, include_cysts=source.include_cysts)
     if not source.splits_file.is_file():
         raise DataError(f"--external {name}: the runs' split file {source.splits_file} is missing "
@@ -186,52 +150,25 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
     ext = External(name, folder, tasks, out_dir)
     ext.notes += _split_mismatch(results, options, splits, name)
     wanted = [c for s in SCORED_SPLITS for c in splits[s]]
-    files = _prediction_files(folder, wanted)
+    files = prediction_files(folder, wanted)
     if not files:
         shown = ", ".join(wanted[:5])
         raise DataError(f"--external {name}: no prediction in {folder} matches a val/test patient ({shown}; "
                         "names: <case>.nii.gz, segmentation-N.nii.gz or an nnU-Net export's identifiers)")
-    rows = []
-    for split in SCORED_SPLITS:
-        cases = splits[split]
-        found = [c for c in cases if c in files]
-        if not found:
-            if cases:
-                ext.notes.append(f"{ext.label}: no prediction for the {len(cases)} {split} patient(s); "
-                                 f"its {split} cells are missing")
-            continue
-        ext.missing[split] = [c for c in cases if c not in files]
-        ext.n_cases[split] = len(cases)
-        for cid in cases:
-            if progress is not None:
-                progress(cid)
-            case = adapter.load(cid)
-            if case.label is None:
-                raise DataError(f"{case.meta.get('source') or cid}: case {cid} has no reference label")
-            ref_name = case.meta.get("label_source") or case.meta.get("source") or cid
-            if cid in files:
-                shape, affine = read_nifti_geometry(files[cid])
-                if shape != case.label.shape:
-                    raise DataError(f"{files[cid]}: shape {shape} differs from its reference {ref_name} "
-                                    f"{case.label.shape} (Z, Y, X)")
-                if case.affine is not None and not same_grid(affine, case.affine):
-                    raise DataError(f"{files[cid]}: voxel grid (affine) differs from its reference {ref_name}")
-                pred, _, _ = read_label_map(files[cid])
-                if one_is_lesion:
-                    pred = (pred >= 1).astype(np.uint8) * 2
-            else:
-                pred = np.zeros_like(case.label)
-            rows += keyed(score_label_maps(pred, case.label, tasks, case.spacing, scoring), cid, split)
-    for split, cases in ext.missing.items():
-        if cases:
-            ext.notes.append(f"{ext.label}: {len(cases)} {split} patient(s) without a prediction, scored as empty: "
-                             f"{', '.join(cases)}")
-    write_evaluation(out_dir, rows, with_splits=True, policy=scoring.policy(tasks),
-                     extra={"external": {"name": name, "predictions": str(folder.resolve()), "tasks": list(tasks),
-                                         "dataset": source.dataset, "root": source.root,
-                                         "splits_file": str(source.splits_file), "include_cysts": source.include_cysts,
-                                         "n_missing": {s: len(c) for s, c in ext.missing.items()},
-                                         "missing": ext.missing}})
+    cases = SplitFolderSource(ext.label, adapter, splits, files, tasks, one_is_lesion, SCORED_SPLITS, progress)
+    for split, n in cases.skipped.items():
+        ext.notes.append(f"{ext.label}: no prediction for the {n} {split} patient(s); its {split} cells are missing")
+    ext.missing, ext.n_cases = cases.missing, cases.n_cases
+    evaluate_source(cases, out_dir, scoring,
+                    extra={"external": {"name": name, "predictions": str(folder.resolve()), "tasks": list(tasks),
+                                        "dataset": source.dataset, "root": source.root,
+                                        "splits_file": str(source.splits_file), "include_cysts": source.include_cysts,
+                                        "n_missing": {s: len(c) for s, c in ext.missing.items()},
+                                        "missing": ext.missing}})
+    for split, missing in ext.missing.items():
+        if missing:
+            ext.notes.append(f"{ext.label}: {len(missing)} {split} patient(s) without a prediction, scored as empty: "
+                             f"{', '.join(missing)}")
     return ext
 
 

@@ -50,6 +50,9 @@ GRADCAM_LAYERS: tuple[str, ...] = typing.get_args(GradcamLayer)
 LESION_PRIORS: tuple[str, ...] = typing.get_args(LesionPrior)
 LesionMatch = Literal["overlap", "iou50"]  # bench.metrics.lesions: when a reference lesion counts as detected
 LESION_MATCHES: tuple[str, ...] = typing.get_args(LesionMatch)
+# bench.metrics.scores: the overlap scores of a case whose reference is empty for a class (a lesion-free patient)
+EmptyReference = Literal["nan", "zero"]
+EMPTY_REFERENCE_RULES: tuple[str, ...] = typing.get_args(EmptyReference)
 
 
 # ---------------------------------------------------------------- value checks
@@ -333,16 +336,21 @@ class PostprocessConfig(_Checked):
 
 @dataclass(frozen=True)
 class EvaluateConfig(_Checked):
-    """How lesion detection is scored (`bench.metrics.lesions`, whose docstring gives the sources).
+    """How results are scored: lesion detection (`bench.metrics.lesions`, whose docstring gives the sources).
 
     ``lesion_match``: ``overlap`` (default) = a reference lesion is detected when a predicted
     component touches it; ``iou50`` = its overlap group's IoU exceeds 0.5 (LiTS' strict rule).
     ``lesion_connectivity``: 3-D neighbourhood of a lesion's connected components (1 = 6 faces,
     2 = 18, 3 = 26 neighbours, the default: a tumour on thick slices touches itself diagonally).
+    ``empty_reference``: the overlap scores of a case whose reference is empty for a class (a
+    lesion-free patient; rules and reasons in `bench.metrics.scores`): ``nan`` (default) = Dice, IoU,
+    mIoU, VOE NaN, left out of the mean and counted (``n_empty_reference``), the case judged by its
+    false-positive voxels and lesions; ``zero`` = nnU-Net's convention, Dice 0 for any predicted voxel.
     """
 
     lesion_match: LesionMatch = "overlap"
     lesion_connectivity: int = field(default=3, metadata=_range(1, 3))
+    empty_reference: EmptyReference = "nan"
 
 
 @dataclass(frozen=True)

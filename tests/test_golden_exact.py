@@ -114,12 +114,12 @@ def test_unmodified_exact_layer_passes_on_every_kernel_set(verb, kernels):
 def test_metric_formula_change_fails():
     """Dice with FP counted twice, in the one function every score comes from."""
     bad = """
-        def _bad(tp, fp, fn, tn):
+        def _bad(tp, fp, fn, tn, empty_reference="nan"):
             import numpy as np
-            out = _orig(tp, fp, fn, tn)
+            out = _orig(tp, fp, fn, tn, empty_reference)
             t, f, n = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                dice = np.where(t + f + n > 0, 2.0 * t / (2.0 * t + 2.0 * f + n), np.nan)
+            with np.errstate(divide="ignore", invalid="ignore"):  # NaN where the empty rules make it NaN
+                dice = np.where(np.isnan(out["dice"]), np.nan, 2.0 * t / (2.0 * t + 2.0 * f + n))
             out["dice"] = float(dice) if np.ndim(dice) == 0 else dice
             return out
     """
@@ -358,7 +358,9 @@ def test_golden_tables_pin_the_fairness_rows():
     assert set(unet["runs"]) == {"golden/liver/unet/axial golden/liver/unet~seed1/axial"}  # not the matched run
     table8 = pd.read_csv(EXACT / "table8.csv")
     prior = table8[table8["col_group"] == "U-Net + liver prior"]
-    assert len(prior) == 24 and prior["status"].eq("ok").all() and prior["paper"].isna().all()
+    # 4 plane groups x 2 splits x (3 paper metrics + 3 lesion-free rows: patients, FP voxels, FP lesions)
+    assert len(prior) == 48 and prior["status"].eq("ok").all() and prior["paper"].isna().all()
+    assert prior["metric"].str.startswith("count_").sum() == 24
     assert table8.loc[table8["col_group"] == "SegNet + liver prior", "status"].eq("missing").all()
     post = pd.read_csv(EXACT / "postprocess.csv")
     diff = post[post["col"] == "with − without"]

@@ -143,17 +143,23 @@ def test_empty_masks_are_nan_and_excluded() -> None:
     lesion = scores_from_counts(*c["lesion"].as_tuple())
     assert math.isnan(lesion["dice"]) and math.isnan(lesion["iou"]) and math.isnan(lesion["miou"])
     assert lesion["accuracy"] == 1.0
-    # empty reference, non-empty prediction: defined and zero
+    # empty reference, non-empty prediction: NaN by default (evaluate.empty_reference=nan), zero under "zero"
     pred = ref.copy()
     pred[2, 3, 3] = 2
     s = scores_from_counts(*label_counts(pred, ref)["lesion"].as_tuple())
+    assert math.isnan(s["dice"]) and math.isnan(s["iou"]) and s["accuracy"] == pytest.approx(47 / 48)
+    s = scores_from_counts(*label_counts(pred, ref)["lesion"].as_tuple(), empty_reference="zero")
     assert s["dice"] == 0.0 and s["iou"] == 0.0
     table = np.array([c["lesion"].as_tuple(), (3, 1, 0, 44), label_counts(pred, ref)["lesion"].as_tuple()])
-    red = reduce_cases(table)
-    assert red["n_cases"] == 3 and red["n_excluded"] == 1
+    red = reduce_cases(table, empty_reference="zero")
+    assert red["n_cases"] == 3 and red["n_excluded"] == 1 and red["n_empty_reference"] == 2
     assert red["mean"]["dice"] == pytest.approx((2 * 3 / 7 + 0.0) / 2)
     assert red["mean"]["accuracy"] == pytest.approx((1.0 + 47 / 48 + 47 / 48) / 3)
     g = table.sum(0)
+    assert red["global"]["dice"] == pytest.approx(2 * g[0] / (2 * g[0] + g[1] + g[2]))
+    red = reduce_cases(table)
+    assert red["n_excluded"] == 2 and red["n_empty_reference"] == 2 and red["mean"]["dice"] == pytest.approx(6 / 7)
+    assert red["mean"]["accuracy"] == pytest.approx((1.0 + 47 / 48 + 47 / 48) / 3)
     assert red["global"]["dice"] == pytest.approx(2 * g[0] / (2 * g[0] + g[1] + g[2]))
 
 
@@ -353,13 +359,18 @@ def test_voe_and_rvd_hand_computed_and_empty_rules() -> None:
     assert s["voe"] == pytest.approx(1 - 3 / 8) and s["rvd"] == pytest.approx(-5 / 8)
     both_empty = scores_from_counts(0, 0, 0, 50)
     assert math.isnan(both_empty["voe"]) and math.isnan(both_empty["rvd"])
-    empty_ref = scores_from_counts(0, 4, 0, 46)
+    empty_ref = scores_from_counts(0, 4, 0, 46, empty_reference="zero")
     assert empty_ref["voe"] == 1.0 and math.isnan(empty_ref["rvd"])  # no relative difference to nothing
+    assert math.isnan(scores_from_counts(0, 4, 0, 46)["voe"])  # the default empty-reference rule: NaN
     empty_pred = scores_from_counts(0, 0, 4, 46)
     assert empty_pred["voe"] == 1.0 and empty_pred["rvd"] == -1.0
-    red = reduce_cases(np.array([[8, 2, 0, 90], [0, 4, 0, 46], [0, 0, 0, 50]]))
+    counts = np.array([[8, 2, 0, 90], [0, 4, 0, 46], [0, 0, 0, 50]])
+    red = reduce_cases(counts, empty_reference="zero")
     assert red["excluded"]["rvd"] == 2 and red["excluded"]["voe"] == 1 and red["n_excluded"] == 1
     assert red["mean"]["rvd"] == pytest.approx(0.25) and red["mean"]["voe"] == pytest.approx((0.2 + 1.0) / 2)
+    red = reduce_cases(counts)
+    assert red["excluded"]["rvd"] == red["excluded"]["voe"] == red["n_excluded"] == 2
+    assert red["mean"]["voe"] == pytest.approx(0.2)
     assert red["global"]["rvd"] == pytest.approx((14 - 8) / 8)  # summed volumes
 
 
@@ -371,7 +382,8 @@ def test_voe_and_rvd_match_mask_volumes(maps: tuple[np.ndarray, np.ndarray]) -> 
     pred, ref = maps
     counts = label_counts(pred, ref)
     for cls, (p, r) in {"liver": (pred >= 1, ref >= 1), "lesion": (pred == 2, ref == 2)}.items():
-        ours = scores_from_counts(*counts[cls].as_tuple())
+        # the formulas themselves (an empty reference's VOE is 1 there): the "zero" rule, which adds no NaN
+        ours = scores_from_counts(*counts[cls].as_tuple(), empty_reference="zero")
         expect = reference_metrics(p, r, (1.0, 1.0, 1.0))
         for m in ("voe", "rvd"):
             assert ours[m] == pytest.approx(expect[m], rel=1e-12, abs=1e-15, nan_ok=True), (cls, m)
@@ -511,7 +523,9 @@ def test_print_summary_renders(tmp_path) -> None:
     rows = case_rows("a", {"liver": Counts(3, 1, 1, 20)}, surface={"liver": surf})
     rows += case_rows("b", {"liver": Counts(0, 2, 0, 20)},
                       surface={"liver": {**dict.fromkeys(surf, math.nan), "nsd": 0.0}})
-    summary = write_evaluation(tmp_path, rows, with_splits=False, policy=evaluation_policy(True, 1.0))
+    # case b has an empty reference: under the "zero" rule its Dice 0 / VOE 1 enter the means shown below
+    summary = write_evaluation(tmp_path, rows, with_splits=False,
+                               policy=evaluation_policy(True, 1.0, empty_reference="zero"))
     console = Console(record=True, width=80)  # a plain terminal: every column must fit
     print_summary(summary, title="score", console=console)
     text = console.export_text()
@@ -520,6 +534,7 @@ def test_print_summary_renders(tmp_path) -> None:
         assert header in text and value in text, header
     # case b: empty reference -> rvd and the distances are NaN there, and the excl columns say so
     assert "0 (rvd 1)" in text and "surface distances" in text
+    assert "1 case(s) with an empty reference" in text and "2.0 voxels" in text
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")

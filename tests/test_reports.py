@@ -284,7 +284,7 @@ def test_table7_layout_paper_columns_and_seeds(study_res):
     assert "ours~patch_levels=1/axial" not in " ".join(t7.provenance["runs"])  # ablation variants are not Table 7
     md = to_markdown(t7)
     assert "| Metric | SegNet Val | SegNet Test |" in md and "**Axial Plane**" in md and "(paper 0.9511, " in md
-    assert "±" in md and "empty reference and an empty prediction" in md
+    assert "±" in md and "reference and prediction both empty" in md and "evaluate.empty_reference=nan" in md
 
 
 def test_global_aggregation_differs(study_res):

@@ -6,7 +6,9 @@ counts, scores and writer as our own runs (rules in `bench.metrics.folder`). Out
 Accuracy, Dice, IoU, mIoU, VOE and RVD per case and class, and with ``--surface`` the distances
 HD95, ASSD, MSSD, RMSD (mm) and NSD (the LiTS metric set plus MONAI's); the lesion class also gets
 lesion detection (`bench.metrics.lesions`: lesion-wise recall, precision, F1, false-positive lesions,
-recall by size) under ``--lesion-match`` / ``--lesion-connectivity``.
+recall by size) under ``--lesion-match`` / ``--lesion-connectivity``. ``--empty-reference`` sets the
+overlap scores of a case whose reference is empty (a lesion-free patient): ``nan`` (default, left
+out of the mean and counted; its false positives judge it) or ``zero`` (nnU-Net's Dice 0).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def score(
                                      "its overlap group's IoU > 0.5 (LiTS' strict rule)"),
     lesion_connectivity: int = typer.Option(3, "--lesion-connectivity", help="3-D neighbourhood of a lesion's "
                                             "components: 1 = 6 faces, 2 = 18, 3 = 26 (default)"),
+    empty_reference: str = typer.Option("nan", "--empty-reference", help="a case whose reference is empty for a "
+                                        "class (a lesion-free patient): nan = Dice/IoU/mIoU/VOE NaN, left out of the "
+                                        "mean and counted, judged by its false positives; zero = Dice 0 (nnU-Net)"),
 ) -> None:
     """Score NIfTI predictions against references matched by case id; prints the table."""
     from rich.console import Console
@@ -50,10 +55,12 @@ def score(
         raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
-    from bench.config import LESION_MATCHES
+    from bench.config import EMPTY_REFERENCE_RULES, LESION_MATCHES
 
     if lesion_match not in LESION_MATCHES:
         raise ConfigError(f"unknown --lesion-match {lesion_match!r} (known: {', '.join(LESION_MATCHES)})")
+    if empty_reference not in EMPTY_REFERENCE_RULES:
+        raise ConfigError(f"unknown --empty-reference {empty_reference!r} (known: {', '.join(EMPTY_REFERENCE_RULES)})")
     if lesion_connectivity not in (1, 2, 3):
         raise ConfigError(f"--lesion-connectivity must be 1, 2 or 3, got {lesion_connectivity}")
     err = Console(stderr=True)
@@ -67,7 +74,7 @@ def score(
              f"(Dice 1 wherever the reference is not empty)")
     result = score_folders(pred_dir, gt_dir, out_dir, task=task, surface=surface, tolerance_mm=tolerance,
                            device=device, warn=warn, connectivity=connectivity, lesion_match=lesion_match,
-                           lesion_connectivity=lesion_connectivity)
+                           lesion_connectivity=lesion_connectivity, empty_reference=empty_reference)
     print_summary(result.summary, title=f"bench score: {Path(pred_dir).name} vs {Path(gt_dir).name}", console=console)
     if result.missing:
         console.print(f"[yellow]{len(result.missing)} missing prediction(s) scored as empty[/yellow]", highlight=False)

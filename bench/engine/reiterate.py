@@ -41,7 +41,7 @@ from bench.datasets.base import task_mask
 from bench.engine.data import Joined
 from bench.engine.infer import predict_slices
 from bench.engine.precision import Precision
-from bench.engine.train import Stage, fit, validation_counts
+from bench.engine.train import SELECTION_EMPTY_REFERENCE, Stage, fit, validation_counts
 from bench.metrics.counts import binary_counts
 from bench.metrics.scores import case_mean, scores_from_counts
 from bench.models.patches import extract_patches, select_patches
@@ -203,7 +203,8 @@ def refresh_self_labels(predict: Callable[[torch.Tensor, torch.Tensor], torch.Te
             with open(tmp, "wb") as fh:
                 np.save(fh, labels)
         c = binary_counts(torch.from_numpy(labels), torch.from_numpy(truth), device="cpu")
-        quality[ps.size] = float(scores_from_counts(c.tp, c.fp, c.fn, c.tn)["dice"]) if len(ps) else float("nan")
+        quality[ps.size] = (float(scores_from_counts(c.tp, c.fp, c.fn, c.tn, SELECTION_EMPTY_REFERENCE)["dice"])
+                            if len(ps) else float("nan"))
     return quality
 
 
@@ -259,14 +260,18 @@ class Reiteration:
 
 
 def split_scores(tuner: Tuner, dataset: Dataset, ctx) -> dict[str, float]:
-    """Mean over cases of Accuracy, Dice, mIoU (3-D per case at the network input resolution)."""
+    """Mean over cases of Accuracy, Dice, mIoU (3-D per case at the network input resolution).
+
+    Its val Dice selects the iteration, so an empty reference scores as in `selection_dice` (Dice 0
+    for any predicted voxel, ``SELECTION_EMPTY_REFERENCE``).
+    """
     if len(dataset) == 0:
         return {"accuracy": float("nan"), "dice": float("nan"), "miou": float("nan")}
     precision = Precision.for_device(ctx.device, ctx.cfg.profile.train)
     _, counts = validation_counts(tuner.model, tuner.predict, dataset, ctx.cfg.profile.train.batch_size, ctx.device,
                                   precision, ctx.info)
     c = np.asarray(counts, dtype=np.float64)
-    scores = scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3])
+    scores = scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3], SELECTION_EMPTY_REFERENCE)  # as selection_dice
     return {k: case_mean(scores[k]) for k in ("accuracy", "dice", "miou")}
 
 

@@ -104,19 +104,27 @@ def validation_counts(model: nn.Module, predict: PredictFn, dataset, batch_size:
     return cases, acc.counts()[dataset.task]
 
 
+# the empty-reference rule of model selection (`selection_dice`) and of Algorithm 1's per-iteration scores
+SELECTION_EMPTY_REFERENCE = "zero"
+
+
 def selection_dice(counts: np.ndarray) -> float:
     """The number epochs and iterations are selected on: mean per-case Dice (`case_mean`).
 
     When every case is excluded (no foreground in reference or prediction anywhere) the global
     Dice is used, and 1.0 when even that is undefined (nothing to find, nothing found).
+    A validation patient with an empty reference and a non-empty prediction counts Dice 0 here
+    (``empty_reference="zero"``), whatever the run's ``evaluate.empty_reference`` (a reporting rule):
+    selection must see false positives on a lesion-free validation patient, which NaN would hide.
     """
     c = np.asarray(counts, dtype=np.float64)
-    dice = scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3])["dice"]
+    dice = scores_from_counts(c[:, 0], c[:, 1], c[:, 2], c[:, 3], empty_reference=SELECTION_EMPTY_REFERENCE)["dice"]
     mean = case_mean(dice)
     if math.isfinite(mean):
         return mean
     total = c.sum(axis=0)
-    glob = float(scores_from_counts(total[0], total[1], total[2], total[3])["dice"])
+    glob = float(scores_from_counts(total[0], total[1], total[2], total[3],
+                                    empty_reference=SELECTION_EMPTY_REFERENCE)["dice"])
     return 1.0 if not math.isfinite(glob) else glob
 
 

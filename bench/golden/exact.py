@@ -50,8 +50,8 @@ SCORED_SPLITS = ("val", "test")  # what `bench evaluate` scores; train patients 
 # they differ between machines or change with any new config default)
 RUN_FRAME_COLUMNS = ("model", "task", "plane", "tag", "seed", "profile", "patch_levels", "multilevel_loss",
                      "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale",
-                     "liver_prior", "postprocess", "budget_rule", "budget_steps", "budget_epochs", "budget_seconds",
-                     "budget_stages", "budget_matched_to", "budget_reference", "has_metrics", "has_per_case",
+                     "liver_prior", "postprocess", "empty_reference", "budget_rule", "budget_steps", "budget_epochs",
+                     "budget_seconds", "budget_stages", "budget_matched_to", "budget_reference", "has_metrics", "has_per_case",
                      "has_reiteration")
 
 

@@ -35,7 +35,9 @@ differs from a majority vote and from a max (and one whose mean is exactly 0.5);
 that the cascade's post-processing removes (largest 3-D component for the liver, components under
 ``min_component_voxels`` for lesions), including a liver cut in two and a true lesion too small to
 survive; lesion-free patients where a model predicts nothing (empty/empty: NaN, excluded and
-counted) or only what post-processing removes; a patient with a lesion and an empty prediction
+counted), only what post-processing removes, or false lesions (an empty reference: NaN under
+``evaluate.empty_reference=nan``, counted, judged by its false-positive voxels and lesions in
+Table 8's lesion-free rows); a patient with a lesion and an empty prediction
 (Dice 0, counted); a collapsed plane that soft voting outvotes; a second seed for two runs (sd over
 seeds); anisotropic spacings (surface metrics in mm).
 
@@ -136,7 +138,9 @@ EDGE_CASES = (
     "g06: ours' liver cut in two by a low-probability slab; the largest 3-D component keeps one part",
     "g08: a true lesion of 7 voxels, below min_component_voxels: the cascade's post-processing deletes it",
     "g04, g07: no lesion in the reference; unet predicts none and ours only components that post-processing "
-    "removes (empty/empty: Dice NaN, excluded and counted); segnet/deeplabv3 predict false lesions (Dice 0)",
+    "removes (empty/empty: Dice NaN, excluded and counted); segnet/deeplabv3 predict false lesions (empty "
+    "reference: Dice NaN under evaluate.empty_reference=nan, excluded and counted; Table 8's lesion-free rows "
+    "give their false-positive voxels and lesions)",
     "g05: a lesion in the reference; segnet predicts none on any plane and ours only a 7-voxel component "
     "(empty prediction after post-processing: Dice 0, counted)",
     "g08: segnet's sagittal liver collapses (far too small); the fused vote outvotes it",

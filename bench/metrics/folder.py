@@ -39,6 +39,7 @@ from bench.metrics.lesions import DEFAULT_CONNECTIVITY as LESION_CONNECTIVITY
 from bench.metrics.lesions import DEFAULT_MATCH
 from bench.metrics.pipeline import AS_GIVEN, CasePrediction, evaluate_source
 from bench.metrics.scorer import ScoreOptions
+from bench.metrics.scores import DEFAULT_EMPTY_REFERENCE
 from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM
 
 TASK_CHOICES = ("liver", "lesion", "both")
@@ -227,18 +228,20 @@ def score_folders(
     progress: Callable[[str], None] | None = None,
     lesion_match: str = DEFAULT_MATCH,
     lesion_connectivity: int = LESION_CONNECTIVITY,
+    empty_reference: str = DEFAULT_EMPTY_REFERENCE,
 ) -> ScoreResult:
     """Score every reference case; write per_case.csv, metrics.csv, summary.json into ``out_dir``.
 
     ``surface``: also HD95, NSD, ASSD, MSSD and RMSD (mm, the reference's spacing) from one
     surface-distance pass per case and class (`bench.metrics.surface`). The lesion class also gets
     lesion detection (`bench.metrics.lesions`) under ``lesion_match`` / ``lesion_connectivity``.
+    ``empty_reference``: the overlap scores of a case whose reference is empty (`bench.metrics.scores`).
     """
     _check_options(task, tolerance_mm, connectivity)
     try:
         options = ScoreOptions(surface=surface, tolerance_mm=tolerance_mm, connectivity=connectivity,
                                lesion_match=lesion_match, lesion_connectivity=lesion_connectivity,
-                               device=device)
+                               empty_reference=empty_reference, device=device)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -260,7 +263,8 @@ def score_folders(
                    "surface": surface, "tolerance_mm": tolerance_mm if surface else None,
                    "connectivity": connectivity if surface else None,
                    "lesion_match": lesion_match if "lesion" in classes else None,
-                   "lesion_connectivity": lesion_connectivity if "lesion" in classes else None},
+                   "lesion_connectivity": lesion_connectivity if "lesion" in classes else None,
+                   "empty_reference": empty_reference},
         "warnings": notes,
     }
     summary = evaluate_source(source, out_dir, options, extra=extra)

@@ -22,7 +22,9 @@ liver Dice (region ``(1, 2)``) was 0.8406. Compare our liver with nnU-Net's regi
 ``regions`` (an extra top-level key, ignored by nnU-Net's loader) names each KEY.
 
 NaN, as in nnU-Net: a case whose reference and prediction are both empty for a class has Dice and
-IoU NaN (counted, left out of ``mean`` by nanmean); NaN is written as the literal ``NaN`` that
+IoU NaN (counted, left out of ``mean`` by nanmean); an empty reference with a non-empty prediction
+has Dice = IoU = 0 here whatever our ``evaluate.empty_reference`` rule (nnU-Net's own convention,
+`bench.metrics.scores`' ``zero``), so this file reads as nnU-Net would have written it; NaN is written as the literal ``NaN`` that
 nnU-Net's own summaries contain (Python's json reads it back), not as our files' ``null``.
 Files: for ``bench score`` the scored files (``null`` for a missing prediction, scored as empty);
 a run predicts in memory, so its case id stands in for both file names.
@@ -40,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from bench.atomic import write_text
+from bench.metrics.scores import scores_from_counts
 
 # our class -> (nnU-Net key, what it is)
 NNUNET_KEYS: dict[str, tuple[str, str]] = {
@@ -57,7 +60,8 @@ def nnunet_file_name(split: str | None = None) -> str:
 
 def _case_metrics(row: Mapping[str, Any]) -> dict[str, float | int]:
     tp, fp, fn, tn = (int(row[c]) for c in ("tp", "fp", "fn", "tn"))
-    return {"Dice": float(row["dice"]), "IoU": float(row["iou"]), "FP": fp, "TP": tp, "FN": fn, "TN": tn,
+    s = scores_from_counts(tp, fp, fn, tn, empty_reference="zero")  # nnU-Net's convention (module docstring)
+    return {"Dice": s["dice"], "IoU": s["iou"], "FP": fp, "TP": tp, "FN": fn, "TN": tn,
             "n_pred": tp + fp, "n_ref": tp + fn}
 
 

@@ -13,15 +13,37 @@ from __future__ import annotations
 from typing import Any
 
 from bench.metrics.lesions import IOU_THRESHOLD, SIZE_BIN_LABELS
+from bench.metrics.scores import DEFAULT_EMPTY_REFERENCE, check_empty_reference
 from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM
 
-# printed with every table (provenance "policy"); the structured form is `evaluation_policy`
-TABLE_POLICY = (
-    "Accuracy, Dice, mIoU (mean of background and foreground IoU, Eq. 12) per 3-D case; a case with an "
-    "empty reference and an empty prediction has Dice/IoU/mIoU = NaN, is excluded from means and counted "
-    "(n_excluded); 'mean' = mean over cases, 'global' = from summed TP/FP/FN/TN"
-)
 _NEIGHBOURS = {1: "6 (faces)", 2: "18 (faces + edges)", 3: "26 (faces + edges + corners)"}
+
+
+def empty_reference_text(rule: str) -> str:
+    """The empty-mask and empty-reference rules in words (`bench.metrics.scores`), under ``rule``
+    (``evaluate.empty_reference``): summary.json's ``empty``, its one-line text and every table's policy."""
+    check_empty_reference(rule)
+    both = ("reference and prediction both empty for a class: Dice/IoU/mIoU/VOE/RVD = NaN, excluded from the mean "
+            "and counted (n_excluded), never 1.0 or 0.0")
+    if rule == "nan":
+        return (f"{both}; an empty reference (a lesion-free patient) makes them NaN whatever the prediction "
+                f"(evaluate.empty_reference=nan): excluded from the mean and counted (n_empty_reference), the case "
+                f"is judged by its false-positive voxels (fp) and lesions (fp_lesions); accuracy stays defined; "
+                f"global scores still count its false-positive voxels")
+    return (f"{both}; empty reference, non-empty prediction (evaluate.empty_reference=zero, nnU-Net's convention): "
+            f"Dice = IoU = 0, VOE = 1, mIoU = half the background IoU, in the mean; RVD NaN (counted); the "
+            f"empty-reference cases are counted (n_empty_reference) with their false-positive voxels and lesions")
+
+
+def table_policy(rule: str = DEFAULT_EMPTY_REFERENCE) -> str:
+    """The policy paragraph printed with every table (provenance "policy"); the structured form is
+    `evaluation_policy`."""
+    return ("Accuracy, Dice, mIoU (mean of background and foreground IoU, Eq. 12) per 3-D case; "
+            f"{empty_reference_text(rule)}; 'mean' = mean over cases, 'global' = from summed TP/FP/FN/TN")
+
+
+# printed with the tables of runs scored under the default rule (`table_policy` for another)
+TABLE_POLICY = table_policy()
 
 
 def lesion_match_text(match: str) -> str:
@@ -60,12 +82,14 @@ def lesion_policy_text(match: str, connectivity: int) -> str:
 
 
 def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None,
-                      connectivity: int | None = None, lesion: tuple[str, int] | None = None) -> dict[str, Any]:
+                      connectivity: int | None = None, lesion: tuple[str, int] | None = None,
+                      empty_reference: str = DEFAULT_EMPTY_REFERENCE) -> dict[str, Any]:
     """The declared evaluation rules, saved in every summary.json (`bench.metrics.results`).
 
     ``tolerance_mm`` / ``connectivity`` default to the surface module's defaults when ``surface``.
     ``lesion``: (match rule, connectivity) of the lesion detection (`bench.metrics.lesions`) when the
-    lesion class is scored; adds its rules.
+    lesion class is scored; adds its rules. ``empty_reference``: the rule value (``evaluate.empty_reference``),
+    recorded as ``policy["empty_reference"]``; the results writer computes every score under it.
     """
     policy: dict[str, Any] = {
         "unit": "case = one 3-D volume; counts TP/FP/FN/TN per case and class, every score computed from counts",
@@ -85,12 +109,10 @@ def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None,
             "mean": "score each case, then average over cases; NaN cases left out",
             "global": "sum TP/FP/FN/TN over cases, then score once",
         },
-        "empty": (
-            "reference and prediction both empty for a class: dice, iou, miou, voe, rvd = NaN, excluded from the "
-            "mean and counted as n_excluded (never 1.0 or 0.0); accuracy stays defined and its mean covers every "
-            "case. Empty reference, non-empty prediction: dice = iou = 0, voe = 1, rvd = NaN (no relative "
-            "difference to an empty volume; excluded and counted per metric in 'excluded')"
-        ),
+        "empty": empty_reference_text(empty_reference) + (
+            "; accuracy's mean covers every case; rvd is NaN for any empty reference (no relative difference to "
+            "an empty volume; counted per metric in 'excluded')"),
+        "empty_reference": empty_reference,
         "fusion": "fused = soft voting: mean of the three planes' probability volumes (Eq. 8), threshold 0.5",
         "threshold": 0.5,
         "missing_predictions": "bench score: a reference case without a prediction is scored as an empty prediction and counted (n_missing)",
@@ -117,10 +139,11 @@ def evaluation_policy(surface: bool = False, tolerance_mm: float | None = None,
                       "rmsd NaN (excluded, counted per metric), nsd 0"),
             "aggregations": "mean only (no global form)",
         }
+    rule = empty_reference_text(empty_reference)
     policy["text"] = (
         "Per-case (3-D volume) TP/FP/FN/TN; liver = label >= 1, lesion = label == 2. "
-        "Dice/IoU/mIoU/VOE/RVD are NaN when reference and prediction are both empty (RVD also when only the "
-        "reference is): excluded from means and counted. 'mean' averages cases; 'global' scores summed counts. "
+        f"{rule[0].upper()}{rule[1:]}. "
+        "'mean' averages cases; 'global' scores summed counts. "
         "mIoU = mean(background IoU, foreground IoU); VOE = 1 - IoU; RVD = (|pred| - |ref|) / |ref|."
     )
     if lesion is not None:

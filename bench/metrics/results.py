@@ -16,7 +16,13 @@ Files (written atomically):
   metrics have no global form; lesion detection's pooled scores - lesion_recall, lesion_precision,
   lesion_f1, lesion_recall_<bin>, fp_lesions_per_case - are 'global' rows of the lesion class)
 * ``summary.json``  {"policy", "splits": {split: {"classes": {cls: reduction}}}} or, without
-  splits (`bench score`), {"policy", "classes": {...}}. NaN is written as ``null``.
+  splits (`bench score`), {"policy", "classes": {...}}. NaN is written as ``null``. Each class's
+  reduction carries ``n_empty_reference`` beside ``n_excluded`` and ``empty_reference`` (those cases'
+  count and mean false-positive voxels and lesions, `bench.metrics.scores.empty_reference_summary`).
+
+Every score is computed under the empty-reference rule the policy records (``policy["empty_reference"]``,
+the run's ``evaluate.empty_reference``; `bench.metrics.scores`), so a summary's numbers and its rule
+cannot disagree.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from bench.metrics.counts import Counts
 from bench.metrics.lesions import LESION_COUNT_COLUMNS, LESION_SCORE_COLUMNS, SIZE_BIN_LABELS, SIZE_BINS, lesion_scores, pooled
 from bench.metrics.nnunet_summary import write_nnunet_summaries
 from bench.metrics.policy import evaluation_policy  # noqa: F401  (the one policy; re-exported for callers)
-from bench.metrics.scores import COUNT_COLUMNS, METRICS, SURFACE_METRICS, reduce_cases, scores_from_counts
+from bench.metrics.scores import (COUNT_COLUMNS, DEFAULT_EMPTY_REFERENCE, METRICS, SURFACE_METRICS,
+                                  empty_reference_summary, reduce_cases, scores_from_counts)
 
 BASE_COLUMNS = ("split", "case", "class") + COUNT_COLUMNS + METRICS
 CLASS_ORDER = ("liver", "lesion")
@@ -51,21 +58,24 @@ def case_rows(
     counts: Mapping[str, Counts | Iterable[int]],
     split: str = "all",
     surface: Mapping[str, Mapping[str, float]] | None = None,
+    empty_reference: str = DEFAULT_EMPTY_REFERENCE,
 ) -> list[dict[str, Any]]:
     """Rows of per_case.csv for one case: one per class, scores computed from the counts."""
     rows = []
     for cls, c in counts.items():
         tp, fp, fn, tn = (c.as_tuple() if isinstance(c, Counts) else tuple(int(v) for v in c))
         row: dict[str, Any] = {"split": split, "case": str(case), "class": cls, "tp": tp, "fp": fp, "fn": fn, "tn": tn}
-        row.update(scores_from_counts(tp, fp, fn, tn))
+        row.update(scores_from_counts(tp, fp, fn, tn, empty_reference))
         if surface is not None and cls in surface:
             row.update({m: float(surface[cls][m]) for m in SURFACE_METRICS if m in surface[cls]})
         rows.append(row)
     return rows
 
 
-def per_case_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """Normalise a per-case table: required columns, int64 counts, scores recomputed from counts."""
+def per_case_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame,
+                   empty_reference: str = DEFAULT_EMPTY_REFERENCE) -> pd.DataFrame:
+    """Normalise a per-case table: required columns, int64 counts, scores recomputed from counts
+    (under the ``empty_reference`` rule)."""
     df = pd.DataFrame(rows).copy() if not isinstance(rows, pd.DataFrame) else rows.copy()
     if "split" not in df.columns:
         df.insert(0, "split", "all")
@@ -75,7 +85,7 @@ def per_case_frame(rows: Iterable[Mapping[str, Any]] | pd.DataFrame) -> pd.DataF
     for c in COUNT_COLUMNS:
         df[c] = df[c].astype(np.int64)
     df["case"] = df["case"].astype(str)
-    s = scores_from_counts(*(df[c].to_numpy() for c in COUNT_COLUMNS))
+    s = scores_from_counts(*(df[c].to_numpy() for c in COUNT_COLUMNS), empty_reference=empty_reference)
     for m in METRICS:
         df[m] = s[m]
     columns = list(BASE_COLUMNS) + [m for m in SURFACE_METRICS if m in df.columns]
@@ -97,16 +107,17 @@ def _ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
     return [v for v in order if v in vals] + [v for v in vals if v not in order]
 
 
-def summarize(per_case: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """{split: {"classes": {cls: reduce_cases(...)}}} from a per-case table."""
-    df = per_case_frame(per_case)
+def summarize(per_case: pd.DataFrame, empty_reference: str = DEFAULT_EMPTY_REFERENCE) -> dict[str, dict[str, Any]]:
+    """{split: {"classes": {cls: reduce_cases(...)}}} from a per-case table, under the ``empty_reference`` rule."""
+    df = per_case_frame(per_case, empty_reference)
     out: dict[str, dict[str, Any]] = {}
     for split in _ordered(df["split"], ("train", "val", "test", "all")):
         part = df[df["split"] == split]
         classes = {}
         for cls in _ordered(part["class"], CLASS_ORDER):
             rows = part[part["class"] == cls]
-            classes[cls] = reduce_cases(rows)
+            classes[cls] = reduce_cases(rows, empty_reference=empty_reference)
+            classes[cls]["empty_reference"] = empty_reference_summary(rows)
             detection = pooled(rows) if "n_ref_lesions" in rows.columns and rows["n_ref_lesions"].notna().any() else {}
             if detection:
                 classes[cls]["lesion_detection"] = detection
@@ -165,13 +176,15 @@ def write_evaluation(
     ``with_splits=False`` (`bench score`) needs a single split and writes the summary without the
     "splits" level. ``extra`` adds top-level keys to summary.json (e.g. n_missing, inputs).
     ``suffix`` names a second set of files (``per_case_raw.csv`` ...: scores without post-processing).
+    Scores are computed under ``policy["empty_reference"]`` (the default rule when the policy has none).
     The main set (no suffix) also gets nnU-Net's schema (`bench.metrics.nnunet_summary`; ``case_files``:
     case id -> (prediction file, reference file) where files were scored).
     """
     out = Path(out_dir)
-    df = per_case_frame(per_case)
-    by_split = summarize(df)
     summary: dict[str, Any] = {"policy": dict(policy) if policy is not None else evaluation_policy()}
+    rule = summary["policy"].get("empty_reference", DEFAULT_EMPTY_REFERENCE)
+    df = per_case_frame(per_case, rule)
+    by_split = summarize(df, rule)
     if with_splits:
         summary["splits"] = by_split
     else:
@@ -190,13 +203,13 @@ def write_evaluation(
     return summary
 
 
-def read_per_case(path: str | Path) -> pd.DataFrame:
-    """per_case.csv back as a DataFrame (NaN restored, counts int64)."""
+def read_per_case(path: str | Path, empty_reference: str = DEFAULT_EMPTY_REFERENCE) -> pd.DataFrame:
+    """per_case.csv back as a DataFrame (NaN restored, counts int64, scores recomputed under ``empty_reference``)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no per_case.csv")
     df = pd.read_csv(path, keep_default_na=True, na_values=[NA_REP], dtype={"case": str})
-    return per_case_frame(df)
+    return per_case_frame(df, empty_reference)
 
 
 def _fmt(v: Any, digits: int = 4) -> str:
@@ -235,6 +248,24 @@ def lesion_detection_table(title: str, detection: Mapping[str, Mapping[str, Any]
         table.add_row(cls, _fmt(det["lesion_recall"]), _fmt(det["lesion_precision"]), _fmt(det["lesion_f1"]),
                       _fmt(det["fp_lesions_per_case"], 2), str(det["n_ref_lesions"]), str(det["n_pred_lesions"]), *bins)
     return table
+
+
+def empty_reference_lines(classes: Mapping[str, Mapping[str, Any]], rule: str) -> list[str]:
+    """One line per class with empty-reference cases: how many, how their overlap scores were treated
+    (``rule``) and their false positives per case (summary.json's ``empty_reference``)."""
+    lines = []
+    for cls, red in classes.items():
+        empty = red.get("empty_reference") or {}
+        if not empty.get("n_cases"):
+            continue
+        treated = ("overlap scores NaN, left out of the mean" if rule == "nan"
+                   else "Dice 0 in the mean where anything was predicted")
+        fp = f"{_fmt(empty.get('fp_voxels_per_case'), 1)} voxels"
+        if "fp_lesions_per_case" in empty:
+            fp += f", {_fmt(empty.get('fp_lesions_per_case'), 2)} lesions"
+        lines.append(f"{cls}: {empty['n_cases']} case(s) with an empty reference ({treated}; "
+                     f"evaluate.empty_reference={rule}): false positives per case {fp}")
+    return lines
 
 
 def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console: Any = None) -> None:
@@ -277,6 +308,9 @@ def print_summary(summary: Mapping[str, Any], title: str = "evaluation", console
         detection = {cls: red["lesion_detection"] for cls, red in classes.items() if red.get("lesion_detection")}
         if detection:
             console.print(lesion_detection_table(f"{name}: lesion detection", detection))
+        rule = (summary.get("policy") or {}).get("empty_reference", DEFAULT_EMPTY_REFERENCE)
+        for line in empty_reference_lines(classes, rule):
+            console.print(line, highlight=False, soft_wrap=True)
     policy = summary.get("policy") or {}
     if policy.get("text"):
         console.print(f"[dim]policy: {policy['text']}[/dim]", highlight=False)

@@ -25,7 +25,7 @@ from bench.metrics.counts import Counts, binary_counts, label_counts
 from bench.metrics.lesions import DEFAULT_CONNECTIVITY as LESION_CONNECTIVITY
 from bench.metrics.lesions import DEFAULT_MATCH, check_rule, lesion_detection
 from bench.metrics.policy import evaluation_policy
-from bench.metrics.scores import scores_from_counts
+from bench.metrics.scores import DEFAULT_EMPTY_REFERENCE, check_empty_reference, scores_from_counts
 from bench.metrics.surface import DEFAULT_CONNECTIVITY, DEFAULT_TOLERANCE_MM, surface_metrics
 
 LESION_CLASS = "lesion"  # the class lesion detection applies to
@@ -36,6 +36,7 @@ class ScoreOptions:
     """What is scored beyond counts, and under which rules (all of it lands in the policy).
 
     ``connectivity``: surface voxels' neighbourhood; ``lesion_connectivity``: lesion components'.
+    ``empty_reference``: the overlap scores of an empty reference (``nan`` | ``zero``, `bench.metrics.scores`).
     ``device``: where voxels are counted (None = where the arrays live / the default device).
     """
 
@@ -44,23 +45,26 @@ class ScoreOptions:
     connectivity: int = DEFAULT_CONNECTIVITY
     lesion_match: str = DEFAULT_MATCH
     lesion_connectivity: int = LESION_CONNECTIVITY
+    empty_reference: str = DEFAULT_EMPTY_REFERENCE
     device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
         check_rule(self.lesion_match, self.lesion_connectivity)
+        check_empty_reference(self.empty_reference)
 
     @classmethod
     def for_run(cls, cfg: Any, surface: bool = False, device: str | torch.device | None = None) -> "ScoreOptions":
         """The options a run's config declares (``profile.evaluate``)."""
         ev = cfg.profile.evaluate
         return cls(surface=surface, lesion_match=ev.lesion_match, lesion_connectivity=ev.lesion_connectivity,
-                   device=device)
+                   empty_reference=ev.empty_reference, device=device)
 
     def policy(self, classes: Sequence[str]) -> dict[str, Any]:
         """The evaluation policy of results scored with these options (summary.json's ``policy``)."""
         lesion = (self.lesion_match, self.lesion_connectivity) if LESION_CLASS in classes else None
         return evaluation_policy(self.surface, self.tolerance_mm if self.surface else None,
-                                 self.connectivity if self.surface else None, lesion=lesion)
+                                 self.connectivity if self.surface else None, lesion=lesion,
+                                 empty_reference=self.empty_reference)
 
 
 def class_row(cls: str, pred: Any, ref: Any, spacing: Sequence[float] | None, options: ScoreOptions,
@@ -72,7 +76,7 @@ def class_row(cls: str, pred: Any, ref: Any, spacing: Sequence[float] | None, op
     if counts is None:
         counts = binary_counts(pred, ref, device=options.device)
     row: dict[str, Any] = {"tp": counts.tp, "fp": counts.fp, "fn": counts.fn, "tn": counts.tn}
-    row.update(scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn))
+    row.update(scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn, options.empty_reference))
     if options.surface or cls == LESION_CLASS:
         if spacing is None:
             raise ValueError(f"scoring {cls} with surface distances or lesion detection needs the case's spacing")

@@ -31,7 +31,8 @@ from bench.models import MODELS
 CONFIG_COLUMNS = (
     "dataset", "task", "model", "tag", "plane", "seed", "profile", "patch_levels", "multilevel_loss",
     "reiter_stop", "max_reiterations", "patch_mode", "patch_scale", "patch_share", "reiter_lr_scale", "liver_prior",
-    "norm", "width", "encoder_depth", "normalisation", "postprocess", "budget_rule", "input_size", "fold",
+    "norm", "width", "encoder_depth", "normalisation", "postprocess", "empty_reference", "budget_rule", "input_size",
+    "fold",
     "tag_base", "data_root", "split_key", "config_key", "run_id", "run_dir",
 )
 # What a run spent on training, from config.json ``budget`` (`bench.engine.recipe.budget`): run-level
@@ -167,6 +168,7 @@ def _run_row(cfg: RunConfig, run_id: str, run_dir: Path, data: dict[str, Any] | 
         "encoder_depth": int(model.encoder_depth),
         "normalisation": normalisation_rule(cfg),
         "postprocess": postprocess_rule(cfg),
+        "empty_reference": str(cfg.profile.evaluate.empty_reference),  # the rule its scores were computed under
         "budget_rule": str(cfg.profile.train.budget),
         "input_size": int(cfg.profile.input_size),
         "fold": -1 if cfg.fold is None else int(cfg.fold),
@@ -396,7 +398,7 @@ def pool_folds(results: Results) -> Results:
             part = pc[pc["variant"] == variant]
             if not part.empty and {"tp", "fp", "fn", "tn"} <= set(part.columns):
                 table = metrics_table(summarize(part.drop(columns=[c for c in CONFIG_COLUMNS + ("variant",)
-                                                                   if c in part.columns])))
+                                                                   if c in part.columns]), row["empty_reference"]))
                 table = table[table["class"] == row["task"]].assign(variant=variant)
                 metrics.append(_attach(table.copy(), {**row}))
         rt = results.reiterations[results.reiterations["run_id"].isin(group["run_id"])]

@@ -104,6 +104,7 @@ class _Source:
     include_cysts: bool
     lesion_match: str = "overlap"  # the runs' profile.evaluate: the external folder is scored under the same rule
     lesion_connectivity: int = 3
+    empty_reference: str = "nan"
 
 
 def report_source(results: Results, options: ReportOptions) -> _Source:
@@ -120,11 +121,11 @@ def report_source(results: Results, options: ReportOptions) -> _Source:
         split_file = Path(cfg.splits) if cfg.splits else splits_path(cfg.cache, cfg.dataset, adapter_root)
         ev = cfg.profile.evaluate
         key = _Source(cfg.dataset, str(Path(adapter_root).resolve()), split_file.resolve(), bool(cfg.include_cysts),
-                      ev.lesion_match, ev.lesion_connectivity)
+                      ev.lesion_match, ev.lesion_connectivity, ev.empty_reference)
         sources.setdefault(key, []).append(run_id)
     if len(sources) > 1:
         listed = "; ".join(f"root {k.root}, split {k.splits_file}, cysts {k.include_cysts}, lesion match "
-                           f"{k.lesion_match}/{k.lesion_connectivity} ({len(v)} runs, e.g. {v[0]})"
+                           f"{k.lesion_match}/{k.lesion_connectivity}, empty reference {k.empty_reference} ({len(v)} runs, e.g. {v[0]})"
                            for k, v in sources.items())
         raise DataError(f"--external: the report's runs disagree on their patients ({listed}); narrow with --dataset/--profile")
     return next(iter(sources))
@@ -145,7 +146,7 @@ def score_external(name: str, folder: Path, results: Results, options: ReportOpt
                         "(run the report where the runs' cache is)")
     splits = read_splits(source.splits_file, adapter.case_ids())
     scoring = ScoreOptions(lesion_match=source.lesion_match, lesion_connectivity=source.lesion_connectivity,
-                           device="cpu")
+                           empty_reference=source.empty_reference, device="cpu")
     ext = External(name, folder, tasks, out_dir)
     ext.notes += _split_mismatch(results, options, splits, name)
     wanted = [c for s in SCORED_SPLITS for c in splits[s]]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.atomic import write_text
-from bench.metrics.policy import TABLE_POLICY
+from bench.metrics.policy import TABLE_POLICY, table_policy
 from bench.paths import PROGRESS
 from bench.reports.collect import Results, load_results
 from bench.reports.figures import write_figures
@@ -59,6 +59,15 @@ def training_curves(results: Results, out_dir: Path) -> list[str]:
             "", *links, ""]
 
 
+def _policy_text(results: Results) -> str:
+    """The policy paragraph under the runs' empty-reference rule (each table's provenance states its own)."""
+    runs = results.runs
+    rules = sorted(set(runs["empty_reference"].dropna())) if "empty_reference" in runs.columns else []
+    if len(rules) > 1:
+        return f"{TABLE_POLICY} (the runs use different empty-reference rules: {', '.join(rules)})"
+    return table_policy(rules[0]) if rules else TABLE_POLICY
+
+
 def index_markdown(results: Results, options: ReportOptions, tables: list[TableResult], figures: list[Path],
                    notes: list[str], out_dir: Path) -> str:
     """index.md: scope and policy, a contents list, every table (with provenance/notes), every figure."""
@@ -69,7 +78,7 @@ def index_markdown(results: Results, options: ReportOptions, tables: list[TableR
         f"- scope: data set `{scope.dataset}`, profile `{scope.profile}` — {scope.reason}",
         f"- aggregation: {options.aggregation} over cases",
         f"- scores: {SCORE_TEXT[options.scores]} (--scores; the post-processing table shows both)",
-        f"- evaluation policy: {TABLE_POLICY}", "",
+        f"- evaluation policy: {_policy_text(results)}", "",
         "## Contents", "",
     ]
     lines += [f"- {t.title} (`{t.name}.*`)" for t in tables]

@@ -33,7 +33,8 @@ import pandas as pd
 from bench.ablations import ABLATIONS
 from bench.errors import ConfigError
 from bench.metrics.lesions import SIZE_BIN_LABELS, SIZE_BINS, pooled
-from bench.metrics.policy import TABLE_POLICY, lesion_policy_text
+from bench.metrics.policy import TABLE_POLICY, lesion_policy_text, table_policy
+from bench.metrics.scores import is_empty_reference
 from bench.models import MODELS, model_label, model_names, model_order, proposed_model
 from bench.registry import Registry
 from bench.reports import paper
@@ -183,7 +184,7 @@ class _Table:
             seeds=sorted({int(s) for s in used["seed"]}) if not used.empty else [],
             n_seeds=int(frame["n_seeds"].max()) if len(frame) and frame["n_seeds"].notna().any() else 0,
             runs=sorted(used["run_id"]) if not used.empty else [],
-            policy=TABLE_POLICY,
+            policy=self._policy(used),
         )
         if not used.empty and "input_size" in used:
             prov.setdefault("input_size", sorted({int(v) for v in used["input_size"]}))
@@ -194,8 +195,17 @@ class _Table:
         if n_missing:
             self.note(f"{n_missing} cell(s) marked '—' have no run yet; the commands above produce them")
         if n_nan:
-            self.note(f"{n_nan} cell(s) are NaN: every case of that split was excluded (empty reference and prediction)")
+            self.note(f"{n_nan} cell(s) are NaN: no case of that split to average (every case excluded by the "
+                      f"empty-mask rules, or no patient of the kind the row counts)")
         return TableResult(self.name, self.title, frame, prov, list(self.notes), self.row_header)
+
+    def _policy(self, used: pd.DataFrame) -> str:
+        """The policy paragraph under the used runs' empty-reference rule (config ``evaluate.empty_reference``)."""
+        rules = sorted(set(used["empty_reference"].dropna())) if "empty_reference" in used.columns else []
+        if len(rules) > 1:
+            self.note(f"the runs were scored under different empty-reference rules ({', '.join(rules)}: "
+                      f"evaluate.empty_reference): their lesion means are not comparable; re-score them under one")
+        return table_policy(rules[0]) if len(rules) == 1 else TABLE_POLICY
 
 
 def _flags(dataset: str, profile: str) -> str:
@@ -474,6 +484,7 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
     t = _Table(f"table{number}", title, scope, options)
     columns = model_columns(results, scope, task, all_priors=True)
     used: dict[str, list[pd.DataFrame]] = {}
+    free_rows = False  # Table 8's lesion-free rows were added
     for plane in PLANE_ROWS:
         group = f"{plane.capitalize()} Plane" if plane != "fused" else FUSED_GROUP
         selected = {}
@@ -496,6 +507,20 @@ def _model_table(results: Results, options: ReportOptions, number: int, task: st
                     fg = _fg_stats(number, key, results, runs, split, options.aggregation) if col.in_paper else None
                     t.cell(group, METRIC_LABELS[metric], col.label, SPLIT_LABELS[split], metric, split, stats, value,
                            fg=fg)
+        # lesion-free patients: no overlap score (empty-reference rule), their false positives; where lesion runs
+        # exist (a table without any keeps the paper's layout of missing cells)
+        if task == "lesion" and any(not runs.empty for runs in selected.values()):
+            free_rows = True
+            for key, label in LESION_FREE_ROWS:
+                for col in columns:
+                    for split in paper.SPLITS:
+                        stats = lesion_patient_stats(_split_rows(results, selected[col.label], split), key)
+                        t.cell(group, label, col.label, SPLIT_LABELS[split], key, split, stats)
+    if free_rows:
+        t.note("a lesion-free patient (empty lesion reference) has no lesion Dice/mIoU under evaluate.empty_reference="
+               "nan (NaN, left out of the mean and counted in n_excluded; under =zero its Dice is 0 in the mean); "
+               "the rows 'Lesion-free patients', 'FP voxels / lesion-free patient' and 'FP lesions / lesion-free "
+               "patient' judge it by its false positives (per_case.csv fp and fp_lesions, mean over those patients)")
     t.note("the fused rows (soft voting of the three planes, Eq. 8) have no counterpart in the paper")
     extra = [c.label for c in columns if not c.in_paper and not c.fixed]
     if extra:
@@ -1284,8 +1309,38 @@ def case_mean_stats(rows: pd.DataFrame, column: str) -> CellStats:
 
 
 def lesion_bearing(rows: pd.DataFrame) -> pd.Series:
-    """Cases whose reference has lesion voxels (tp + fn > 0): the only ones a lesion Dice is averaged over."""
-    return (pd.to_numeric(rows["tp"], errors="coerce") + pd.to_numeric(rows["fn"], errors="coerce")) > 0
+    """Cases whose reference has lesion voxels (tp + fn > 0): the only ones a lesion Dice is averaged over; the
+    others are the empty references of `bench.metrics.scores.is_empty_reference`."""
+    tp, fn = (pd.to_numeric(rows[c], errors="coerce") for c in ("tp", "fn"))
+    counted = tp.notna() & fn.notna()  # a row without counts bears no known lesion
+    return counted & pd.Series(~is_empty_reference(tp, fn), index=rows.index)
+
+
+# (key, row label): the lesion-free patients of a lesion run and what judges them (Table 8 and the verdict table)
+LESION_FREE_ROWS: tuple[tuple[str, str], ...] = (
+    ("count_free_patients", "Lesion-free patients"),
+    ("count_fp_voxels", "FP voxels / lesion-free patient"),
+    ("count_fp_lesions", "FP lesions / lesion-free patient"),
+)
+
+
+def lesion_patient_stats(rows: pd.DataFrame, key: str) -> CellStats:
+    """Lesion-bearing or lesion-free patients of each run (``count_lesion_patients`` / ``count_free_patients``),
+    or the mean false-positive voxels / lesions per lesion-free patient (``count_fp_voxels`` / ``count_fp_lesions``,
+    per_case.csv's fp and fp_lesions), then mean and sd over the runs (seeds).
+
+    A lesion-free patient has no lesion overlap score under ``evaluate.empty_reference=nan``; these are its numbers.
+    NaN (not missing) when the runs have no lesion-free patient; missing when no per-case counts exist.
+    """
+    if rows.empty or "tp" not in rows.columns:
+        return CellStats()
+    bearing = lesion_bearing(rows)
+    if key in ("count_lesion_patients", "count_free_patients"):
+        part = rows[bearing] if key == "count_lesion_patients" else rows[~bearing]
+        n = part.groupby("run_id")["case"].nunique().reindex(sorted(set(rows["run_id"])), fill_value=0)
+        return seed_stats(n.astype(float), tuple(n.index))
+    column = {"count_fp_voxels": "fp", "count_fp_lesions": "fp_lesions"}[key]
+    return case_mean_stats(rows[~bearing], column) if (~bearing).any() else _empty_stats(rows)
 
 
 def surface_command(col: ModelColumn, plane: str, scope: Scope, runs: pd.DataFrame) -> str:
@@ -1303,9 +1358,7 @@ VERDICT_ROWS: dict[str, tuple[tuple[str, str], ...]] = {
     "lesion": (("dice", "Dice, lesion-bearing patients (mean)"), ("count_lesion_patients", "Lesion-bearing patients"),
                ("lesion_recall", "Lesion-wise recall (pooled)"), ("n_ref_lesions", "Reference lesions"),
                ("lesion_recall_gt20", "Recall > 20 mm"), ("ref_gt20", "Reference lesions > 20 mm"),
-               ("count_fp_voxels", "FP voxels / lesion-free patient"),
-               ("count_fp_lesions", "FP lesions / lesion-free patient"),
-               ("count_free_patients", "Lesion-free patients")),
+               *LESION_FREE_ROWS[1:], LESION_FREE_ROWS[0]),
 }
 PATIENT_ROWS = {"dice": "Dice", "assd": "ASSD, mm"}
 
@@ -1414,13 +1467,8 @@ def _verdict_stats(results: Results, runs: pd.DataFrame, rows: pd.DataFrame, tas
     bearing = lesion_bearing(rows)
     if key == "dice":
         return case_mean_stats(rows[bearing], "dice") if bearing.any() else _empty_stats(rows)
-    if key in ("count_lesion_patients", "count_free_patients"):
-        part = rows[bearing] if key == "count_lesion_patients" else rows[~bearing]
-        n = part.groupby("run_id")["case"].nunique().reindex(sorted(set(rows["run_id"])), fill_value=0)
-        return seed_stats(n.astype(float), tuple(n.index))
-    if key in ("count_fp_voxels", "count_fp_lesions"):
-        column = "fp" if key == "count_fp_voxels" else "fp_lesions"
-        return case_mean_stats(rows[~bearing], column) if (~bearing).any() else _empty_stats(rows)
+    if key.startswith("count_"):
+        return lesion_patient_stats(rows, key)
     return detection_stats(results, runs, split, key)
 
 

@@ -13,14 +13,16 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
+from bench.cli.exits import run
+from bench.cli.helptext import install
+from bench.cli.version import version_line
+
 
 class BenchGroup(TyperGroup):
     """The root command: every (sub)command's help fills its registry lists when shown (`bench.cli.helptext`)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        from bench.cli.helptext import install
-
         install(self)
 
 
@@ -36,8 +38,6 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from bench.cli.version import version_line
-
         typer.echo(version_line())
         raise typer.Exit()
 
@@ -60,7 +60,7 @@ def _root(
     ``--help`` stays fast and worker processes inherit it.
     """
     if plugin:
-        from bench.plugins import add_to_environment
+        from bench.plugins import add_to_environment  # lazy: importlib.metadata; a plug-in loads when a command needs the registry
 
         add_to_environment(plugin)
 
@@ -74,6 +74,4 @@ for _name in _COMMAND_MODULES:
 
 def main() -> None:
     """Console entry point (``bench``, ``python -m bench``): exit status and one-line errors per `bench.cli.exits`."""
-    from bench.cli.exits import run
-
     sys.exit(run(app))

@@ -7,9 +7,11 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from bench.ablations import ABLATIONS, ablation_targets
 from bench.cli import app
 from bench.cli.common import build_run_config, given_flags, parse_seeds
 from bench.cli.data import cysts_override
+from bench.cli.paths_check import writable_dir
 from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
@@ -34,12 +36,9 @@ def ablate(
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
 ) -> None:
     """Run one ablation; finished runs are reused unless --force."""
-    from bench.cli.paths_check import writable_dir
-
     writable_dir(results, "--results")
     writable_dir(cache, "--cache")
-    from bench.ablations import ABLATIONS, ablation_targets
-    from bench.engine.scheduler import execute, plan
+    from bench.engine.scheduler import execute, plan  # lazy: torch
 
     ablation = ABLATIONS.get(name)
     console = Console()

@@ -56,7 +56,7 @@ def golden_alias(*, check: Optional[str], calibrate: Optional[str], update_golde
                  tables: str, options: dict[str, Any], external: Any = None) -> None:
     """The golden check as `bench check` and `bench report --check/--calibrate` call it: flags checked, then
     one layer's (or every layer's) check, update or calibration."""
-    from bench.reports.tables import parse_table_spec
+    from bench.reports.tables import parse_table_spec  # lazy: pandas, torch
 
     given = [flag for flag, value in zip(CALIBRATION_FLAGS, (seeds, threads, kernels, command)) if value is not None]
     if given and calibrate is None:
@@ -83,8 +83,8 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
 
     Mismatch lines first, then one verdict line per layer; exit status 1 when any layer differs.
     """
-    from bench.golden.check import check_layer
-    from bench.golden.manifest import find_layers
+    from bench.golden.check import check_layer  # lazy: pandas, torch
+    from bench.golden.manifest import find_layers  # lazy: pandas, torch
 
     layers = find_layers(golden_dir, update=update)
     if results is not None and len(layers) > 1:
@@ -123,7 +123,7 @@ def _check(console: Console, golden_dir: Path, results: Optional[str], numbers: 
 def _calibrate(console: Console, folder: str, seeds: Optional[str], threads: Optional[str], kernels: Optional[str],
                command: Optional[str], numbers: list[int], aggregation: str) -> None:
     """``--calibrate``: run the layer's study under every condition and rewrite it (`bench.golden.calibrate`)."""
-    from bench.golden.calibrate import DEFAULT_KERNELS, DEFAULT_SEEDS, DEFAULT_THREADS, calibrate_layer
+    from bench.golden.calibrate import DEFAULT_KERNELS, DEFAULT_SEEDS, DEFAULT_THREADS, calibrate_layer  # lazy: pandas, torch
 
     writable_dir(folder, "--calibrate")
     seed_list = parse_int_list(seeds, "--seeds") if seeds is not None else list(DEFAULT_SEEDS)

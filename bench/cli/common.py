@@ -6,8 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Collection
 
-from bench.config import RunConfig, get_profile, override, parse_overrides
+from bench.cli.config_file import base_profile, read_config_file
+from bench.config import PLANES, RunConfig, get_profile, override, parse_overrides
 from bench.errors import ConfigError
+from bench.paths import seed_tag
 
 # the rule below in words, for help text (`bench.cli.helptext`'s {default_profile})
 DEFAULT_PROFILE_RULE = "demo on the phantom; on real CT paper where CUDA is used, else cpu"
@@ -19,7 +21,7 @@ def default_profile(dataset: str, device: str = "auto") -> str:
         return "demo"
     if device == "cpu":
         return "cpu"
-    import torch
+    import torch  # lazy: torch
 
     return "paper" if torch.cuda.is_available() else "cpu"
 
@@ -38,8 +40,6 @@ def parse_int_list(text: str, flag: str, example: str = "0,1,2") -> list[int]:
 def parse_planes(text: str, flag: str = "--planes", allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
     """Comma-separated plane names given to ``flag`` (default: the three planes); an empty list (``","``)
     or an unknown name is a one-line error, checked before anything runs."""
-    from bench.config import PLANES
-
     allowed = allowed or PLANES
     names = [v.strip() for v in text.split(",") if v.strip()]
     if not names:
@@ -53,7 +53,7 @@ def parse_planes(text: str, flag: str = "--planes", allowed: tuple[str, ...] | N
 def check_device(device: str) -> str:
     """``--device`` is checked on every call, also when nothing needs to run (a finished run, a dry plan):
     a misspelt device must not pass because no tensor was made this time."""
-    from bench.devices import resolve_device
+    from bench.devices import resolve_device  # lazy: torch
 
     resolve_device(device)
     return device
@@ -106,10 +106,7 @@ def build_run_config(model: str, plane: str, task: str, dataset: str, root: str 
     line or from an environment variable), ``--set``. File values go through the ``--set`` path
     (`_as_set_value`, `override`), so both accept the same keys and refuse the same values.
     """
-    from bench.cli.config_file import base_profile, read_config_file
-    from bench.datasets import DATASETS
-    from bench.paths import seed_tag
-
+    from bench.datasets import DATASETS  # lazy: numpy, nibabel, scipy
     changes: dict[str, str] = {}
     file_profile = None
     if config_file:
@@ -132,7 +129,7 @@ def build_run_config(model: str, plane: str, task: str, dataset: str, root: str 
         cfg = override(cfg, parse_overrides(overrides))
     if cfg.root:  # stored absolute: a run must not read other data when called from another folder
         cfg = replace(cfg, root=str(Path(cfg.root).expanduser().resolve()))
-    from bench.models import check_run_config, get_model_spec  # torch: after the cheap checks
+    from bench.models import check_run_config, get_model_spec  # lazy: torch, after the cheap checks
 
     check_device(cfg.device)  # also when nothing will run (a finished run is reused)
 

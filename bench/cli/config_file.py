@@ -17,10 +17,17 @@ file can run code.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from bench.config import Profile
 from bench.errors import ConfigError
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
 
 SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
@@ -35,15 +42,10 @@ def _parse(path: Path) -> Any:
     text = path.read_text(encoding="utf-8")
     try:
         if suffix == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10: the same parser, as the tomli package
-                import tomli as tomllib
-
             return tomllib.loads(text)
         if suffix == ".json":
             return json.loads(text)
-        import yaml
+        import yaml  # lazy: PyYAML, only for a .yaml config
 
         return yaml.safe_load(text)  # data only: no tags that construct objects
     except Exception as exc:  # noqa: BLE001 -- every parser's error becomes one line naming the file
@@ -71,10 +73,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     ``profile`` given as a name stays the key ``profile`` (the base profile); a run record's
     ``profile.name`` is kept too (the caller picks the base profile from it).
     """
-    from dataclasses import fields
-
-    from bench.config import Profile
-
     path = Path(path)
     data = _parse(path)
     if not isinstance(data, dict):

@@ -17,7 +17,12 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
-from bench.paths import CACHE_ENV
+from bench.cli.common import default_profile
+from bench.cli.paths_check import writable_dir
+from bench.config import PLANES, get_profile, load_run_config, override, parse_overrides
+from bench.errors import ConfigError
+from bench.paths import CACHE_ENV, run_dir, splits_path
+from bench.progress import progress
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -27,9 +32,6 @@ app.add_typer(data_app, name="data")
 
 
 def _planes(values: list[str] | None) -> tuple[str, ...]:
-    from bench.config import PLANES
-    from bench.errors import ConfigError
-
     if not values:
         return PLANES
     names = [v.strip() for item in values for v in item.split(",") if v.strip()]
@@ -46,10 +48,6 @@ def cysts_override(overrides: list[str] | None, include_cysts: bool) -> list[str
 
 def check_cysts(cfg: "RunConfig") -> None:
     """``bench evaluate`` scores a run with its saved config: the cyst flag must agree with it."""
-    from bench.config import load_run_config
-    from bench.errors import ConfigError
-    from bench.paths import run_dir
-
     path = run_dir(cfg, "axial" if cfg.plane == "fused" else cfg.plane) / "config.json"
     if not path.is_file():
         return  # evaluate itself says that the run is missing
@@ -66,8 +64,6 @@ def check_cysts(cfg: "RunConfig") -> None:
 def case_progress(title: str, total: int) -> Iterator[Callable[[object], None]]:
     """A per-case tick: a bar on a terminal, one plain ``title k/total case (s)`` line per case in a log
     (nohup, CI, a pipe), so a long export is never silent until its end (`bench.progress`)."""
-    from bench.progress import progress
-
     with progress(title, total) as bar:
         done = itertools.count(1)
 
@@ -84,7 +80,7 @@ def _default_phantom() -> None:
     `bench.datasets.phantom.ensure_phantom` says so in a line and refuses a data/phantom written
     with other parameters (never regenerates a user's folder silently).
     """
-    from bench.datasets import phantom as ph
+    from bench.datasets import phantom as ph  # lazy: numpy, nibabel, scipy
 
     hint = ph.default_root_hint()
     state, _ = ph.check_phantom_target(ph.DEFAULT_ROOT, ph.DEFAULT_CASES, ph.DEFAULT_SIZE, ph.DEFAULT_SLICES,
@@ -107,10 +103,8 @@ def phantom(
                                "(a folder not written by bench data phantom is never touched)"),
 ) -> None:
     """Write a synthetic abdominal CT data set in the LiTS layout (never over a folder it did not write)."""
-    from bench.cli.paths_check import writable_dir
-
     writable_dir(out, "OUT")
-    from bench.datasets.phantom import MANIFEST, check_phantom_target, describe_phantom, ensure_phantom, phantom_spacing
+    from bench.datasets.phantom import MANIFEST, check_phantom_target, describe_phantom, ensure_phantom, phantom_spacing  # lazy: numpy, nibabel, scipy
 
     console = Console()
     hint = "pass --force to replace it, or choose another folder"
@@ -146,14 +140,8 @@ def prepare(
                                        "(cached in their own folder)"),
 ) -> None:
     """Preprocess and slice every case into the on-disk cache; make or check the patient split."""
-    from bench.cli.paths_check import writable_dir
-
     writable_dir(cache, "--cache")
-    from bench.cli.common import default_profile
-    from bench.config import get_profile, override, parse_overrides
-    from bench.datasets import DATASETS, get_dataset
-    from bench.paths import splits_path
-
+    from bench.datasets import DATASETS, get_dataset  # lazy: numpy, nibabel, scipy
     DATASETS.get(dataset)
     chosen = _planes(planes)
     if dataset == "phantom" and not root:
@@ -163,7 +151,7 @@ def prepare(
         prof = override(prof, {k.removeprefix("profile."): v for k, v in parse_overrides(set_).items()})
     adapter = get_dataset(dataset, root=root or None, include_cysts=include_cysts)
     ids = adapter.case_ids()  # a bad root or case id fails here, before the cache (and torch) is imported
-    from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset
+    from bench.datasets.cache import cache_dir_for, missing_cases, prepare_dataset  # lazy: numpy, nibabel, scipy
 
     cache_dir = cache_dir_for(cache, dataset, adapter.root, prof.input_size, prof.preprocess, adapter.label_fingerprint())
     todo = missing_cases(cache_dir, ids, chosen, adapter)  # also cases whose source files changed
@@ -179,7 +167,7 @@ def prepare(
     counts = ", ".join(f"{k} {len(split[k])}" for k in ("train", "val", "test"))
     console.print(f"splits {source}: {counts}", highlight=False, soft_wrap=True)
     if folds:
-        from bench.datasets.splits import read_splits
+        from bench.datasets.splits import read_splits  # lazy: numpy, nibabel, scipy
 
         for i, f in enumerate(read_splits(source).get("folds", [])):
             console.print(f"  fold {i}: train {len(f['train'])}, val {len(f['val'])}, test {', '.join(f['test'])}",
@@ -202,12 +190,9 @@ def export(
                                "export with the same id under another name (nnU-Net needs one folder per id)"),
 ) -> None:
     """Write a data set and our patient split as an nnU-Net v2 raw data set (test patients -> imagesTs)."""
-    from bench.datasets import DATASETS, get_dataset
-    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, check_export_target, default_export_name, export_nnunet
-    from bench.datasets.splits import load_or_create_splits
-    from bench.errors import ConfigError
-    from bench.paths import splits_path
-
+    from bench.datasets import DATASETS, get_dataset  # lazy: numpy, nibabel, scipy
+    from bench.datasets.nnunet import EXPORT_FORMATS, TASKS, check_export_target, default_export_name, export_nnunet  # lazy: numpy, nibabel, scipy
+    from bench.datasets.splits import load_or_create_splits  # lazy: numpy, nibabel, scipy
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown --format {format!r} (known: {', '.join(EXPORT_FORMATS)})")
     if task not in TASKS:

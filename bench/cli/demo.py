@@ -9,7 +9,13 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from bench.ablations import ABLATIONS
 from bench.cli import app
+from bench.cli.common import check_device, default_profile, parse_planes, parse_seeds
+from bench.cli.paths_check import writable_dir
+from bench.config import TASKS
+from bench.engine.study import StudyPlan, real_data_models, run_study
+from bench.errors import ConfigError
 from bench.paths import CACHE_ENV, RESULTS_ENV
 
 
@@ -52,29 +58,21 @@ def demo(
     out: Optional[str] = typer.Option(None, "--out", help="report folder (default RESULTS/report)"),
 ) -> None:
     """The study behind Tables 3-8 (phantom by default; real CT with cross-validation), then the report."""
-    from bench.cli.paths_check import writable_dir
-
     writable_dir(results, "--results")
     writable_dir(cache, "--cache")
     if out is not None:
         writable_dir(out, "--out")
-    from bench.errors import ConfigError
-    from bench.models.liver_prior import MODES
+    from bench.models.liver_prior import MODES  # lazy: torch
 
     for mode in _names(liver_priors):  # checked before any data is written
         if mode not in MODES:
             raise ConfigError(f"--liver-priors {liver_priors!r}: {mode!r} is not a liver prior (known: {', '.join(MODES)})")
-    from bench.cli.common import check_device, default_profile, parse_planes, parse_seeds
-    from bench.datasets import DATASETS, get_dataset
-    from bench.engine.study import StudyPlan, real_data_models, run_study
-
+    from bench.datasets import DATASETS, get_dataset  # lazy: numpy, nibabel, scipy
     DATASETS.get(dataset)
     check_device(device)
     chosen_planes = parse_planes(planes) if planes else None  # checked before any data is written
     chosen_lesion_planes = parse_planes(lesion_planes, "--lesion-planes")
-    from bench.ablations import ABLATIONS
-    from bench.config import TASKS
-    from bench.models import get_model_spec
+    from bench.models import get_model_spec  # lazy: torch
 
     for name in _names(models or ""):  # every name checked before the phantom is generated or anything trained
         get_model_spec(name)
@@ -114,8 +112,8 @@ def demo(
     for phase, seconds in timings.items():
         console.print(f"  {phase}: {seconds:.0f} s")
     if report:
-        from bench.reports.report import build_report
-        from bench.reports.select import ReportOptions
+        from bench.reports.report import build_report  # lazy: pandas, torch
+        from bench.reports.select import ReportOptions  # lazy: pandas, torch
 
         # real data: also the verdict table (what the study can say per model and patient); the phantom report
         # keeps Tables 3-8 and their companions

@@ -14,6 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+import typer
+import typer.rich_utils as ru
+
+from bench.atomic import write_text
+from bench.cli import app
+
 WIDTH = 100
 HEADER = ("# bench command reference\n\n"
           "Generated from the command line's own `--help` by `make docs` (`python -m bench.cli.docs docs/cli.md`);\n"
@@ -22,10 +28,6 @@ HEADER = ("# bench command reference\n\n"
 
 def command_paths() -> list[list[str]]:
     """Every command and group of the app, parents first, subcommands in registration order."""
-    import typer
-
-    from bench.cli import app
-
     def walk(cmd: Any, path: list[str]) -> Iterator[list[str]]:
         yield path
         for name, sub in getattr(cmd, "commands", {}).items():
@@ -38,8 +40,6 @@ def command_paths() -> list[list[str]]:
 @contextlib.contextmanager
 def _plain_rich() -> Iterator[None]:
     """typer's rich help at a fixed width, no colour, no terminal codes."""
-    import typer.rich_utils as ru
-
     saved = (ru.MAX_WIDTH, ru.COLOR_SYSTEM, ru.FORCE_TERMINAL)
     ru.MAX_WIDTH, ru.COLOR_SYSTEM, ru.FORCE_TERMINAL = WIDTH, None, False
     try:
@@ -50,8 +50,6 @@ def _plain_rich() -> Iterator[None]:
 
 def help_text(path: list[str]) -> str:
     """What ``bench <path> --help`` prints, at the fixed width, trailing spaces removed."""
-    from bench.cli import app
-
     buf = io.StringIO()
     with _plain_rich(), contextlib.redirect_stdout(buf):
         app(args=[*path, "--help"], prog_name="bench", standalone_mode=False)
@@ -89,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{target} is stale: run make docs", file=sys.stderr)
             return 1
         return 0
-    from bench.atomic import write_text
-
     write_text(target, text)
     print(f"wrote {target}")
     return 0

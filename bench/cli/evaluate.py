@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
@@ -10,7 +11,9 @@ from rich.console import Console
 from bench.cli import app
 from bench.cli.common import build_run_config, parse_seeds
 from bench.cli.data import check_cysts, cysts_override
-from bench.paths import CACHE_ENV, RESULTS_ENV
+from bench.cli.paths_check import writable_dir
+from bench.errors import ConfigError
+from bench.paths import CACHE_ENV, RESULTS_ENV, SUMMARY
 
 
 @app.command("evaluate")
@@ -40,17 +43,10 @@ def evaluate(
     ``--root`` must be the run's own data root (recorded absolute at training) or omitted: a run is
     scored on the data it was trained on; other data is scored with ``bench predict``/``bench score``.
     """
-    from bench.cli.paths_check import writable_dir
-
     writable_dir(results, "--results")
     writable_dir(cache, "--cache")
-    import json
-
-    from bench.engine.runner import evaluate as evaluate_run
-    from bench.errors import ConfigError
-    from bench.metrics.results import print_summary
-    from bench.paths import SUMMARY
-
+    from bench.engine.runner import evaluate as evaluate_run  # lazy: torch
+    from bench.metrics.results import print_summary  # lazy: pandas, torch
     choices = {"val": ("val",), "test": ("test",), "all": ("val", "test"), "both": ("val", "test")}
     if split not in choices:
         raise ConfigError(f"--split {split!r}: expected val, test or all")

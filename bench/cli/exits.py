@@ -35,6 +35,12 @@ import signal
 import sys
 from typing import Any, Iterator, Sequence
 
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from bench.atomic import SPACE_ERRNOS
+from bench.errors import BenchError
 from bench.progress import bench_warnings_one_line  # noqa: F401  (used by run(); workers use it too)
 
 EXIT_OK = 0
@@ -68,8 +74,6 @@ def _modules(*names: str) -> list[Any]:
 
 def _exception_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
     """(ClickException, Abort, Exit) classes of every click the installed typer may raise."""
-    import typer
-
     clicks = _modules("typer._click.exceptions", "click.exceptions")
     click_exc = tuple({m.ClickException for m in clicks})
     # typer >= 0.29 defines Abort and Exit itself (typer.exceptions), older typer re-exports click's
@@ -145,15 +149,11 @@ def interrupt_message(signum: int, args: Sequence[str]) -> str:
 
 def _print_error(text: str) -> None:
     """``error: <text>`` on stderr as one line (rich markup and highlighting off, no wrapping)."""
-    from rich.console import Console
-
     one_line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
     Console(stderr=True).print(f"[red]error:[/red] {_escape(one_line)}", highlight=False, soft_wrap=True)
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
-
     return escape(text)
 
 
@@ -180,8 +180,6 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
     """
     args = list(sys.argv[1:] if args is None else args)
     click_exc, abort_exc, exit_exc = _exception_classes()
-    from bench.errors import BenchError
-
     debug = bool(os.environ.get(TRACEBACK_ENV))
     # a write past ``ulimit -f`` raises SIGXFSZ, whose default action kills the process on the spot
     # (no cleanup, no message); ignored, the write fails with EFBIG and becomes one line (exit 2)
@@ -192,8 +190,6 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
         with signals_as_exceptions(), bench_warnings_one_line():
             rv = app(args=args, prog_name=prog_name, standalone_mode=False)
     except Interrupted as exc:
-        from rich.console import Console
-
         Console(stderr=True).print(f"[yellow]{_escape(interrupt_message(exc.signum, args))}[/yellow]",
                                    highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -216,8 +212,6 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
         _print_error(_usage_line(exc))
         return EXIT_USAGE  # every click error is a usage error (bad option, argument, value, file)
     except OSError as exc:  # a path that cannot be read or written, named by the OS
-        from bench.atomic import SPACE_ERRNOS
-
         if debug or (exc.filename is None and exc.filename2 is None and exc.errno not in SPACE_ERRNOS):
             raise
         _print_error(_os_error_line(exc))  # a full disk without a file name still is one line
@@ -226,8 +220,6 @@ def run(app: Any, args: Sequence[str] | None = None, prog_name: str = "bench") -
     # otherwise the command's return value (our commands return None)
     if isinstance(rv, int) and not isinstance(rv, bool):
         if rv == 130:
-            from rich.console import Console
-
             Console(stderr=True).print(f"[yellow]{interrupt_message(signal.SIGINT, args)}[/yellow]",
                                        highlight=False, soft_wrap=True)
         return rv

@@ -15,6 +15,8 @@ import importlib
 import re
 from typing import Any, Callable
 
+from bench.cli.common import DEFAULT_PROFILE_RULE
+
 # placeholder -> (module, registry attribute); the same table `bench ls` reads
 REGISTRIES: dict[str, tuple[str, str]] = {
     "datasets": ("bench.datasets", "DATASETS"),
@@ -52,8 +54,6 @@ def fill(text: str | None) -> str | None:
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         if name == "default_profile":
-            from bench.cli.common import DEFAULT_PROFILE_RULE
-
             return DEFAULT_PROFILE_RULE
         if name in QUERIES:
             module, attr = QUERIES[name]

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.cli import app
-
 from bench.cli.helptext import REGISTRIES as KINDS
+from bench.errors import ConfigError
 
 
 @app.command("ls")
@@ -29,15 +29,13 @@ def ls(
     ),
 ) -> None:
     """List what is registered."""
-    from bench.errors import ConfigError
-
     if kind not in KINDS:
         raise ConfigError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
     module, attr = KINDS[kind]
     registry = getattr(importlib.import_module(module), attr)
     if detail and kind == "models":
-        from bench.models import model_names
-        from bench.models.cards import format_card, model_card
+        from bench.models import model_names  # lazy: torch
+        from bench.models.cards import format_card, model_card  # lazy: torch
 
         cards = [format_card(model_card(name, profile, set_)) for name in model_names()]
         typer.echo("\n\n".join(cards))
@@ -55,7 +53,7 @@ def ls(
 
 def _list_models() -> None:
     """One row per spec, in table order: what the toolkit knows about each model (plug-ins included)."""
-    from bench.models import MODELS, model_names
+    from bench.models import MODELS, model_names  # lazy: torch
 
     table = Table(title="models")
     for column in ("name", "label", "role", "recipe", "capabilities", "config", "description", "from"):

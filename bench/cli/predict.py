@@ -13,7 +13,9 @@ import typer
 from rich.console import Console
 
 from bench.cli import app
-from bench.cli.common import build_run_config
+from bench.cli.common import build_run_config, parse_planes
+from bench.cli.paths_check import output_not_input, writable_file
+from bench.errors import ConfigError
 from bench.paths import RESULTS_ENV
 
 
@@ -30,17 +32,12 @@ def predict(
     tag: str = typer.Option("", "--tag"),
 ) -> None:
     """Segment one CT volume with trained runs and write a NIfTI mask."""
-    from bench.cli.paths_check import output_not_input, writable_file
-    from bench.errors import ConfigError
-
     # before anything slow is imported or read: never overwrite the input, fail before predicting
     output_not_input(output, input)
     if not output.name.lower().endswith((".nii", ".nii.gz")):
         raise ConfigError(f"--output {output}: the mask is written as NIfTI; end the name in .nii or .nii.gz")
     writable_file(output, "--output")
-    from bench.engine.predict import predict_file
-
-    from bench.cli.common import parse_planes
+    from bench.engine.predict import predict_file  # lazy: torch
 
     plane_list = parse_planes(planes)
     tasks = ["liver", "lesion"] if task == "both" else [task]

@@ -16,6 +16,7 @@ from bench.cli import app
 from bench.atomic import staged_dir
 from bench.cli.paths_check import writable_dir
 from bench.errors import ConfigError
+from bench.paths import default_results_root
 
 
 @app.command("report")
@@ -51,7 +52,7 @@ def report(
     """Write the paper's tables (md/csv/tex), figures and index.md (--check/--calibrate: aliases of bench check)."""
     if check is not None or calibrate is not None or update_golden or any(
             v is not None for v in (seeds, threads, kernels, command)):
-        from bench.cli.check import golden_alias  # the golden stack is imported only for the alias
+        from bench.cli.check import golden_alias  # lazy: at the top it would register `check` before `report` (bench --help order)
 
         golden_alias(check=check, calibrate=calibrate, update_golden=update_golden, results=results, seeds=seeds,
                      threads=threads, kernels=kernels, command=command, tables=tables, external=external,
@@ -65,12 +66,11 @@ def _write(results: Optional[str], tables: str, format: str, out: Optional[str],
            figures: bool, external: Optional[List[str]]) -> None:
     """The report itself: collect the results (and any external predictions), write tables, figures, index.md."""
     # the report's modules (pandas, matplotlib) stay out of `bench --help`
-    from bench.paths import default_results_root
-    from bench.reports.collect import load_results
-    from bench.reports.report import write_report
-    from bench.reports.select import ReportOptions
-    from bench.reports.tables import parse_table_spec
-    from bench.reports.writers import parse_formats
+    from bench.reports.collect import load_results  # lazy: pandas, torch
+    from bench.reports.report import write_report  # lazy: pandas, torch
+    from bench.reports.select import ReportOptions  # lazy: pandas, torch
+    from bench.reports.tables import parse_table_spec  # lazy: pandas, torch
+    from bench.reports.writers import parse_formats  # lazy: pandas, torch
 
     console = Console()
     options = ReportOptions(**selection)
@@ -82,7 +82,7 @@ def _write(results: Optional[str], tables: str, format: str, out: Optional[str],
     if external:
         # another tool's scores are written under the report folder and their paths recorded in the tables, so
         # this report is written in place (not staged in a temporary folder)
-        from bench.reports.external import add_externals
+        from bench.reports.external import add_externals  # lazy: pandas, torch
 
         collected = add_externals(collected, external, options, out_dir)
         for ext in collected.externals:

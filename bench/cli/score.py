@@ -16,8 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from bench.cli import app
+from bench.cli.paths_check import writable_dir
+from bench.config import EMPTY_REFERENCE_RULES, LESION_MATCHES
+from bench.errors import ConfigError
 
 
 @app.command("score")
@@ -41,22 +45,15 @@ def score(
                                         "mean and counted, judged by its false positives; zero = Dice 0 (nnU-Net)"),
 ) -> None:
     """Score NIfTI predictions against references matched by case id; prints the table."""
-    from rich.console import Console
-
-    from bench.cli.paths_check import writable_dir
-    from bench.errors import ConfigError
-
     out_dir = out if out is not None else Path.cwd() / f"score-{Path(pred_dir).resolve().name}"
     writable_dir(out_dir, "--out")
-    from bench.metrics.folder import TASK_CHOICES, score_folders
-    from bench.metrics.results import print_summary
+    from bench.metrics.folder import TASK_CHOICES, score_folders  # lazy: pandas, torch
+    from bench.metrics.results import print_summary  # lazy: pandas, torch
 
     if task not in TASK_CHOICES:
         raise ConfigError(f"unknown --task {task!r} (known: {', '.join(TASK_CHOICES)})")
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ConfigError(f"unknown --device {device!r} (known: auto, cpu, cuda)")
-    from bench.config import EMPTY_REFERENCE_RULES, LESION_MATCHES
-
     if lesion_match not in LESION_MATCHES:
         raise ConfigError(f"unknown --lesion-match {lesion_match!r} (known: {', '.join(LESION_MATCHES)})")
     if empty_reference not in EMPTY_REFERENCE_RULES:

@@ -10,7 +10,8 @@ from rich.console import Console
 from bench.cli import app
 from bench.cli.common import build_run_config, given_flags, parse_seeds
 from bench.cli.data import cysts_override
-from bench.paths import CACHE_ENV, RESULTS_ENV
+from bench.cli.paths_check import writable_dir
+from bench.paths import CACHE_ENV, RESULTS_ENV, run_dir
 
 
 @app.command("train")
@@ -38,11 +39,9 @@ def train(
     include_cysts: bool = typer.Option(False, "--include-cysts", help="ircadb: liver cysts count as lesions"),
 ) -> None:
     """Train one model on one plane (and evaluate it on val and test); runs it needs are trained first."""
-    from bench.cli.paths_check import writable_dir
-
     writable_dir(results, "--results")  # before hours of training, not after
     writable_dir(cache, "--cache")
-    from bench.engine.scheduler import execute, plan
+    from bench.engine.scheduler import execute, plan  # lazy: torch
 
     console = Console()
     cfgs = [build_run_config(model, plane, task, dataset, root, profile, s, device, results, cache, splits,
@@ -51,7 +50,5 @@ def train(
     jobs = plan(cfgs)  # checks every run (the requested ones and those they need) once, before any starts
     execute(jobs, resume=resume, force=force, say=lambda line: console.print(line, highlight=False, soft_wrap=True))
     for cfg in cfgs:
-        from bench.paths import run_dir
-
         console.print(f"[green]done[/green] {cfg.model} {cfg.plane} {cfg.task} (profile {cfg.profile.name}, "
                       f"seed {cfg.seed}) -> {run_dir(cfg)}", highlight=False, soft_wrap=True)

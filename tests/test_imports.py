@@ -64,14 +64,8 @@ def unmarked_imports(path: Path) -> list[str]:
             if not lines[n - 1].partition(LAZY_MARK)[2].strip()]
 
 
-# the packages already moved to top-level imports (issue 19 item 4); the rest follow
-CHECKED = ("*.py", "metrics", "datasets", "models", "golden", "reports", "engine", "cli")
-PENDING: tuple[str, ...] = ()  # files of a checked package whose imports are still being moved
-
-
 def test_imports_inside_functions_say_why() -> None:
-    files = [p for sub in CHECKED for p in sorted(PACKAGE.glob(sub) if sub.endswith(".py") else (PACKAGE / sub).rglob("*.py"))
-             if p.relative_to(PACKAGE).as_posix() not in PENDING]
+    files = sorted(PACKAGE.rglob("*.py"))
     assert files
     assert [hit for p in files for hit in unmarked_imports(p)] == []
 

@@ -43,6 +43,11 @@ from bench.datasets.nifti import save_nifti_zyx  # noqa: E402
 TRAIN_ID, VAL_ID, EXTRA_ID = "1", "2", "7"
 
 
+def _affine(case) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The case's voxel-to-world affine (z, y, x), or its spacing alone when the source has none."""
+    return np.asarray(case.affine if case.affine is not None else np.diag(list(case.spacing) + [1.0]), float)
+
+
 def write_slabs(root: Path, patient: str, cut: int, extra: str | None, out: Path) -> dict[str, list[str]]:
     """patient's two z-slabs (and ``extra`` whole) as LiTS files; returns the split lists.
 
@@ -56,7 +61,7 @@ def write_slabs(root: Path, patient: str, cut: int, extra: str | None, out: Path
     out.mkdir(parents=True, exist_ok=True)
     ds = IrcadbDataset(root)
     case = ds.load(patient)
-    affine = np.asarray(case.affine if case.affine is not None else np.diag(list(case.spacing) + [1.0]), float)
+    affine = _affine(case)
     lower_affine = affine.copy()
     lower_affine[:3, 3] = affine[:3, :3] @ np.array([cut, 0, 0]) + affine[:3, 3]
     parts = {TRAIN_ID: (case.image[:cut], case.label[:cut], affine),
@@ -66,7 +71,7 @@ def write_slabs(root: Path, patient: str, cut: int, extra: str | None, out: Path
         save_nifti_zyx(out / f"segmentation-{cid}.nii.gz", label, aff)
     if extra:
         e = ds.load(extra)
-        eaff = np.asarray(e.affine if e.affine is not None else np.diag(list(e.spacing) + [1.0]), float)
+        eaff = _affine(e)
         save_nifti_zyx(out / f"volume-{EXTRA_ID}.nii.gz", e.image, eaff)
         save_nifti_zyx(out / f"segmentation-{EXTRA_ID}.nii.gz", e.label, eaff)
     return splits
